@@ -1,0 +1,1 @@
+"""Bearer tokens with roles scoped to decision points."""

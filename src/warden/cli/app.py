@@ -1,0 +1,223 @@
+"""`warden`: init, policy check, serve, decide, token, kill/resume, demo."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import orjson
+import typer
+from rich.console import Console
+
+from warden.cli import context
+from warden.errors import PolicyError, WardenError
+
+app = typer.Typer(no_args_is_help=True, add_completion=False,
+                  help="Warden: a governed runtime for AI decisions in production.")
+policy_app = typer.Typer(no_args_is_help=True, help="Check decision point files.")
+token_app = typer.Typer(no_args_is_help=True, help="Create API tokens.")
+app.add_typer(policy_app, name="policy")
+app.add_typer(token_app, name="token")
+
+out = Console()
+err = Console(stderr=True)
+
+
+def main() -> None:
+    app()
+
+
+def _fail(error: WardenError | PolicyError, code: int = 1) -> NoReturn:
+    if isinstance(error, PolicyError):
+        err.print(f"[red]{error.location}[/red]: {error.message}", highlight=False)
+    else:
+        sys.stderr.write(orjson.dumps(error.to_dict(), option=orjson.OPT_INDENT_2).decode() + "\n")
+    raise typer.Exit(code)
+
+
+def _print_json(value: Any) -> None:
+    sys.stdout.write(orjson.dumps(value, option=orjson.OPT_INDENT_2).decode() + "\n")
+
+
+ConfigOption = Annotated[Path | None, typer.Option(
+    "--config", "-c", help="Folder of decision point files (default: $WARDEN_CONFIG or ./points).")]
+
+
+@app.command()
+def init(config: ConfigOption = None) -> None:
+    """Create the data folder and database, and apply migrations."""
+    s = context.settings(config)
+    db = context.database(s)
+    db.dispose()
+    out.print(f"Warden database ready: [bold]{s.db_url}[/bold]", highlight=False)
+    if not s.config.exists():
+        out.print(f"No decision points yet: put YAML files in [bold]{s.config}/[/bold] "
+                  "(see README, 'Decision point files').", highlight=False)
+
+
+@policy_app.command("check")
+def policy_check(paths: Annotated[list[Path] | None, typer.Argument(
+        help="Files or folders (default: $WARDEN_CONFIG or ./points).")] = None) -> None:
+    """Validate decision point files; print `file:line: problem` and exit 1 on any error."""
+    from warden.policy.loader import check_points
+
+    targets = paths or [context.settings().config]
+    good, errors = check_points(targets)
+    for error in errors:
+        err.print(f"[red]{error.location}[/red]: {error.message}", highlight=False)
+    for point in good:
+        out.print(f"[green]ok[/green] {point.source}: point [bold]{point.name}[/bold], "
+                  f"owner {point.spec.owner}, policy version {point.version[:12]}",
+                  highlight=False)
+    if errors:
+        raise typer.Exit(1)
+    if not good:
+        err.print(f"no decision point files found in {', '.join(map(str, targets))}")
+        raise typer.Exit(1)
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to bind.")] = 8000,
+    workers: Annotated[int, typer.Option(help="Worker processes.")] = 1,
+    config: ConfigOption = None,
+) -> None:
+    """Run the HTTP API (OpenAPI docs at /docs)."""
+    import os
+
+    import uvicorn
+
+    from warden.policy.loader import load_points
+
+    s = context.settings(config)
+    try:
+        load_points(s.config)
+    except PolicyError as error:
+        _fail(error)
+    os.environ["WARDEN_CONFIG"] = str(s.config.resolve())
+    context.database(s).dispose()
+    uvicorn.run("warden.api.app:create_app_from_env", factory=True, host=host, port=port,
+                workers=workers, log_level="info", access_log=False)
+
+
+def _load_json(value: str, name: str) -> Any:
+    text = Path(value[1:]).read_text(encoding="utf-8") if value.startswith("@") else value
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError as exc:
+        raise typer.BadParameter(f"{name} is not valid JSON: {exc}") from None
+
+
+@app.command()
+def decide(
+    point: Annotated[str, typer.Argument(help="Decision point name.")],
+    input: Annotated[str, typer.Option("--input", "-i",
+                                       help="Input as JSON, or @file.json.")],
+    context_json: Annotated[str | None, typer.Option("--context", help="Context JSON.")] = None,
+    output: Annotated[str | None, typer.Option(help="Proposal mode: the AI's outcome.")] = None,
+    confidence: Annotated[float | None, typer.Option(help="Proposal mode: confidence.")] = None,
+    idempotency_key: Annotated[str | None, typer.Option("--idempotency-key")] = None,
+    config: ConfigOption = None,
+) -> None:
+    """Run one governed decision in-process and print it as JSON."""
+    from warden.engine import Proposal
+
+    data = _load_json(input, "--input")
+    ctx = _load_json(context_json, "--context") if context_json else None
+    try:
+        engine = context.open_engine(context.settings(config))
+    except PolicyError as error:
+        _fail(error)
+    try:
+        proposal = Proposal(output, confidence) if output is not None or confidence is not None \
+            else None
+        decision = engine.decide(point, data, context=ctx, idempotency_key=idempotency_key,
+                                 actor=context.actor(), proposal=proposal)
+    except WardenError as error:
+        _fail(error)
+    finally:
+        engine.close()
+    _print_json(decision.model_dump(mode="json"))
+
+
+@token_app.command("create")
+def token_create(
+    name: Annotated[str, typer.Option(help="Who or what uses the token.")],
+    role: Annotated[list[str], typer.Option(
+        help="caller, reviewer, owner, auditor or admin; repeat for several.")],
+    point: Annotated[list[str], typer.Option(
+        help="Decision point the token may act on; repeat, or '*' for all.")],
+) -> None:
+    """Create an API token and print it once (only its hash is stored)."""
+    from warden.auth.tokens import create_token
+    from warden.store.recorder import Recorder
+
+    db = context.database(context.settings())
+    recorder = Recorder(db)
+    try:
+        secret, principal = create_token(recorder, name=name, roles=role, points=point,
+                                         actor=context.actor())
+    except WardenError as error:
+        _fail(error)
+    finally:
+        recorder.close()
+        db.dispose()
+    err.print(f"Token for [bold]{name}[/bold] (roles {', '.join(sorted(principal.roles))}; "
+              f"points {', '.join(sorted(principal.points))}). It is shown only once:",
+              highlight=False)
+    out.print(secret, highlight=False, soft_wrap=True)
+
+
+def _toggle_kill(point: str | None, all_points: bool, reason: str, engaged: bool,
+                 config: Path | None) -> None:
+    if (point is None) == (not all_points):
+        raise typer.BadParameter("name one decision point, or pass --all for every point")
+    try:
+        engine = context.open_engine(context.settings(config))
+    except PolicyError as error:
+        _fail(error)
+    try:
+        switch = engine.set_kill(point or "*", engaged, actor=context.actor(), reason=reason)
+    except WardenError as error:
+        _fail(error)
+    finally:
+        engine.close()
+    state = "ENGAGED: no decision is auto" if engaged else "released"
+    out.print(f"kill switch for [bold]{switch.scope}[/bold] {state} (by {switch.actor}: "
+              f"{switch.reason})", highlight=False)
+
+
+PointArg = Annotated[str | None, typer.Argument(help="Decision point, or --all.")]
+AllOption = Annotated[bool, typer.Option("--all", help="Every decision point.")]
+ReasonOption = Annotated[str, typer.Option(help="Why; recorded in the ledger.")]
+
+
+@app.command()
+def kill(point: PointArg = None, all_points: AllOption = False, *, reason: ReasonOption,
+         config: ConfigOption = None) -> None:
+    """Engage the kill switch: from the next decision on, nothing is decided automatically."""
+    _toggle_kill(point, all_points, reason, True, config)
+
+
+@app.command()
+def resume(point: PointArg = None, all_points: AllOption = False, *, reason: ReasonOption,
+           config: ConfigOption = None) -> None:
+    """Release the kill switch."""
+    _toggle_kill(point, all_points, reason, False, config)
+
+
+@app.command()
+def demo(
+    duration: Annotated[float | None, typer.Option(
+        help="Stop after this many seconds (default: run until Ctrl-C).")] = None,
+    port: Annotated[int, typer.Option(help="Port of the demo server.")] = 8000,
+    rate: Annotated[float, typer.Option(help="Decisions per second of demo traffic.")] = 20.0,
+    home: Annotated[Path, typer.Option(help="Folder for the demo's data.")] = Path(
+        ".warden/demo"),
+) -> None:
+    """Train a credit model on generated data, start the server and send it traffic."""
+    from warden.demo import run_demo
+
+    run_demo(home, port=port, duration=duration, rate=rate, console=out)

@@ -1,0 +1,38 @@
+"""Opening the local database and decision points for CLI commands."""
+
+from __future__ import annotations
+
+import getpass
+import os
+from pathlib import Path
+
+import sqlalchemy as sa
+
+from warden.engine import Engine
+from warden.policy.loader import load_points
+from warden.settings import Settings
+from warden.store.database import create_engine, migrate
+
+
+def settings(config: Path | None = None) -> Settings:
+    return Settings.from_env(config=config)
+
+
+def actor() -> str:
+    """Who runs this command, as recorded in the ledger."""
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = os.environ.get("USER", "unknown")
+    return f"cli:{user}"
+
+
+def database(s: Settings) -> sa.Engine:
+    db = create_engine(s.db_url)
+    migrate(db)
+    return db
+
+
+def open_engine(s: Settings) -> Engine:
+    points = load_points(s.config)
+    return Engine(points, database(s), actor=actor())

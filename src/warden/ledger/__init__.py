@@ -1,0 +1,1 @@
+"""The tamper-evident ledger: canonical events in one hash chain."""

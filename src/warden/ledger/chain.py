@@ -1,0 +1,114 @@
+"""Events and the hash chain.
+
+leaf_hash  = SHA-256(0x00 || body)            (RFC 6962 leaf hashing, ready for Merkle proofs)
+chain_hash = SHA-256(prev_chain_hash || leaf_hash)
+
+`body` is the canonical JSON of the event including its sequence number, so reordering,
+insertion or deletion all change a hash.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from warden.ledger.canonical import canonical_bytes
+
+GENESIS = "0" * 64
+
+
+@dataclass(slots=True)
+class EventDraft:
+    """An event before the ledger assigns it a place in the chain."""
+
+    type: str
+    actor: str
+    payload: dict[str, Any]
+    point: str | None = None
+    decision_id: str | None = None
+    ts: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+
+@dataclass(frozen=True, slots=True)
+class SealedEvent:
+    seq: int
+    type: str
+    point: str | None
+    decision_id: str | None
+    actor: str
+    ts: datetime
+    body: str
+    prev_hash: str
+    leaf_hash: str
+    chain_hash: str
+
+    def row(self) -> dict[str, Any]:
+        return {
+            "seq": self.seq, "type": self.type, "point": self.point,
+            "decision_id": self.decision_id, "actor": self.actor, "ts": self.ts,
+            "body": self.body, "prev_hash": self.prev_hash, "leaf_hash": self.leaf_hash,
+            "chain_hash": self.chain_hash,
+        }
+
+
+def event_body(seq: int, draft: EventDraft) -> bytes:
+    return canonical_bytes({
+        "seq": seq,
+        "type": draft.type,
+        "point": draft.point,
+        "decision_id": draft.decision_id,
+        "actor": draft.actor,
+        "ts": draft.ts.isoformat(),
+        "payload": draft.payload,
+    })
+
+
+def leaf_hash(body: bytes) -> bytes:
+    return hashlib.sha256(b"\x00" + body).digest()
+
+
+def next_chain_hash(prev_hex: str, leaf: bytes) -> str:
+    return hashlib.sha256(bytes.fromhex(prev_hex) + leaf).hexdigest()
+
+
+def seal(seq: int, prev_hash: str, draft: EventDraft) -> SealedEvent:
+    """Give a draft its sequence number and hashes."""
+    body = event_body(seq, draft)
+    leaf = leaf_hash(body)
+    return SealedEvent(
+        seq=seq, type=draft.type, point=draft.point, decision_id=draft.decision_id,
+        actor=draft.actor, ts=draft.ts, body=body.decode(), prev_hash=prev_hash,
+        leaf_hash=leaf.hex(), chain_hash=next_chain_hash(prev_hash, leaf),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Break:
+    seq: int
+    kind: str
+    message: str
+
+
+def verify_rows(rows: list[dict[str, Any]], *, start_hash: str = GENESIS,
+                start_seq: int = 1) -> Break | None:
+    """Re-derive every hash of consecutive event rows; the first break, or None when intact."""
+    prev = start_hash
+    expected_seq = start_seq
+    for row in rows:
+        seq = row["seq"]
+        if seq != expected_seq:
+            kind = "deleted" if seq > expected_seq else "reordered"
+            return Break(expected_seq, kind, f"expected event {expected_seq}, found {seq}")
+        body = row["body"].encode()
+        leaf = leaf_hash(body)
+        if leaf.hex() != row["leaf_hash"]:
+            return Break(seq, "modified", f"event {seq}: body does not match its leaf hash")
+        if row["prev_hash"] != prev:
+            return Break(seq, "modified", f"event {seq}: previous hash does not match the chain")
+        if next_chain_hash(prev, leaf) != row["chain_hash"]:
+            return Break(seq, "modified", f"event {seq}: chain hash does not match")
+        prev = row["chain_hash"]
+        expected_seq += 1
+    return None

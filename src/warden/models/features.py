@@ -1,0 +1,36 @@
+"""The one-row matrix tabular models expect, built from the input in `model.features` order."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from warden.models.base import MODEL_ERROR, ModelFailure, describe
+
+
+def feature_row(
+    input: Mapping[str, Any], features: Sequence[str], dtype: type[np.floating[Any]]
+) -> npt.NDArray[np.floating[Any]]:
+    """A fresh (1, n) array per call: it is cheap and never shared between threads."""
+    try:
+        return np.array([[float(input[name]) for name in features]], dtype=dtype)
+    except (KeyError, TypeError, ValueError):
+        raise _explain(input, features) from None
+
+
+def _explain(input: Mapping[str, Any], features: Sequence[str]) -> ModelFailure:
+    for name in features:
+        if name not in input:
+            return ModelFailure(
+                MODEL_ERROR, f"input has no field '{name}', which model.features lists"
+            )
+        try:
+            float(input[name])
+        except (TypeError, ValueError):
+            return ModelFailure(
+                MODEL_ERROR, f"input field '{name}' is {describe(input[name])}, not a number"
+            )
+    return ModelFailure(MODEL_ERROR, "input could not be turned into model features")

@@ -1,0 +1,141 @@
+"""The only way decisions call a model: breaker, timeout and output checks around the raw call,
+so every way a model can misbehave ends in one ModelFailure with a stable code.
+"""
+
+from __future__ import annotations
+
+import numbers
+import time
+from collections.abc import Callable, Collection, Mapping, Sequence
+from typing import Any
+
+from warden.models.base import (
+    BREAKER_OPEN,
+    INVALID_OUTPUT,
+    MODEL_ERROR,
+    MODEL_SATURATED,
+    MODEL_TIMEOUT,
+    Model,
+    ModelFailure,
+    Prediction,
+    describe,
+)
+from warden.models.breaker import CircuitBreaker
+from warden.models.workers import CallTimeout, PoolSaturated, WorkerPool
+from warden.policy.schema import FailureSpec, ModelSpec
+
+
+class GuardedModel:
+    """A model behind a circuit breaker, an optional timeout and output validation.
+
+    Timeouts, errors, invalid outputs and saturation count as failures for the breaker (as a
+    bulkhead rejection does inside a resilience4j breaker); calls refused by the open breaker do
+    not. With a timeout the model runs on at most `max_concurrency` worker threads; a call that
+    times out keeps its worker until it returns, and when all are busy calls fail fast with
+    'model_saturated' rather than queue behind a hung model.
+    """
+
+    def __init__(
+        self,
+        model: Model,
+        *,
+        spec: ModelSpec,
+        failure: FailureSpec,
+        outcomes: Sequence[str],
+        clock: Callable[[], float] = time.monotonic,
+        max_concurrency: int = 16,
+    ) -> None:
+        self._model = model
+        self._outcomes = frozenset(outcomes)
+        self._breaker = CircuitBreaker(failure.breaker, clock)
+        self._open_for = failure.breaker.open_for
+        self._timeout_ms = spec.timeout_ms
+        self._pool = None if spec.timeout_ms is None else WorkerPool(max_concurrency)
+
+    @property
+    def breaker(self) -> CircuitBreaker:
+        return self._breaker
+
+    @property
+    def version(self) -> str | None:
+        return self._model.version
+
+    def call(self, input: Mapping[str, Any]) -> Prediction:
+        """A checked prediction, or ModelFailure saying why there is none."""
+        if not self._breaker.try_acquire():
+            raise ModelFailure(
+                BREAKER_OPEN,
+                f"the circuit breaker is open after repeated model failures; the model is tried "
+                f"again {self._open_for:g}s after it opened",
+            )
+        succeeded = False
+        try:
+            raw = self._predict(input) if self._pool is None else self._predict_in_time(input)
+            if not isinstance(raw, Prediction):
+                raise ModelFailure(
+                    INVALID_OUTPUT, f"model returned {describe(raw)}, not a Prediction"
+                )
+            prediction = check_prediction(raw.outcome, raw.confidence, self._outcomes)
+            succeeded = True
+            return prediction
+        finally:
+            if succeeded:
+                self._breaker.on_success()
+            else:
+                self._breaker.on_failure()
+
+    def _predict(self, input: Mapping[str, Any]) -> Prediction:
+        try:
+            return self._model.predict(input)
+        except ModelFailure:
+            raise
+        except Exception as exc:
+            raise ModelFailure(MODEL_ERROR, f"{type(exc).__name__}: {exc}") from exc
+
+    def _predict_in_time(self, input: Mapping[str, Any]) -> Prediction:
+        assert self._pool is not None and self._timeout_ms is not None
+        try:
+            return self._pool.run(self._predict, input, self._timeout_ms / 1000)
+        except CallTimeout:
+            raise ModelFailure(
+                MODEL_TIMEOUT, f"the model did not answer within {self._timeout_ms} ms"
+            ) from None
+        except PoolSaturated:
+            raise ModelFailure(
+                MODEL_SATURATED,
+                "every model worker is busy (calls that timed out keep theirs until they "
+                "return); the model is too slow for the load",
+            ) from None
+
+
+def check_prediction(outcome: object, confidence: object, outcomes: Collection[str]) -> Prediction:
+    """A Prediction with a plain str outcome from `outcomes` and a float confidence in [0, 1].
+
+    Used for model output and for proposals submitted by callers alike. numpy scalars are
+    accepted; bools are not numbers here, since True as a confidence is a bug, not 1.0.
+    """
+    if type(outcome) is not str:
+        if not isinstance(outcome, str):
+            raise ModelFailure(
+                INVALID_OUTPUT,
+                f"outcome {describe(outcome)} is a {type(outcome).__name__}, not one of the "
+                f"outcomes {sorted(outcomes)}",
+            )
+        outcome = str(outcome)
+    if outcome not in outcomes:
+        raise ModelFailure(
+            INVALID_OUTPUT, f"outcome {outcome!r} is not one of the outcomes {sorted(outcomes)}"
+        )
+    if type(confidence) is float:
+        value = confidence
+    elif isinstance(confidence, numbers.Real) and not isinstance(confidence, bool):
+        value = float(confidence)
+    else:
+        raise ModelFailure(
+            INVALID_OUTPUT,
+            f"confidence {describe(confidence)} is a {type(confidence).__name__}, "
+            "not a number between 0 and 1",
+        )
+    if not 0.0 <= value <= 1.0:  # also refuses NaN, which compares false
+        raise ModelFailure(INVALID_OUTPUT, f"confidence {value!r} is not between 0 and 1")
+    return Prediction(outcome, value)

@@ -1,0 +1,43 @@
+"""Turns a decision point's `model:` section into a callable model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from warden.models.base import Model, ModelLoadError
+from warden.policy.schema import ModelKind, ModelSpec
+
+__all__ = ["ModelLoadError", "load_model"]
+
+
+def load_model(spec: ModelSpec, base_dir: Path) -> Model | None:
+    """The model for `spec`, or None for kind 'proposal', where the caller submits the output
+    and confidence itself. `base_dir` is the folder of the decision point file.
+    """
+    if spec.kind is ModelKind.PROPOSAL:
+        return None
+    if spec.kind is ModelKind.CALLABLE:
+        from warden.models.callable import load_callable
+
+        return load_callable(spec, base_dir)
+    path = _artifact(spec, base_dir)
+    if spec.kind is ModelKind.SKLEARN:
+        from warden.models.sklearn import load_sklearn
+
+        return load_sklearn(spec, path)
+    from warden.models.onnx import load_onnx
+
+    return load_onnx(spec, path)
+
+
+def _artifact(spec: ModelSpec, base_dir: Path) -> Path:
+    assert spec.path is not None  # the schema requires it for sklearn and onnx
+    path = Path(spec.path).expanduser()
+    if not path.is_absolute():
+        path = base_dir / path
+    if not path.is_file():
+        raise ModelLoadError(
+            f"model file {path} does not exist (model.path '{spec.path}' is relative to "
+            f"{base_dir}); save the {spec.kind} model there or fix model.path"
+        )
+    return path

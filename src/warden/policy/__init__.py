@@ -1,0 +1,1 @@
+"""Decision points as code: the file schema, loading, CEL rules and routing."""

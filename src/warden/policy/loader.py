@@ -1,0 +1,201 @@
+"""Load decision point files, reporting every problem as `file:line: what and how to fix`."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import fastjsonschema
+import jsonschema
+import orjson
+import yaml
+from pydantic import ValidationError
+
+from warden.errors import PolicyError
+from warden.policy.point import CompiledPoint
+from warden.policy.rules import CompiledRule, RuleCompileError, compile_rule
+from warden.policy.schema import DecisionPointSpec
+
+SUFFIXES = (".yaml", ".yml")
+
+
+def policy_version(spec: DecisionPointSpec) -> str:
+    """SHA-256 of the canonical content: comments and formatting do not change the version."""
+    canonical = orjson.dumps(spec.model_dump(mode="json"), option=orjson.OPT_SORT_KEYS)
+    return hashlib.sha256(canonical).hexdigest()
+
+
+def point_files(path: Path) -> list[Path]:
+    """The decision point files at `path`: the file itself, or the YAML files of a folder."""
+    if path.is_file():
+        return [path]
+    if not path.exists():
+        raise PolicyError(
+            "no such file or folder; set WARDEN_CONFIG or pass the folder of decision point files",
+            file=str(path),
+        )
+    return sorted(p for p in path.iterdir() if p.suffix in SUFFIXES and p.is_file())
+
+
+def load_point(path: Path) -> CompiledPoint:
+    """Parse, validate and compile one file. Raises PolicyError naming file and line."""
+    file = str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise PolicyError(f"cannot read the file: {exc.strerror}", file=file) from exc
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else None
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise PolicyError(f"not valid YAML: {problem}", file=file, line=line) from exc
+    if not isinstance(data, dict) or root is None:
+        raise PolicyError("a decision point file must be a YAML mapping (point:, owner:, ...)",
+                          file=file, line=1)
+    lines = _LineIndex(root)
+    try:
+        spec = DecisionPointSpec.model_validate(data)
+    except ValidationError as exc:
+        raise _first_error(exc, lines, file) from exc
+    return _compile(spec, path, lines)
+
+
+def load_points(path: Path) -> dict[str, CompiledPoint]:
+    """Load every file; raise the first error. Two files may not declare the same point."""
+    points: dict[str, CompiledPoint] = {}
+    for file in point_files(path):
+        point = load_point(file)
+        if point.name in points:
+            raise PolicyError(
+                f"point '{point.name}' is also declared in {points[point.name].source}; "
+                "each decision point needs its own name",
+                file=str(file), line=1,
+            )
+        points[point.name] = point
+    return points
+
+
+def check_points(paths: Iterable[Path]) -> tuple[list[CompiledPoint], list[PolicyError]]:
+    """Validate every file and collect all errors, for `warden policy check`."""
+    good: list[CompiledPoint] = []
+    errors: list[PolicyError] = []
+    for path in paths:
+        try:
+            files = point_files(path)
+        except PolicyError as exc:
+            errors.append(exc)
+            continue
+        for file in files:
+            try:
+                good.append(load_point(file))
+            except PolicyError as exc:
+                errors.append(exc)
+    return good, errors
+
+
+def _compile(spec: DecisionPointSpec, path: Path, lines: _LineIndex) -> CompiledPoint:
+    file = str(path)
+    try:
+        jsonschema.validators.validator_for(spec.input).check_schema(spec.input)
+        validator = fastjsonschema.compile(spec.input)
+    except (jsonschema.SchemaError, fastjsonschema.JsonSchemaDefinitionException) as exc:
+        message = getattr(exc, "message", str(exc))
+        raise PolicyError(f"input is not a valid JSON Schema: {message}",
+                          file=file, line=lines.line(("input",))) from exc
+    properties = spec.input.get("properties")
+    fields = set(properties) if isinstance(properties, dict) else None
+    compiled: list[CompiledRule] = []
+    for kind in ("refuse", "review", "auto"):
+        for index, rule in enumerate(getattr(spec.rules, kind)):
+            try:
+                compiled.append(compile_rule(kind, rule.id, rule.when, rule.reason,
+                                             input_fields=fields, outcomes=spec.outcomes))
+            except RuleCompileError as exc:
+                line = lines.line(("rules", kind, index, "when"))
+                raise PolicyError(str(exc), file=file, line=line) from exc
+    four_eyes = None
+    if spec.review.four_eyes_when:
+        try:
+            four_eyes = compile_rule("four_eyes", "four_eyes_when", spec.review.four_eyes_when,
+                                     None, input_fields=fields, outcomes=spec.outcomes)
+        except RuleCompileError as exc:
+            raise PolicyError(str(exc), file=file,
+                              line=lines.line(("review", "four_eyes_when"))) from exc
+    return CompiledPoint(
+        spec=spec,
+        version=policy_version(spec),
+        source=path,
+        validate_input=validator,
+        rules=tuple(compiled),
+        four_eyes=four_eyes,
+    )
+
+
+def _first_error(exc: ValidationError, lines: _LineIndex, file: str) -> PolicyError:
+    error = exc.errors()[0]
+    loc = tuple(error["loc"])
+    where = ".".join(str(part) for part in loc) or "(top level)"
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        allowed = _allowed_fields(loc[:-1])
+        hint = f"; allowed here: {', '.join(allowed)}" if allowed else ""
+        message = f"unknown field '{loc[-1]}'{hint}. Check the spelling or remove it"
+    elif kind == "missing":
+        message = f"'{where}' is required"
+        if loc == ("owner",):
+            message += ": name the accountable owner (team or person), e.g. owner: credit-risk@example.com"
+    else:
+        text = error["msg"].removeprefix("Value error, ")
+        message = f"{where}: {text}" if loc else text
+        if not loc:  # whole-file checks name their field first, e.g. "failure.on_error is ..."
+            loc = tuple(text.split(" ", 1)[0].split("."))
+    return PolicyError(message, file=file, line=lines.line(loc))
+
+
+def _allowed_fields(loc: tuple[Any, ...]) -> list[str]:
+    model: Any = DecisionPointSpec
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        field = model.model_fields.get(part)
+        annotation = getattr(field, "annotation", None)
+        args = getattr(annotation, "__args__", None)
+        candidates = [annotation, *(args or [])]
+        model = next((c for c in candidates if hasattr(c, "model_fields")), None)
+        if model is None:
+            return []
+    return sorted(model.model_fields)
+
+
+class _LineIndex:
+    """Maps a path of keys/indexes in the YAML document to its 1-based line."""
+
+    def __init__(self, root: yaml.Node) -> None:
+        self.root = root
+
+    def line(self, loc: tuple[Any, ...]) -> int:
+        node = self.root
+        best = node.start_mark.line + 1
+        for part in loc:
+            child = _child(node, part)
+            if child is None:
+                break
+            node = child
+            best = node.start_mark.line + 1
+        return best
+
+
+def _child(node: yaml.Node, part: Any) -> yaml.Node | None:
+    if isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            if key.value == str(part):
+                return value if not isinstance(value, yaml.ScalarNode) or value.value else key
+    if isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
+        item: yaml.Node = node.value[part]
+        return item
+    return None

@@ -1,0 +1,167 @@
+"""The schema of a decision point file. Unknown fields are refused so typos never pass silently."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated, Any
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+
+from warden.policy.durations import parse_duration
+
+Seconds = Annotated[float, BeforeValidator(parse_duration)]
+REVIEW = "review"
+_NAME = r"^[a-z][a-z0-9_]*$"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModelKind(StrEnum):
+    CALLABLE = "callable"
+    SKLEARN = "sklearn"
+    ONNX = "onnx"
+    PROPOSAL = "proposal"
+
+
+class ModelSpec(_Strict):
+    """Which model proposes outcomes, and how to call it."""
+
+    kind: ModelKind
+    version: str | None = Field(
+        default=None, description="Model version recorded with every decision."
+    )
+    path: str | None = Field(default=None, description="Artifact, relative to the point file.")
+    function: str | None = Field(default=None, description="`module:function` for kind=callable.")
+    features: list[str] | None = Field(
+        default=None, description="Input fields, in the order the model expects (sklearn, onnx)."
+    )
+    labels: dict[str, str] | None = Field(
+        default=None, description="Model class label -> outcome, where they differ."
+    )
+    timeout_ms: int | None = Field(default=None, gt=0, le=600_000)
+
+    @model_validator(mode="after")
+    def _check_kind_fields(self) -> ModelSpec:
+        needs_path = self.kind in (ModelKind.SKLEARN, ModelKind.ONNX)
+        if needs_path and not self.path:
+            raise ValueError(f"model.path is required for kind '{self.kind}'")
+        if needs_path and not self.features:
+            raise ValueError(
+                f"model.features is required for kind '{self.kind}': list the input fields "
+                "in the order the model was trained on"
+            )
+        if self.kind is ModelKind.CALLABLE and (not self.function or ":" not in self.function):
+            raise ValueError("model.function is required for kind 'callable', as 'module:function'")
+        if self.kind is not ModelKind.PROPOSAL and not self.version:
+            raise ValueError("model.version is required so every decision records which model made it")
+        return self
+
+
+class Rule(_Strict):
+    """One CEL rule. `when` sees `input`, `output`, `confidence` and `context`."""
+
+    id: str = Field(pattern=_NAME)
+    when: str = Field(min_length=1)
+    reason: str | None = None
+
+
+class Rules(_Strict):
+    refuse: list[Rule] = Field(default_factory=list)
+    review: list[Rule] = Field(default_factory=list)
+    auto: list[Rule] = Field(default_factory=list)
+
+    def all(self) -> list[tuple[str, Rule]]:
+        return [("refuse", r) for r in self.refuse] + [("review", r) for r in self.review] + [
+            ("auto", r) for r in self.auto
+        ]
+
+
+class Sampling(_Strict):
+    review_rate: float = Field(default=0.0, ge=0.0, le=1.0)
+
+
+class ReviewSpec(_Strict):
+    reviewers: list[str] = Field(default_factory=list)
+    approvals: int = Field(default=1, ge=1, le=5)
+    four_eyes_when: str | None = None
+    sla: Seconds | None = None
+    on_expiry: str | None = None
+
+
+class BreakerSpec(_Strict):
+    """Circuit breaker with resilience4j semantics over a count-based sliding window."""
+
+    failure_rate: float = Field(default=0.5, gt=0.0, le=1.0)
+    window: int = Field(default=100, ge=1, le=100_000)
+    min_calls: int = Field(default=20, ge=1)
+    open_for: Seconds = 30.0
+    half_open_calls: int = Field(default=5, ge=1, le=1000)
+
+
+class FailureSpec(_Strict):
+    """Where a decision goes when the model fails or the kill switch is on: `review` or an outcome."""
+
+    on_error: str = REVIEW
+    on_kill: str = REVIEW
+    breaker: BreakerSpec = Field(default_factory=BreakerSpec)
+
+
+class DecisionPointSpec(_Strict):
+    """One decision point file."""
+
+    point: str = Field(pattern=_NAME, max_length=64)
+    owner: str = Field(min_length=1, description="Accountable owner; required.")
+    description: str | None = None
+    input: dict[str, Any] = Field(description="JSON Schema of what callers send.")
+    model: ModelSpec
+    outcomes: list[str] = Field(min_length=1)
+    rules: Rules
+    sampling: Sampling = Field(default_factory=Sampling)
+    review: ReviewSpec = Field(default_factory=ReviewSpec)
+    failure: FailureSpec = Field(default_factory=FailureSpec)
+
+    @field_validator("outcomes")
+    @classmethod
+    def _unique_outcomes(cls, outcomes: list[str]) -> list[str]:
+        if len(set(outcomes)) != len(outcomes):
+            raise ValueError("outcomes must be unique")
+        if REVIEW in outcomes:
+            raise ValueError("'review' is a route, not an outcome; choose another name")
+        return outcomes
+
+    @model_validator(mode="after")
+    def _check_references(self) -> DecisionPointSpec:
+        allowed = set(self.outcomes)
+        for name, value in (("failure.on_error", self.failure.on_error),
+                            ("failure.on_kill", self.failure.on_kill)):
+            if value != REVIEW and value not in allowed:
+                raise ValueError(
+                    f"{name} is '{value}', which is not 'review' and not one of the outcomes "
+                    f"{sorted(allowed)}"
+                )
+        if self.review.on_expiry is not None and self.review.on_expiry not in allowed:
+            raise ValueError(
+                f"review.on_expiry is '{self.review.on_expiry}', not one of the outcomes "
+                f"{sorted(allowed)}"
+            )
+        if self.model.labels:
+            for label, outcome in self.model.labels.items():
+                if outcome not in allowed:
+                    raise ValueError(
+                        f"model.labels maps '{label}' to '{outcome}', not one of the outcomes "
+                        f"{sorted(allowed)}"
+                    )
+        seen: set[str] = set()
+        for _, rule in self.rules.all():
+            if rule.id in seen:
+                raise ValueError(f"rule id '{rule.id}' is used twice; rule ids must be unique")
+            seen.add(rule.id)
+        if self.input.get("type") != "object":
+            raise ValueError("input must be a JSON Schema with `type: object`")
+        return self
+
+    def safe_outcome(self, path: str) -> str | None:
+        """The fixed outcome of a failure path, or None when the path is review."""
+        return None if path == REVIEW else path

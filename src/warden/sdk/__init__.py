@@ -1,0 +1,1 @@
+"""Python SDK: in-process (`Warden`) or over HTTP (`WardenClient`)."""

@@ -1,0 +1,208 @@
+"""The HTTP SDK: the calls of the in-process `Warden`, made against a Warden server.
+
+    with WardenClient("http://127.0.0.1:8000", token) as warden:
+        decision = warden.decide("loan_approval", {"amount": 12000, ...})
+
+API errors raise the same WardenError subclasses the engine raises in-process.
+"""
+
+from __future__ import annotations
+
+import builtins
+import time
+import uuid
+from collections.abc import Iterator, Mapping
+from datetime import datetime
+from types import TracebackType
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+import warden
+from warden.decision import Decision, Route, Status
+from warden.errors import (
+    Conflict,
+    Forbidden,
+    InvalidInput,
+    InvalidRequest,
+    NotFound,
+    PayloadTooLarge,
+    Unauthenticated,
+    Unavailable,
+    WardenError,
+)
+from warden.store.queries import KillSwitch, aware
+
+ERRORS: dict[str, type[WardenError]] = {
+    cls.type: cls
+    for cls in (InvalidInput, InvalidRequest, NotFound, Conflict, Unauthenticated, Forbidden,
+                PayloadTooLarge, Unavailable)
+}
+RETRIES = 3
+BACKOFF = 0.1
+
+
+class WardenClient:
+    """A synchronous client of the Warden HTTP API; safe to share between threads.
+
+    Pass `client` to reuse an `httpx.Client` you own (tests pass a FastAPI `TestClient`); it is
+    not closed by `close()`. Connection failures and 503s are retried up to `retries` times,
+    which is safe for `decide` because every call carries an `Idempotency-Key`.
+    """
+
+    def __init__(self, base_url: str, token: str, *, timeout: float = 10.0,
+                 transport: httpx.BaseTransport | None = None,
+                 client: httpx.Client | None = None, retries: int = RETRIES,
+                 backoff: float = BACKOFF) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._headers = {"Authorization": f"Bearer {token}",
+                         "User-Agent": f"warden-python/{warden.__version__}"}
+        self._owns_client = client is None
+        self._client = client or httpx.Client(timeout=timeout, transport=transport)
+        self._timeout = timeout
+        self._retries = retries
+        self._backoff = backoff
+
+    # -- decisions -----------------------------------------------------------------------
+
+    def decide(self, point: str, input: Mapping[str, Any], *,
+               context: Mapping[str, Any] | None = None, idempotency_key: str | None = None,
+               output: Any = None, confidence: Any = None,
+               model_version: str | None = None) -> Decision:
+        """Run one governed decision. In proposal mode pass the AI's `output` and `confidence`.
+
+        Without an `idempotency_key` one is generated, so retries never make a second decision.
+        """
+        body: dict[str, Any] = {"point": point, "input": dict(input)}
+        if context is not None:
+            body["context"] = dict(context)
+        if output is not None or confidence is not None:
+            body.update(output=output, confidence=confidence, model_version=model_version)
+        key = idempotency_key or str(uuid.uuid4())
+        response = self._request("POST", "/v1/decisions", json=body,
+                                 headers={"Idempotency-Key": key}, idempotency_key=key)
+        return Decision.model_validate_json(response.content)
+
+    def get(self, decision_id: str) -> Decision:
+        response = self._request("GET", f"/v1/decisions/{_segment(decision_id)}")
+        return Decision.model_validate_json(response.content)
+
+    def list(self, point: str | None = None, route: Route | str | None = None,
+             status: Status | str | None = None, limit: int = 50, *,
+             since: datetime | None = None, until: datetime | None = None) -> Iterator[Decision]:
+        """Every matching decision, newest first, fetched `limit` per page as you iterate.
+
+        Stop early with `itertools.islice` when you only need the first few.
+        """
+        params: dict[str, str | int] = {"limit": limit}
+        for name, value in (("point", point), ("route", route), ("status", status)):
+            if value is not None:
+                params[name] = str(value)
+        for name, moment in (("since", since), ("until", until)):
+            if moment is not None:
+                params[name] = moment.isoformat()
+        while True:
+            page = self._request("GET", "/v1/decisions", params=params).json()
+            for item in page["data"]:
+                yield Decision.model_validate(item)
+            if not page["next_cursor"]:
+                return
+            params["cursor"] = page["next_cursor"]
+
+    def record_outcome(self, decision_id: str, outcome: str) -> Decision:
+        """Ground truth for a decision, once known; a second one for the same decision conflicts."""
+        response = self._request("POST", f"/v1/decisions/{_segment(decision_id)}/outcome",
+                                 json={"outcome": outcome}, retry_unavailable=False)
+        return Decision.model_validate_json(response.content)
+
+    # -- points and kill switches -----------------------------------------------------------
+
+    def points(self) -> builtins.list[dict[str, Any]]:
+        """The decision points this token may see, with owner, outcomes, rules and model."""
+        result: builtins.list[dict[str, Any]] = self._request("GET", "/v1/points").json()
+        return result
+
+    def kill(self, point: str = "*", *, reason: str) -> KillSwitch:
+        """Engage the kill switch of a point (or `*`, admin only): nothing is AUTO from now on."""
+        return self._toggle(point, "kill", reason)
+
+    def resume(self, point: str = "*", *, reason: str) -> KillSwitch:
+        return self._toggle(point, "resume", reason)
+
+    def _toggle(self, point: str, action: str, reason: str) -> KillSwitch:
+        path = f"/v1/{action}" if point == "*" else f"/v1/points/{_segment(point)}/{action}"
+        data = self._request("POST", path, json={"reason": reason}).json()
+        changed = data.get("changed_at")
+        return KillSwitch(data["scope"], data["engaged"], data["actor"], data["reason"],
+                          aware(datetime.fromisoformat(changed)) if changed else None)
+
+    # -- transport -------------------------------------------------------------------------
+
+    def _request(self, method: str, path: str, *, json: Any = None,
+                 params: Mapping[str, str | int] | None = None,
+                 headers: Mapping[str, str] | None = None, idempotency_key: str | None = None,
+                 retry_unavailable: bool = True) -> httpx.Response:
+        """One API call, retried only where a retry cannot apply anything twice."""
+        url = self.base_url + path
+        all_headers = {**self._headers, **(headers or {})}
+        for attempt in range(self._retries + 1):
+            last = attempt == self._retries
+            try:
+                response = self._client.request(method, url, json=json, params=params,
+                                                headers=all_headers, timeout=self._timeout)
+            except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+                if last:
+                    raise Unavailable(f"cannot connect to Warden at {self.base_url} "
+                                      f"({exc}); is the server running?") from exc
+            except httpx.TransportError as exc:
+                raise _no_answer(self.base_url, exc, idempotency_key) from exc
+            else:
+                if response.status_code != 503 or not retry_unavailable or last:
+                    break
+            time.sleep(self._backoff * 2**attempt)
+        if response.is_error:
+            raise error_from_response(response)
+        return response
+
+    def close(self) -> None:
+        if self._owns_client:
+            self._client.close()
+
+    def __enter__(self) -> WardenClient:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+
+def error_from_response(response: httpx.Response) -> WardenError:
+    """The WardenError for an error response, keeping `field` and extras like `decision_id`."""
+    try:
+        body = response.json()["error"]
+        kind, message = str(body.pop("type")), str(body.pop("message"))
+    except (ValueError, KeyError, TypeError, AttributeError):
+        text = response.text.strip()[:200] or response.reason_phrase
+        cls = Unavailable if response.status_code == 503 else WardenError
+        error = cls(f"HTTP {response.status_code} from {response.url}: {text}")
+        error.http_status = response.status_code
+        return error
+    field = body.pop("field", None)
+    error = ERRORS.get(kind, WardenError)(message, field=field, **body)
+    if kind not in ERRORS:
+        error.type = kind
+    error.http_status = response.status_code
+    return error
+
+
+def _no_answer(base_url: str, exc: httpx.TransportError, key: str | None) -> Unavailable:
+    """The request may have reached the server; only an idempotent retry is safe."""
+    retry = (f"; retry with idempotency_key='{key}' to get the same decision" if key
+             else "; check whether it took effect before retrying")
+    return Unavailable(f"no answer from Warden at {base_url} ({type(exc).__name__}: {exc})"
+                       f"{retry}", idempotency_key=key)
+
+
+def _segment(value: str) -> str:
+    return quote(value, safe="")

@@ -1,0 +1,67 @@
+"""The in-process SDK: `Warden.from_config("points").decide("loan_approval", {...})`."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from warden.decision import Decision
+from warden.engine import Engine, Proposal
+from warden.policy.loader import load_points
+from warden.settings import Settings
+from warden.store.database import create_engine, migrate
+from warden.store.queries import KillSwitch
+
+
+class Warden:
+    """Governed decisions in your own process, recorded in the same database as the server."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    @classmethod
+    def from_config(cls, config: str | Path | None = None, *, db_url: str | None = None,
+                    home: str | Path | None = None, actor: str = "sdk") -> Warden:
+        settings = Settings.from_env(
+            home=Path(home) if home else None, config=Path(config) if config else None,
+            db_url=db_url)
+        db = create_engine(settings.db_url)
+        migrate(db)
+        return cls(Engine(load_points(settings.config), db, actor=actor))
+
+    def decide(self, point: str, input: Mapping[str, Any], *,
+               context: Mapping[str, Any] | None = None, idempotency_key: str | None = None,
+               output: Any = None, confidence: Any = None, model_version: str | None = None,
+               actor: str = "sdk") -> Decision:
+        """Run one governed decision. In proposal mode pass the AI's `output` and `confidence`."""
+        proposal = None
+        if output is not None or confidence is not None:
+            proposal = Proposal(output, confidence, model_version)
+        return self.engine.decide(point, dict(input), context=context,
+                                  idempotency_key=idempotency_key, actor=actor,
+                                  proposal=proposal)
+
+    def get(self, decision_id: str) -> Decision:
+        return self.engine.get(decision_id)
+
+    def record_outcome(self, decision_id: str, outcome: str, *, actor: str = "sdk") -> Decision:
+        return self.engine.record_ground_truth(decision_id, outcome, actor=actor)
+
+    def kill(self, point: str = "*", *, reason: str, actor: str = "sdk") -> KillSwitch:
+        return self.engine.set_kill(point, True, actor=actor, reason=reason)
+
+    def resume(self, point: str = "*", *, reason: str, actor: str = "sdk") -> KillSwitch:
+        return self.engine.set_kill(point, False, actor=actor, reason=reason)
+
+    def close(self) -> None:
+        self.engine.close()
+        self.engine.db.dispose()
+
+    def __enter__(self) -> Warden:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()

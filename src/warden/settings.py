@@ -1,0 +1,26 @@
+"""Where Warden keeps its state and finds its decision points, from the environment."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from warden.store.database import sqlite_url
+
+
+@dataclass(frozen=True)
+class Settings:
+    home: Path
+    config: Path
+    db_url: str
+    max_body_bytes: int = 1_048_576
+
+    @classmethod
+    def from_env(cls, *, home: Path | None = None, config: Path | None = None,
+                 db_url: str | None = None) -> Settings:
+        home = home or Path(os.environ.get("WARDEN_HOME", ".warden"))
+        config = config or Path(os.environ.get("WARDEN_CONFIG", "points"))
+        url = db_url or os.environ.get("WARDEN_DB_URL") or sqlite_url(home)
+        limit = int(os.environ.get("WARDEN_MAX_BODY_BYTES", "1048576"))
+        return cls(home=home, config=config, db_url=url, max_body_bytes=limit)

@@ -1,0 +1,93 @@
+"""Reads of state rows, shared by the engine, the API and the CLI."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+
+from warden.decision import Decision, Reason, Route, Status
+from warden.store.schema import decisions, kill_switches
+
+
+def aware(value: datetime | None) -> datetime | None:
+    """SQLite returns naive datetimes; everything Warden stores is UTC."""
+    if value is not None and value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value
+
+
+def to_decision(row: Any) -> Decision:
+    m = row._mapping if hasattr(row, "_mapping") else row
+    return Decision(
+        id=m["id"], point=m["point"], route=Route(m["route"]), status=Status(m["status"]),
+        outcome=m["outcome"], proposed_outcome=m["proposed_outcome"],
+        confidence=m["confidence"], reasons=[Reason(**r) for r in m["reasons"]],
+        policy_version=m["policy_version"], model_version=m["model_version"],
+        input=m["input"], context=m["context"], idempotency_key=m["idempotency_key"],
+        actor=m["actor"], created_at=aware(m["created_at"]),
+        decided_at=aware(m["decided_at"]), ground_truth=m["ground_truth"],
+        ground_truth_at=aware(m["ground_truth_at"]),
+    )
+
+
+def get_decision(conn: sa.Connection, decision_id: str) -> Decision | None:
+    row = conn.execute(sa.select(decisions).where(decisions.c.id == decision_id)).first()
+    return to_decision(row) if row else None
+
+
+def find_by_idempotency_key(conn: sa.Connection, point: str, key: str) -> Any:
+    return conn.execute(
+        sa.select(decisions).where(decisions.c.point == point,
+                                   decisions.c.idempotency_key == key)
+    ).first()
+
+
+@dataclass(frozen=True)
+class DecisionFilter:
+    point: str | None = None
+    route: Route | None = None
+    status: Status | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    points_allowed: frozenset[str] | None = None
+
+
+def list_decisions(conn: sa.Connection, flt: DecisionFilter, *, cursor: str | None,
+                   limit: int) -> tuple[list[Decision], str | None]:
+    """Newest first. `cursor` is the last id of the previous page; ids sort by creation time."""
+    query = sa.select(decisions).order_by(decisions.c.id.desc()).limit(limit + 1)
+    if flt.point:
+        query = query.where(decisions.c.point == flt.point)
+    if flt.points_allowed is not None:
+        query = query.where(decisions.c.point.in_(sorted(flt.points_allowed)))
+    if flt.route:
+        query = query.where(decisions.c.route == flt.route.value)
+    if flt.status:
+        query = query.where(decisions.c.status == flt.status.value)
+    if flt.since:
+        query = query.where(decisions.c.created_at >= flt.since)
+    if flt.until:
+        query = query.where(decisions.c.created_at < flt.until)
+    if cursor:
+        query = query.where(decisions.c.id < cursor)
+    rows = conn.execute(query).all()
+    page = [to_decision(r) for r in rows[:limit]]
+    next_cursor = page[-1].id if len(rows) > limit and page else None
+    return page, next_cursor
+
+
+@dataclass(frozen=True)
+class KillSwitch:
+    scope: str
+    engaged: bool
+    actor: str
+    reason: str
+    changed_at: datetime | None
+
+
+def kill_switch_rows(conn: sa.Connection) -> list[KillSwitch]:
+    rows = conn.execute(sa.select(kill_switches).order_by(kill_switches.c.scope)).all()
+    return [KillSwitch(r.scope, r.engaged, r.actor, r.reason, aware(r.changed_at)) for r in rows]
