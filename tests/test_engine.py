@@ -53,10 +53,15 @@ def test_refused_by_rule(engine: Engine) -> None:
     assert decision.status is Status.FINAL
 
 
-@pytest.mark.parametrize(("mode", "code"), [
-    ("error", "model_error"), ("slow", "model_timeout"),
-    ("bad_outcome", "invalid_output"), ("bad_confidence", "invalid_output"),
-])
+@pytest.mark.parametrize(
+    ("mode", "code"),
+    [
+        ("error", "model_error"),
+        ("slow", "model_timeout"),
+        ("bad_outcome", "invalid_output"),
+        ("bad_confidence", "invalid_output"),
+    ],
+)
 def test_model_failures_follow_on_error_never_auto(engine: Engine, mode: str, code: str) -> None:
     decision = engine.decide("loan_approval", {**GOOD, "mode": mode})
     assert decision.route is Route.REVIEW
@@ -96,12 +101,16 @@ def test_unknown_point(engine: Engine) -> None:
 
 
 def test_proposal_mode(engine: Engine) -> None:
-    auto = engine.decide("refund_agent", {"order_id": "o1", "amount": 20},
-                         proposal=Proposal("refund", 0.95, "agent-2"))
+    auto = engine.decide(
+        "refund_agent",
+        {"order_id": "o1", "amount": 20},
+        proposal=Proposal("refund", 0.95, "agent-2"),
+    )
     assert auto.route is Route.AUTO and auto.outcome == "refund"
     assert auto.model_version == "agent-2"
-    bad = engine.decide("refund_agent", {"order_id": "o2", "amount": 20},
-                        proposal=Proposal("refund", float("nan")))
+    bad = engine.decide(
+        "refund_agent", {"order_id": "o2", "amount": 20}, proposal=Proposal("refund", float("nan"))
+    )
     assert bad.route is Route.FALLBACK and bad.outcome == "deny"
     assert bad.reasons[0].code == "invalid_output"
     with pytest.raises(InvalidRequest):
@@ -129,8 +138,11 @@ def test_idempotency_under_concurrent_retries(engine: Engine) -> None:
         ids = set(pool.map(submit, range(8)))
     assert len(ids) == 1
     with engine.db.connect() as conn:
-        count = conn.execute(sa.select(sa.func.count()).select_from(decisions)
-                             .where(decisions.c.idempotency_key == "same")).scalar()
+        count = conn.execute(
+            sa.select(sa.func.count())
+            .select_from(decisions)
+            .where(decisions.c.idempotency_key == "same")
+        ).scalar()
     assert count == 1
 
 
@@ -138,8 +150,9 @@ def test_kill_switch_stops_auto_and_survives_restart(engine: Engine, points_dir:
     engine.set_kill("loan_approval", True, actor="ops", reason="drift incident")
     killed = engine.decide("loan_approval", GOOD)
     assert killed.route is Route.REVIEW and killed.reasons[0].code == "kill_switch"
-    other = engine.decide("refund_agent", {"order_id": "o", "amount": 1},
-                          proposal=Proposal("deny", 0.99))
+    other = engine.decide(
+        "refund_agent", {"order_id": "o", "amount": 1}, proposal=Proposal("deny", 0.99)
+    )
     assert other.route is Route.AUTO
     restarted = Engine(load_points(points_dir), engine.db, actor="test")
     try:
@@ -193,8 +206,7 @@ def test_policy_versions_recorded_once(engine: Engine, points_dir: Path) -> None
 
 def test_concurrent_decisions_keep_one_chain(engine: Engine) -> None:
     with ThreadPoolExecutor(16) as pool:
-        list(pool.map(lambda i: engine.decide("loan_approval", {**GOOD, "amount": i}),
-                      range(300)))
+        list(pool.map(lambda i: engine.decide("loan_approval", {**GOOD, "amount": i}), range(300)))
     rows = _events(engine)
     assert verify_rows(rows) is None
     assert len([r for r in rows if r["type"] == "decision.created"]) == 300

@@ -76,8 +76,9 @@ def test_unknown_variable_in_rule(tmp_path: Path) -> None:
 
 
 def test_rule_compares_output_with_unknown_outcome(tmp_path: Path) -> None:
-    text = LOAN_POINT.replace('when: "confidence >= 0.85"',
-                              "when: \"output == 'aprove' && confidence >= 0.85\"")
+    text = LOAN_POINT.replace(
+        'when: "confidence >= 0.85"', "when: \"output == 'aprove' && confidence >= 0.85\""
+    )
     error = _error(tmp_path, text)
     assert "'aprove'" in error.message and "outcomes" in error.message
 
@@ -95,8 +96,9 @@ def test_bad_yaml_reports_line(tmp_path: Path) -> None:
 
 
 def test_invalid_json_schema(tmp_path: Path) -> None:
-    error = _error(tmp_path, LOAN_POINT.replace("type: number, minimum: 0}",
-                                                "type: numbr, minimum: 0}", 1))
+    error = _error(
+        tmp_path, LOAN_POINT.replace("type: number, minimum: 0}", "type: numbr, minimum: 0}", 1)
+    )
     assert "JSON Schema" in error.message
 
 

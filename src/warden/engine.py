@@ -47,8 +47,9 @@ class Proposal:
 class Engine:
     """Runs decisions for a set of loaded decision points against one database."""
 
-    def __init__(self, points: Mapping[str, CompiledPoint], db: sa.Engine,
-                 *, actor: str = "system") -> None:
+    def __init__(
+        self, points: Mapping[str, CompiledPoint], db: sa.Engine, *, actor: str = "system"
+    ) -> None:
         self.points = dict(points)
         self.db = db
         self._killed: frozenset[str] = frozenset()
@@ -56,9 +57,15 @@ class Engine:
         self.models: dict[str, GuardedModel | None] = {}
         for name, point in self.points.items():
             model = load_model(point.spec.model, point.base_dir)
-            self.models[name] = None if model is None else GuardedModel(
-                model, spec=point.spec.model, failure=point.spec.failure,
-                outcomes=point.spec.outcomes,
+            self.models[name] = (
+                None
+                if model is None
+                else GuardedModel(
+                    model,
+                    spec=point.spec.model,
+                    failure=point.spec.failure,
+                    outcomes=point.spec.outcomes,
+                )
             )
         self.recorder = Recorder(db, on_kill_state=self._set_killed)
         self._refresh_kill_state()
@@ -92,27 +99,44 @@ class Engine:
         except fastjsonschema.JsonSchemaValueException as exc:
             field = ".".join(str(p) for p in exc.path[1:]) or None
             message = exc.message.replace("data.", "input.", 1).replace("data ", "input ", 1)
-            error = InvalidInput(f"{message}; fix the input to match the schema of "
-                                 f"'{compiled.name}'", field=field)
-            return self._refuse_invalid(compiled, decision_id, now, input, ctx, error,
-                                        idempotency_key, request_hash, actor)
+            error = InvalidInput(
+                f"{message}; fix the input to match the schema of '{compiled.name}'", field=field
+            )
+            return self._refuse_invalid(
+                compiled, decision_id, now, input, ctx, error, idempotency_key, request_hash, actor
+            )
         except InvalidInput as error:
-            return self._refuse_invalid(compiled, decision_id, now, input, ctx, error,
-                                        idempotency_key, request_hash, actor)
+            return self._refuse_invalid(
+                compiled, decision_id, now, input, ctx, error, idempotency_key, request_hash, actor
+            )
         prediction, failure, model_version = self._predict(compiled, data, proposal)
         routing = route(
-            compiled, decision_id=decision_id, input=data, context=ctx,
+            compiled,
+            decision_id=decision_id,
+            input=data,
+            context=ctx,
             outcome=prediction.outcome if prediction else None,
-            confidence=prediction.confidence if prediction else None, failure=failure,
+            confidence=prediction.confidence if prediction else None,
+            failure=failure,
         )
         row = _decision_row(
-            compiled, decision_id, now, data, ctx, routing, prediction, model_version,
-            idempotency_key, request_hash, actor,
+            compiled,
+            decision_id,
+            now,
+            data,
+            ctx,
+            routing,
+            prediction,
+            model_version,
+            idempotency_key,
+            request_hash,
+            actor,
         )
         return self._record_decision(compiled, row, actor)
 
-    def _predict(self, compiled: CompiledPoint, data: dict[str, Any], proposal: Proposal | None
-                 ) -> tuple[Prediction | None, Failure | None, str | None]:
+    def _predict(
+        self, compiled: CompiledPoint, data: dict[str, Any], proposal: Proposal | None
+    ) -> tuple[Prediction | None, Failure | None, str | None]:
         spec = compiled.spec.model
         if self._is_killed(compiled.name):
             version = proposal.model_version if proposal else spec.version
@@ -121,17 +145,24 @@ class Engine:
             if proposal is None:
                 raise InvalidRequest(
                     f"point '{compiled.name}' takes the AI's proposal from the caller; send "
-                    "`output` and `confidence` with the input", field="output")
+                    "`output` and `confidence` with the input",
+                    field="output",
+                )
             version = proposal.model_version or spec.version
             try:
-                return check_prediction(proposal.outcome, proposal.confidence,
-                                        compiled.spec.outcomes), None, version
+                return (
+                    check_prediction(proposal.outcome, proposal.confidence, compiled.spec.outcomes),
+                    None,
+                    version,
+                )
             except ModelFailure as exc:
                 return None, Failure(exc.code, exc.message), version
         if proposal is not None:
             raise InvalidRequest(
                 f"point '{compiled.name}' runs its own model ({spec.kind}); do not send "
-                "`output` or `confidence`", field="output")
+                "`output` or `confidence`",
+                field="output",
+            )
         model = self.models[compiled.name]
         assert model is not None
         try:
@@ -139,15 +170,28 @@ class Engine:
         except ModelFailure as exc:
             return None, Failure(exc.code, exc.message), spec.version
 
-    def _record_decision(self, compiled: CompiledPoint, row: dict[str, Any],
-                         actor: str) -> Decision:
-        draft = EventDraft(type="decision.created", actor=actor, point=compiled.name,
-                           decision_id=row["id"], payload=_event_payload(row), ts=row["created_at"])
+    def _record_decision(
+        self, compiled: CompiledPoint, row: dict[str, Any], actor: str
+    ) -> Decision:
+        draft = EventDraft(
+            type="decision.created",
+            actor=actor,
+            point=compiled.name,
+            decision_id=row["id"],
+            payload=_event_payload(row),
+            ts=row["created_at"],
+        )
 
         def on_killed(decision: dict[str, Any], event: EventDraft) -> None:
-            routing = route(compiled, decision_id=decision["id"], input=decision["input"],
-                            context=decision["context"], outcome=None, confidence=None,
-                            failure=Failure("kill_switch", KILL_REASON, kill=True))
+            routing = route(
+                compiled,
+                decision_id=decision["id"],
+                input=decision["input"],
+                context=decision["context"],
+                outcome=None,
+                confidence=None,
+                failure=Failure("kill_switch", KILL_REASON, kill=True),
+            )
             _apply_routing(decision, routing)
             event.payload = _event_payload(decision)
 
@@ -163,18 +207,41 @@ class Engine:
             return existing
         return queries.to_decision(recorded)
 
-    def _refuse_invalid(self, compiled: CompiledPoint, decision_id: str, now: datetime,
-                        raw: Any, ctx: dict[str, Any], error: WardenError,
-                        idempotency_key: str | None, request_hash: str | None,
-                        actor: str) -> Decision:
+    def _refuse_invalid(
+        self,
+        compiled: CompiledPoint,
+        decision_id: str,
+        now: datetime,
+        raw: Any,
+        ctx: dict[str, Any],
+        error: WardenError,
+        idempotency_key: str | None,
+        request_hash: str | None,
+        actor: str,
+    ) -> Decision:
         """Invalid input is refused and recorded, then reported with the decision id."""
-        stored_input = raw if isinstance(raw, dict) and _is_canonical(raw) else {
-            "_unrepresentable": repr(raw)[:2000]}
-        reason = Reason(code="invalid_input", kind="refuse", message=error.message,
-                        field=error.field)
+        stored_input = (
+            raw
+            if isinstance(raw, dict) and _is_canonical(raw)
+            else {"_unrepresentable": repr(raw)[:2000]}
+        )
+        reason = Reason(
+            code="invalid_input", kind="refuse", message=error.message, field=error.field
+        )
         routing = Routing(Route.REFUSED, None, [reason])
-        row = _decision_row(compiled, decision_id, now, stored_input, ctx, routing, None,
-                            compiled.spec.model.version, idempotency_key, request_hash, actor)
+        row = _decision_row(
+            compiled,
+            decision_id,
+            now,
+            stored_input,
+            ctx,
+            routing,
+            None,
+            compiled.spec.model.version,
+            idempotency_key,
+            request_hash,
+            actor,
+        )
         decision = self._record_decision(compiled, row, actor)
         error.extra["decision_id"] = decision.id
         raise error
@@ -188,7 +255,9 @@ class Engine:
             raise Conflict(
                 f"Idempotency-Key '{key}' was already used for a different request to "
                 f"'{point}' (decision {row.id}); use a new key for a new decision",
-                field="Idempotency-Key", decision_id=row.id)
+                field="Idempotency-Key",
+                decision_id=row.id,
+            )
         decision = queries.to_decision(row)
         invalid = next((r for r in decision.reasons if r.code == "invalid_input"), None)
         if invalid is not None:
@@ -208,22 +277,32 @@ class Engine:
         compiled = self.points.get(decision.point)
         allowed = compiled.spec.outcomes if compiled else []
         if compiled and outcome not in allowed:
-            raise InvalidRequest(f"'{outcome}' is not an outcome of '{decision.point}'; "
-                                 f"use one of {allowed}", field="outcome")
+            raise InvalidRequest(
+                f"'{outcome}' is not an outcome of '{decision.point}'; use one of {allowed}",
+                field="outcome",
+            )
         now = datetime.now(UTC)
 
         def apply(conn: sa.Connection) -> int:
             result = conn.execute(
                 decisions.update()
                 .where(decisions.c.id == decision_id, decisions.c.ground_truth.is_(None))
-                .values(ground_truth=outcome, ground_truth_at=now))
+                .values(ground_truth=outcome, ground_truth_at=now)
+            )
             if result.rowcount != 1:
-                raise Conflict(f"decision '{decision_id}' already has a ground truth outcome",
-                               field="outcome")
+                raise Conflict(
+                    f"decision '{decision_id}' already has a ground truth outcome", field="outcome"
+                )
             return 1
 
-        draft = EventDraft(type="decision.outcome_received", actor=actor, point=decision.point,
-                           decision_id=decision_id, payload={"ground_truth": outcome}, ts=now)
+        draft = EventDraft(
+            type="decision.outcome_received",
+            actor=actor,
+            point=decision.point,
+            decision_id=decision_id,
+            payload={"ground_truth": outcome},
+            ts=now,
+        )
         self.recorder.record(Change(events=[draft], apply=apply))
         return self.get(decision_id)
 
@@ -232,24 +311,30 @@ class Engine:
     def set_kill(self, scope: str, engaged: bool, *, actor: str, reason: str) -> queries.KillSwitch:
         """Engage or release the kill switch of a point (or `*` for all). Takes effect at once."""
         if scope != GLOBAL_SCOPE and scope not in self.points:
-            raise NotFound(f"no decision point '{scope}'; use a point name or '*' for all",
-                           field="point")
+            raise NotFound(
+                f"no decision point '{scope}'; use a point name or '*' for all", field="point"
+            )
         if not reason.strip():
-            raise InvalidRequest("say why the kill switch changes; a reason is required",
-                                 field="reason")
+            raise InvalidRequest(
+                "say why the kill switch changes; a reason is required", field="reason"
+            )
         now = datetime.now(UTC)
         values = {"engaged": engaged, "actor": actor, "reason": reason, "changed_at": now}
 
         def apply(conn: sa.Connection) -> None:
-            updated = conn.execute(kill_switches.update()
-                                   .where(kill_switches.c.scope == scope).values(**values))
+            updated = conn.execute(
+                kill_switches.update().where(kill_switches.c.scope == scope).values(**values)
+            )
             if updated.rowcount == 0:
                 conn.execute(kill_switches.insert().values(scope=scope, **values))
 
         draft = EventDraft(
-            type="kill_switch.engaged" if engaged else "kill_switch.released", actor=actor,
+            type="kill_switch.engaged" if engaged else "kill_switch.released",
+            actor=actor,
             point=None if scope == GLOBAL_SCOPE else scope,
-            payload={"scope": scope, "reason": reason}, ts=now)
+            payload={"scope": scope, "reason": reason},
+            ts=now,
+        )
         self.recorder.record(Change(events=[draft], apply=apply, kill_toggle=(scope, engaged)))
         self._refresh_kill_state()
         return queries.KillSwitch(scope, engaged, actor, reason, now)
@@ -276,30 +361,49 @@ class Engine:
             return self.points[name]
         except KeyError:
             known = ", ".join(sorted(self.points)) or "(none loaded)"
-            raise NotFound(f"no decision point '{name}'; known points: {known}",
-                           field="point") from None
+            raise NotFound(
+                f"no decision point '{name}'; known points: {known}", field="point"
+            ) from None
 
     def _register_policies(self, actor: str) -> None:
         """Store each loaded policy version once, with a `policy.loaded` event."""
         with self.db.connect() as conn:
-            known = {(r.point, r.version) for r in conn.execute(
-                sa.select(policies.c.point, policies.c.version))}
+            known = {
+                (r.point, r.version)
+                for r in conn.execute(sa.select(policies.c.point, policies.c.version))
+            }
         for point in self.points.values():
             if (point.name, point.version) in known:
                 continue
-            row = {"point": point.name, "version": point.version, "owner": point.spec.owner,
-                   "content": point.spec.model_dump(mode="json"), "source": str(point.source),
-                   "loaded_by": actor, "first_loaded_at": datetime.now(UTC)}
+            row = {
+                "point": point.name,
+                "version": point.version,
+                "owner": point.spec.owner,
+                "content": point.spec.model_dump(mode="json"),
+                "source": str(point.source),
+                "loaded_by": actor,
+                "first_loaded_at": datetime.now(UTC),
+            }
 
             def apply(conn: sa.Connection, row: dict[str, Any] = row) -> None:
-                exists = conn.execute(sa.select(policies.c.version).where(
-                    policies.c.point == row["point"], policies.c.version == row["version"])).first()
+                exists = conn.execute(
+                    sa.select(policies.c.version).where(
+                        policies.c.point == row["point"], policies.c.version == row["version"]
+                    )
+                ).first()
                 if exists is None:
                     conn.execute(policies.insert().values(**row))
 
-            draft = EventDraft(type="policy.loaded", actor=actor, point=point.name,
-                               payload={"version": point.version, "owner": point.spec.owner,
-                                        "source": str(point.source)})
+            draft = EventDraft(
+                type="policy.loaded",
+                actor=actor,
+                point=point.name,
+                payload={
+                    "version": point.version,
+                    "owner": point.spec.owner,
+                    "source": str(point.source),
+                },
+            )
             self.recorder.record(Change(events=[draft], apply=apply))
 
     def close(self) -> None:
@@ -314,34 +418,61 @@ def _apply_routing(row: dict[str, Any], routing: Routing) -> None:
     row["decided_at"] = None if routing.route is Route.REVIEW else row["created_at"]
 
 
-def _decision_row(compiled: CompiledPoint, decision_id: str, now: datetime,
-                  data: dict[str, Any], ctx: dict[str, Any], routing: Routing,
-                  prediction: Prediction | None, model_version: str | None,
-                  idempotency_key: str | None, request_hash: str | None,
-                  actor: str) -> dict[str, Any]:
+def _decision_row(
+    compiled: CompiledPoint,
+    decision_id: str,
+    now: datetime,
+    data: dict[str, Any],
+    ctx: dict[str, Any],
+    routing: Routing,
+    prediction: Prediction | None,
+    model_version: str | None,
+    idempotency_key: str | None,
+    request_hash: str | None,
+    actor: str,
+) -> dict[str, Any]:
     row: dict[str, Any] = {
-        "id": decision_id, "point": compiled.name, "created_at": now,
+        "id": decision_id,
+        "point": compiled.name,
+        "created_at": now,
         "proposed_outcome": prediction.outcome if prediction else None,
         "confidence": prediction.confidence if prediction else None,
-        "policy_version": compiled.version, "model_version": model_version,
-        "input": data, "context": ctx, "idempotency_key": idempotency_key,
-        "request_hash": request_hash, "actor": actor,
-        "ground_truth": None, "ground_truth_at": None,
+        "policy_version": compiled.version,
+        "model_version": model_version,
+        "input": data,
+        "context": ctx,
+        "idempotency_key": idempotency_key,
+        "request_hash": request_hash,
+        "actor": actor,
+        "ground_truth": None,
+        "ground_truth_at": None,
     }
     _apply_routing(row, routing)
     return row
 
 
 def _event_payload(row: dict[str, Any]) -> dict[str, Any]:
-    return {k: row[k] for k in (
-        "route", "status", "outcome", "proposed_outcome", "confidence", "reasons", "input",
-        "context", "policy_version", "model_version", "idempotency_key")}
+    return {
+        k: row[k]
+        for k in (
+            "route",
+            "status",
+            "outcome",
+            "proposed_outcome",
+            "confidence",
+            "reasons",
+            "input",
+            "context",
+            "policy_version",
+            "model_version",
+            "idempotency_key",
+        )
+    }
 
 
 def _json_object(value: Any, name: str) -> dict[str, Any]:
     if not isinstance(value, dict):
-        raise InvalidInput(f"{name} must be a JSON object, not {type(value).__name__}",
-                           field=name)
+        raise InvalidInput(f"{name} must be a JSON object, not {type(value).__name__}", field=name)
     _check_finite(value, name)
     return value
 
@@ -368,9 +499,13 @@ def _is_canonical(value: Any) -> bool:
 
 
 def _request_hash(input: Any, context: dict[str, Any], proposal: Proposal | None) -> str:
-    material = {"input": input, "context": context,
-                "proposal": [repr(proposal.outcome), repr(proposal.confidence),
-                             proposal.model_version] if proposal else None}
+    material = {
+        "input": input,
+        "context": context,
+        "proposal": [repr(proposal.outcome), repr(proposal.confidence), proposal.model_version]
+        if proposal
+        else None,
+    }
     try:
         data = canonical_bytes(material)
     except NotCanonical:

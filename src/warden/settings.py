@@ -17,8 +17,9 @@ class Settings:
     max_body_bytes: int = 1_048_576
 
     @classmethod
-    def from_env(cls, *, home: Path | None = None, config: Path | None = None,
-                 db_url: str | None = None) -> Settings:
+    def from_env(
+        cls, *, home: Path | None = None, config: Path | None = None, db_url: str | None = None
+    ) -> Settings:
         home = home or Path(os.environ.get("WARDEN_HOME", ".warden"))
         config = config or Path(os.environ.get("WARDEN_CONFIG", "points"))
         url = db_url or os.environ.get("WARDEN_DB_URL") or sqlite_url(home)

@@ -6,12 +6,12 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
-from fastapi.responses import ORJSONResponse
 
 import warden
 from warden.api import errors
 from warden.api.auth import TokenCache
 from warden.api.limits import BodyLimit
+from warden.api.responses import FastJSONResponse
 from warden.api.routes import router
 from warden.engine import Engine
 from warden.policy.loader import load_points
@@ -19,8 +19,9 @@ from warden.settings import Settings
 from warden.store.database import create_engine, migrate
 
 
-def create_app(engine: Engine, *, max_body_bytes: int = 1_048_576,
-               close_engine: bool = False) -> FastAPI:
+def create_app(
+    engine: Engine, *, max_body_bytes: int = 1_048_576, close_engine: bool = False
+) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         yield
@@ -29,10 +30,12 @@ def create_app(engine: Engine, *, max_body_bytes: int = 1_048_576,
             engine.db.dispose()
 
     app = FastAPI(
-        title="Warden", version=warden.__version__, lifespan=lifespan,
-        default_response_class=ORJSONResponse,
+        title="Warden",
+        version=warden.__version__,
+        lifespan=lifespan,
+        default_response_class=FastJSONResponse,
         description="Governed AI decisions: authority as code, human review, failure "
-                    "handling and a tamper-evident ledger.",
+        "handling and a tamper-evident ledger.",
     )
     app.state.engine = engine
     app.state.tokens = TokenCache()

@@ -34,18 +34,20 @@ class TokenCache:
         return principal
 
 
-def principal(request: Request,
-              authorization: Annotated[str | None, Header()] = None) -> Principal:
+def principal(request: Request, authorization: Annotated[str | None, Header()] = None) -> Principal:
     if not authorization:
-        raise Unauthenticated("missing Authorization header; send `Authorization: Bearer "
-                              "<token>` (create one with `warden token create`)",
-                              field="Authorization")
+        raise Unauthenticated(
+            "missing Authorization header; send `Authorization: Bearer "
+            "<token>` (create one with `warden token create`)",
+            field="Authorization",
+        )
     scheme, _, secret = authorization.partition(" ")
     if scheme.lower() != "bearer" or not secret.strip():
-        raise Unauthenticated("the Authorization header must be `Bearer <token>`",
-                              field="Authorization")
+        raise Unauthenticated(
+            "the Authorization header must be `Bearer <token>`", field="Authorization"
+        )
     state = request.app.state
-    found = state.tokens.lookup(state.engine, secret.strip())
+    found: Principal | None = state.tokens.lookup(state.engine, secret.strip())
     if found is None:
         raise Unauthenticated("unknown or revoked token", field="Authorization")
     return found

@@ -38,9 +38,11 @@ class BodyLimit:
 
     async def _reject(self, scope: Scope, receive: Receive, send: Send) -> None:
         response = error_response(
-            413, "payload_too_large",
+            413,
+            "payload_too_large",
             f"the request body is larger than {self.max_bytes} bytes; send less, or raise "
-            "WARDEN_MAX_BODY_BYTES on the server")
+            "WARDEN_MAX_BODY_BYTES on the server",
+        )
         await response(scope, receive, send)
 
 

@@ -8,11 +8,11 @@ from typing import Annotated, Any
 import orjson
 import sqlalchemy as sa
 from fastapi import APIRouter, Header, Query, Request
-from fastapi.responses import ORJSONResponse
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from warden.api.auth import Authenticated, require
+from warden.api.responses import FastJSONResponse
 from warden.api.schemas import (
     DecisionPage,
     DecisionRequest,
@@ -54,25 +54,33 @@ def _parse(model: type[Any], data: Any) -> Any:
     except ValidationError as exc:
         first = exc.errors()[0]
         field = ".".join(str(p) for p in first["loc"]) or None
-        raise InvalidRequest(f"{field}: {first['msg']}" if field else first["msg"],
-                             field=field) from None
+        raise InvalidRequest(
+            f"{field}: {first['msg']}" if field else first["msg"], field=field
+        ) from None
 
 
-def _decision_response(decision: Decision) -> ORJSONResponse:
+def _decision_response(decision: Decision) -> FastJSONResponse:
     status = 202 if decision.status is Status.PENDING else 200
-    return ORJSONResponse(decision.model_dump(mode="json"), status_code=status)
+    return FastJSONResponse(decision.model_dump(mode="json"), status_code=status)
 
 
 @router.post(
-    "/v1/decisions", tags=["decisions"], response_model=Decision,
+    "/v1/decisions",
+    tags=["decisions"],
+    response_model=Decision,
     responses={202: {"model": Decision, "description": "Pending human review"}},
-    openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
-        "schema": DecisionRequest.model_json_schema()}}}},
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": DecisionRequest.model_json_schema()}},
+        }
+    },
 )
 async def create_decision(
-    request: Request, who: Authenticated,
+    request: Request,
+    who: Authenticated,
     idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
-) -> ORJSONResponse:
+) -> FastJSONResponse:
     """Run one governed decision. 200 when final, 202 when it waits for review."""
     body = _parse(DecisionRequest, await _json_body(request))
     require(who, Role.CALLER, body.point)
@@ -81,31 +89,43 @@ async def create_decision(
         proposal = Proposal(body.output, body.confidence, body.model_version)
     engine = _engine(request)
     decision = await run_in_threadpool(
-        engine.decide, body.point, body.input, context=body.context,
-        idempotency_key=idempotency_key, actor=who.actor, proposal=proposal)
+        engine.decide,
+        body.point,
+        body.input,
+        context=body.context,
+        idempotency_key=idempotency_key,
+        actor=who.actor,
+        proposal=proposal,
+    )
     return _decision_response(decision)
 
 
 @router.get("/v1/decisions/{decision_id}", tags=["decisions"], response_model=Decision)
-async def get_decision(request: Request, decision_id: str, who: Authenticated) -> ORJSONResponse:
+async def get_decision(request: Request, decision_id: str, who: Authenticated) -> FastJSONResponse:
     decision = await run_in_threadpool(_engine(request).get, decision_id)
     require(who, READERS, decision.point)
-    return ORJSONResponse(decision.model_dump(mode="json"))
+    return FastJSONResponse(decision.model_dump(mode="json"))
 
 
 @router.get("/v1/decisions", tags=["decisions"], response_model=DecisionPage)
 async def list_decisions_route(
-    request: Request, who: Authenticated,
-    point: str | None = None, route: Route | None = None, status: Status | None = None,
-    since: datetime | None = None, until: datetime | None = None,
-    cursor: str | None = None, limit: Annotated[int, Query(ge=1, le=500)] = 50,
-) -> ORJSONResponse:
+    request: Request,
+    who: Authenticated,
+    point: str | None = None,
+    route: Route | None = None,
+    status: Status | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    cursor: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+) -> FastJSONResponse:
     """Newest first, paginated by `next_cursor`."""
     if point is not None:
         require(who, READERS, point)
     allowed = None if who.all_points else who.points
-    flt = DecisionFilter(point=point, route=route, status=status, since=since, until=until,
-                         points_allowed=allowed)
+    flt = DecisionFilter(
+        point=point, route=route, status=status, since=since, until=until, points_allowed=allowed
+    )
     engine = _engine(request)
 
     def read() -> tuple[list[Decision], str | None]:
@@ -113,21 +133,24 @@ async def list_decisions_route(
             return list_decisions(conn, flt, cursor=cursor, limit=limit)
 
     page, next_cursor = await run_in_threadpool(read)
-    return ORJSONResponse({"data": [d.model_dump(mode="json") for d in page],
-                           "next_cursor": next_cursor})
+    return FastJSONResponse(
+        {"data": [d.model_dump(mode="json") for d in page], "next_cursor": next_cursor}
+    )
 
 
 @router.post("/v1/decisions/{decision_id}/outcome", tags=["decisions"], response_model=Decision)
-async def record_outcome(request: Request, decision_id: str,
-                         who: Authenticated) -> ORJSONResponse:
+async def record_outcome(
+    request: Request, decision_id: str, who: Authenticated
+) -> FastJSONResponse:
     """Ground truth for a decision, once it is known (for realised accuracy)."""
     body = _parse(GroundTruthRequest, await _json_body(request))
     engine = _engine(request)
     decision = await run_in_threadpool(engine.get, decision_id)
     require(who, (Role.CALLER, Role.OWNER), decision.point)
-    updated = await run_in_threadpool(engine.record_ground_truth, decision_id, body.outcome,
-                                      actor=who.actor)
-    return ORJSONResponse(updated.model_dump(mode="json"))
+    updated = await run_in_threadpool(
+        engine.record_ground_truth, decision_id, body.outcome, actor=who.actor
+    )
+    return FastJSONResponse(updated.model_dump(mode="json"))
 
 
 @router.get("/v1/points", tags=["points"], response_model=list[PointInfo])
@@ -149,20 +172,32 @@ def _point_info(engine: Engine, name: str) -> PointInfo:
     spec = compiled.spec
     model = engine.models.get(name)
     return PointInfo(
-        point=name, owner=spec.owner, description=spec.description,
-        policy_version=compiled.version, outcomes=spec.outcomes,
-        model=ModelInfo(kind=spec.model.kind.value, version=spec.model.version,
-                        breaker=model.breaker.state.value if model else None),
+        point=name,
+        owner=spec.owner,
+        description=spec.description,
+        policy_version=compiled.version,
+        outcomes=spec.outcomes,
+        model=ModelInfo(
+            kind=spec.model.kind.value,
+            version=spec.model.version,
+            breaker=model.breaker.state.value if model else None,
+        ),
         killed=engine._is_killed(name),
-        rules={kind: [r.model_dump(exclude_none=True) for r in getattr(spec.rules, kind)]
-               for kind in ("refuse", "review", "auto")},
+        rules={
+            kind: [r.model_dump(exclude_none=True) for r in getattr(spec.rules, kind)]
+            for kind in ("refuse", "review", "auto")
+        },
     )
 
 
 def _kill_info(switch: KillSwitch) -> KillSwitchInfo:
-    return KillSwitchInfo(scope=switch.scope, engaged=switch.engaged, actor=switch.actor,
-                          reason=switch.reason,
-                          changed_at=switch.changed_at.isoformat() if switch.changed_at else None)
+    return KillSwitchInfo(
+        scope=switch.scope,
+        engaged=switch.engaged,
+        actor=switch.actor,
+        reason=switch.reason,
+        changed_at=switch.changed_at.isoformat() if switch.changed_at else None,
+    )
 
 
 @router.get("/v1/kill-switches", tags=["kill switch"], response_model=list[KillSwitchInfo])
@@ -171,8 +206,9 @@ async def list_kill_switches(request: Request, who: Authenticated) -> list[KillS
     return [_kill_info(s) for s in switches if s.scope == GLOBAL_SCOPE or who.may_see(s.scope)]
 
 
-async def _toggle(request: Request, who: Authenticated, scope: str,
-                  engaged: bool) -> KillSwitchInfo:
+async def _toggle(
+    request: Request, who: Authenticated, scope: str, engaged: bool
+) -> KillSwitchInfo:
     body = _parse(ReasonRequest, await _json_body(request))
     engine = _engine(request)
     if scope == GLOBAL_SCOPE:
@@ -182,8 +218,9 @@ async def _toggle(request: Request, who: Authenticated, scope: str,
     else:
         engine._point(scope)
         require(who, Role.OWNER, scope)
-    switch = await run_in_threadpool(engine.set_kill, scope, engaged, actor=who.actor,
-                                     reason=body.reason)
+    switch = await run_in_threadpool(
+        engine.set_kill, scope, engaged, actor=who.actor, reason=body.reason
+    )
     return _kill_info(switch)
 
 
@@ -216,7 +253,7 @@ async def healthz() -> dict[str, str]:
 
 
 @router.get("/readyz", tags=["health"])
-async def readyz(request: Request) -> ORJSONResponse:
+async def readyz(request: Request) -> FastJSONResponse:
     """Readiness: the database answers and the recorder is running."""
     engine = _engine(request)
 
@@ -227,9 +264,11 @@ async def readyz(request: Request) -> ORJSONResponse:
     try:
         await run_in_threadpool(check)
     except Exception as exc:
-        return ORJSONResponse({"status": "unavailable", "reason": str(exc)[:200]},
-                              status_code=503)
+        return FastJSONResponse(
+            {"status": "unavailable", "reason": str(exc)[:200]}, status_code=503
+        )
     if not engine.recorder.alive:
-        return ORJSONResponse({"status": "unavailable", "reason": "recorder stopped"},
-                              status_code=503)
-    return ORJSONResponse({"status": "ok", "points": sorted(engine.points)})
+        return FastJSONResponse(
+            {"status": "unavailable", "reason": "recorder stopped"}, status_code=503
+        )
+    return FastJSONResponse({"status": "ok", "points": sorted(engine.points)})

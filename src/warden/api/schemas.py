@@ -14,8 +14,9 @@ class DecisionRequest(BaseModel):
 
     point: str = Field(description="The decision point, e.g. `loan_approval`.")
     input: dict[str, Any] = Field(description="Must match the point's input schema.")
-    context: dict[str, Any] = Field(default_factory=dict,
-                                    description="Extra facts rules may read as `context`.")
+    context: dict[str, Any] = Field(
+        default_factory=dict, description="Extra facts rules may read as `context`."
+    )
     output: Any = Field(default=None, description="Proposal mode only: the AI's outcome.")
     confidence: Any = Field(default=None, description="Proposal mode only: its confidence.")
     model_version: str | None = Field(default=None, description="Proposal mode only.")

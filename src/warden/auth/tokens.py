@@ -60,37 +60,56 @@ def _hash(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
-def create_token(recorder: Recorder, *, name: str, roles: list[str], points: list[str],
-                 actor: str) -> tuple[str, Principal]:
+def create_token(
+    recorder: Recorder, *, name: str, roles: list[str], points: list[str], actor: str
+) -> tuple[str, Principal]:
     """Create a token; returns the secret (to show once) and its principal."""
     try:
         parsed = frozenset(Role(r) for r in roles)
     except ValueError as exc:
-        raise InvalidRequest(f"{exc}; roles are {', '.join(r.value for r in Role)}",
-                             field="role") from None
+        raise InvalidRequest(
+            f"{exc}; roles are {', '.join(r.value for r in Role)}", field="role"
+        ) from None
     if not parsed:
         raise InvalidRequest("a token needs at least one role", field="role")
     if not points:
         raise InvalidRequest("a token needs at least one point, or '*' for all", field="point")
     token_id = secrets.token_hex(6)
     secret = f"{PREFIX}{token_id}_{secrets.token_urlsafe(32)}"
-    row = {"id": token_id, "name": name, "secret_hash": _hash(secret),
-           "roles": sorted(parsed), "points": sorted(set(points)), "created_by": actor,
-           "created_at": datetime.now(UTC), "revoked_at": None}
-    draft = EventDraft(type="token.created", actor=actor,
-                       payload={"token_id": token_id, "name": name, "roles": row["roles"],
-                                "points": row["points"]})
-    recorder.record(Change(events=[draft],
-                           apply=lambda conn: conn.execute(tokens.insert().values(**row))))
-    return secret, Principal(token_id, name, parsed, frozenset(row["points"]))
+    row = {
+        "id": token_id,
+        "name": name,
+        "secret_hash": _hash(secret),
+        "roles": sorted(parsed),
+        "points": sorted(set(points)),
+        "created_by": actor,
+        "created_at": datetime.now(UTC),
+        "revoked_at": None,
+    }
+    draft = EventDraft(
+        type="token.created",
+        actor=actor,
+        payload={
+            "token_id": token_id,
+            "name": name,
+            "roles": row["roles"],
+            "points": row["points"],
+        },
+    )
+    recorder.record(
+        Change(events=[draft], apply=lambda conn: conn.execute(tokens.insert().values(**row)))
+    )
+    return secret, Principal(token_id, name, parsed, frozenset(set(points)))
 
 
 def authenticate(conn: sa.Connection, secret: str) -> Principal | None:
     if not secret.startswith(PREFIX):
         return None
-    row = conn.execute(sa.select(tokens).where(tokens.c.secret_hash == _hash(secret),
-                                               tokens.c.revoked_at.is_(None))).first()
+    row = conn.execute(
+        sa.select(tokens).where(
+            tokens.c.secret_hash == _hash(secret), tokens.c.revoked_at.is_(None)
+        )
+    ).first()
     if row is None:
         return None
-    return Principal(row.id, row.name, frozenset(Role(r) for r in row.roles),
-                     frozenset(row.points))
+    return Principal(row.id, row.name, frozenset(Role(r) for r in row.roles), frozenset(row.points))

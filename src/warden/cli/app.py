@@ -13,8 +13,11 @@ from rich.console import Console
 from warden.cli import context
 from warden.errors import PolicyError, WardenError
 
-app = typer.Typer(no_args_is_help=True, add_completion=False,
-                  help="Warden: a governed runtime for AI decisions in production.")
+app = typer.Typer(
+    no_args_is_help=True,
+    add_completion=False,
+    help="Warden: a governed runtime for AI decisions in production.",
+)
 policy_app = typer.Typer(no_args_is_help=True, help="Check decision point files.")
 token_app = typer.Typer(no_args_is_help=True, help="Create API tokens.")
 app.add_typer(policy_app, name="policy")
@@ -40,8 +43,14 @@ def _print_json(value: Any) -> None:
     sys.stdout.write(orjson.dumps(value, option=orjson.OPT_INDENT_2).decode() + "\n")
 
 
-ConfigOption = Annotated[Path | None, typer.Option(
-    "--config", "-c", help="Folder of decision point files (default: $WARDEN_CONFIG or ./points).")]
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--config",
+        "-c",
+        help="Folder of decision point files (default: $WARDEN_CONFIG or ./points).",
+    ),
+]
 
 
 @app.command()
@@ -52,13 +61,20 @@ def init(config: ConfigOption = None) -> None:
     db.dispose()
     out.print(f"Warden database ready: [bold]{s.db_url}[/bold]", highlight=False)
     if not s.config.exists():
-        out.print(f"No decision points yet: put YAML files in [bold]{s.config}/[/bold] "
-                  "(see README, 'Decision point files').", highlight=False)
+        out.print(
+            f"No decision points yet: put YAML files in [bold]{s.config}/[/bold] "
+            "(see README, 'Decision point files').",
+            highlight=False,
+        )
 
 
 @policy_app.command("check")
-def policy_check(paths: Annotated[list[Path] | None, typer.Argument(
-        help="Files or folders (default: $WARDEN_CONFIG or ./points).")] = None) -> None:
+def policy_check(
+    paths: Annotated[
+        list[Path] | None,
+        typer.Argument(help="Files or folders (default: $WARDEN_CONFIG or ./points)."),
+    ] = None,
+) -> None:
     """Validate decision point files; print `file:line: problem` and exit 1 on any error."""
     from warden.policy.loader import check_points
 
@@ -67,9 +83,11 @@ def policy_check(paths: Annotated[list[Path] | None, typer.Argument(
     for error in errors:
         err.print(f"[red]{error.location}[/red]: {error.message}", highlight=False)
     for point in good:
-        out.print(f"[green]ok[/green] {point.source}: point [bold]{point.name}[/bold], "
-                  f"owner {point.spec.owner}, policy version {point.version[:12]}",
-                  highlight=False)
+        out.print(
+            f"[green]ok[/green] {point.source}: point [bold]{point.name}[/bold], "
+            f"owner {point.spec.owner}, policy version {point.version[:12]}",
+            highlight=False,
+        )
     if errors:
         raise typer.Exit(1)
     if not good:
@@ -98,8 +116,15 @@ def serve(
         _fail(error)
     os.environ["WARDEN_CONFIG"] = str(s.config.resolve())
     context.database(s).dispose()
-    uvicorn.run("warden.api.app:create_app_from_env", factory=True, host=host, port=port,
-                workers=workers, log_level="info", access_log=False)
+    uvicorn.run(
+        "warden.api.app:create_app_from_env",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_level="info",
+        access_log=False,
+    )
 
 
 def _load_json(value: str, name: str) -> Any:
@@ -113,8 +138,7 @@ def _load_json(value: str, name: str) -> Any:
 @app.command()
 def decide(
     point: Annotated[str, typer.Argument(help="Decision point name.")],
-    input: Annotated[str, typer.Option("--input", "-i",
-                                       help="Input as JSON, or @file.json.")],
+    input: Annotated[str, typer.Option("--input", "-i", help="Input as JSON, or @file.json.")],
     context_json: Annotated[str | None, typer.Option("--context", help="Context JSON.")] = None,
     output: Annotated[str | None, typer.Option(help="Proposal mode: the AI's outcome.")] = None,
     confidence: Annotated[float | None, typer.Option(help="Proposal mode: confidence.")] = None,
@@ -131,10 +155,17 @@ def decide(
     except PolicyError as error:
         _fail(error)
     try:
-        proposal = Proposal(output, confidence) if output is not None or confidence is not None \
-            else None
-        decision = engine.decide(point, data, context=ctx, idempotency_key=idempotency_key,
-                                 actor=context.actor(), proposal=proposal)
+        proposal = (
+            Proposal(output, confidence) if output is not None or confidence is not None else None
+        )
+        decision = engine.decide(
+            point,
+            data,
+            context=ctx,
+            idempotency_key=idempotency_key,
+            actor=context.actor(),
+            proposal=proposal,
+        )
     except WardenError as error:
         _fail(error)
     finally:
@@ -145,10 +176,13 @@ def decide(
 @token_app.command("create")
 def token_create(
     name: Annotated[str, typer.Option(help="Who or what uses the token.")],
-    role: Annotated[list[str], typer.Option(
-        help="caller, reviewer, owner, auditor or admin; repeat for several.")],
-    point: Annotated[list[str], typer.Option(
-        help="Decision point the token may act on; repeat, or '*' for all.")],
+    role: Annotated[
+        list[str],
+        typer.Option(help="caller, reviewer, owner, auditor or admin; repeat for several."),
+    ],
+    point: Annotated[
+        list[str], typer.Option(help="Decision point the token may act on; repeat, or '*' for all.")
+    ],
 ) -> None:
     """Create an API token and print it once (only its hash is stored)."""
     from warden.auth.tokens import create_token
@@ -157,21 +191,25 @@ def token_create(
     db = context.database(context.settings())
     recorder = Recorder(db)
     try:
-        secret, principal = create_token(recorder, name=name, roles=role, points=point,
-                                         actor=context.actor())
+        secret, principal = create_token(
+            recorder, name=name, roles=role, points=point, actor=context.actor()
+        )
     except WardenError as error:
         _fail(error)
     finally:
         recorder.close()
         db.dispose()
-    err.print(f"Token for [bold]{name}[/bold] (roles {', '.join(sorted(principal.roles))}; "
-              f"points {', '.join(sorted(principal.points))}). It is shown only once:",
-              highlight=False)
+    err.print(
+        f"Token for [bold]{name}[/bold] (roles {', '.join(sorted(principal.roles))}; "
+        f"points {', '.join(sorted(principal.points))}). It is shown only once:",
+        highlight=False,
+    )
     out.print(secret, highlight=False, soft_wrap=True)
 
 
-def _toggle_kill(point: str | None, all_points: bool, reason: str, engaged: bool,
-                 config: Path | None) -> None:
+def _toggle_kill(
+    point: str | None, all_points: bool, reason: str, engaged: bool, config: Path | None
+) -> None:
     if (point is None) == (not all_points):
         raise typer.BadParameter("name one decision point, or pass --all for every point")
     try:
@@ -185,8 +223,10 @@ def _toggle_kill(point: str | None, all_points: bool, reason: str, engaged: bool
     finally:
         engine.close()
     state = "ENGAGED: no decision is auto" if engaged else "released"
-    out.print(f"kill switch for [bold]{switch.scope}[/bold] {state} (by {switch.actor}: "
-              f"{switch.reason})", highlight=False)
+    out.print(
+        f"kill switch for [bold]{switch.scope}[/bold] {state} (by {switch.actor}: {switch.reason})",
+        highlight=False,
+    )
 
 
 PointArg = Annotated[str | None, typer.Argument(help="Decision point, or --all.")]
@@ -195,27 +235,37 @@ ReasonOption = Annotated[str, typer.Option(help="Why; recorded in the ledger.")]
 
 
 @app.command()
-def kill(point: PointArg = None, all_points: AllOption = False, *, reason: ReasonOption,
-         config: ConfigOption = None) -> None:
+def kill(
+    point: PointArg = None,
+    all_points: AllOption = False,
+    *,
+    reason: ReasonOption,
+    config: ConfigOption = None,
+) -> None:
     """Engage the kill switch: from the next decision on, nothing is decided automatically."""
     _toggle_kill(point, all_points, reason, True, config)
 
 
 @app.command()
-def resume(point: PointArg = None, all_points: AllOption = False, *, reason: ReasonOption,
-           config: ConfigOption = None) -> None:
+def resume(
+    point: PointArg = None,
+    all_points: AllOption = False,
+    *,
+    reason: ReasonOption,
+    config: ConfigOption = None,
+) -> None:
     """Release the kill switch."""
     _toggle_kill(point, all_points, reason, False, config)
 
 
 @app.command()
 def demo(
-    duration: Annotated[float | None, typer.Option(
-        help="Stop after this many seconds (default: run until Ctrl-C).")] = None,
+    duration: Annotated[
+        float | None, typer.Option(help="Stop after this many seconds (default: run until Ctrl-C).")
+    ] = None,
     port: Annotated[int, typer.Option(help="Port of the demo server.")] = 8000,
     rate: Annotated[float, typer.Option(help="Decisions per second of demo traffic.")] = 20.0,
-    home: Annotated[Path, typer.Option(help="Folder for the demo's data.")] = Path(
-        ".warden/demo"),
+    home: Annotated[Path, typer.Option(help="Folder for the demo's data.")] = Path(".warden/demo"),
 ) -> None:
     """Train a credit model on generated data, start the server and send it traffic."""
     from warden.demo import run_demo

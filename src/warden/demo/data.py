@@ -80,7 +80,10 @@ def training_set(
 
 
 def applications(
-    *, seed: int = SEED + 1, batch: int = 256, drift_after: int | None = None,
+    *,
+    seed: int = SEED + 1,
+    batch: int = 256,
+    drift_after: int | None = None,
     income_factor: float = 0.75,
 ) -> Iterator[Application]:
     """An endless stream of new applications, deterministic for a seed.

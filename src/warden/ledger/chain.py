@@ -46,23 +46,31 @@ class SealedEvent:
 
     def row(self) -> dict[str, Any]:
         return {
-            "seq": self.seq, "type": self.type, "point": self.point,
-            "decision_id": self.decision_id, "actor": self.actor, "ts": self.ts,
-            "body": self.body, "prev_hash": self.prev_hash, "leaf_hash": self.leaf_hash,
+            "seq": self.seq,
+            "type": self.type,
+            "point": self.point,
+            "decision_id": self.decision_id,
+            "actor": self.actor,
+            "ts": self.ts,
+            "body": self.body,
+            "prev_hash": self.prev_hash,
+            "leaf_hash": self.leaf_hash,
             "chain_hash": self.chain_hash,
         }
 
 
 def event_body(seq: int, draft: EventDraft) -> bytes:
-    return canonical_bytes({
-        "seq": seq,
-        "type": draft.type,
-        "point": draft.point,
-        "decision_id": draft.decision_id,
-        "actor": draft.actor,
-        "ts": draft.ts.isoformat(),
-        "payload": draft.payload,
-    })
+    return canonical_bytes(
+        {
+            "seq": seq,
+            "type": draft.type,
+            "point": draft.point,
+            "decision_id": draft.decision_id,
+            "actor": draft.actor,
+            "ts": draft.ts.isoformat(),
+            "payload": draft.payload,
+        }
+    )
 
 
 def leaf_hash(body: bytes) -> bytes:
@@ -78,9 +86,16 @@ def seal(seq: int, prev_hash: str, draft: EventDraft) -> SealedEvent:
     body = event_body(seq, draft)
     leaf = leaf_hash(body)
     return SealedEvent(
-        seq=seq, type=draft.type, point=draft.point, decision_id=draft.decision_id,
-        actor=draft.actor, ts=draft.ts, body=body.decode(), prev_hash=prev_hash,
-        leaf_hash=leaf.hex(), chain_hash=next_chain_hash(prev_hash, leaf),
+        seq=seq,
+        type=draft.type,
+        point=draft.point,
+        decision_id=draft.decision_id,
+        actor=draft.actor,
+        ts=draft.ts,
+        body=body.decode(),
+        prev_hash=prev_hash,
+        leaf_hash=leaf.hex(),
+        chain_hash=next_chain_hash(prev_hash, leaf),
     )
 
 
@@ -91,8 +106,9 @@ class Break:
     message: str
 
 
-def verify_rows(rows: list[dict[str, Any]], *, start_hash: str = GENESIS,
-                start_seq: int = 1) -> Break | None:
+def verify_rows(
+    rows: list[dict[str, Any]], *, start_hash: str = GENESIS, start_seq: int = 1
+) -> Break | None:
     """Re-derive every hash of consecutive event rows; the first break, or None when intact."""
     prev = start_hash
     expected_seq = start_seq

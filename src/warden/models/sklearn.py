@@ -6,6 +6,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import warnings
+
 import joblib
 import numpy as np
 
@@ -57,10 +59,16 @@ def load_sklearn(spec: ModelSpec, path: Path) -> SklearnModel:
 def _check_features(estimator: Any, features: list[str], path: Path) -> None:
     """Catches a feature list that is out of order, which would otherwise predict silently wrong."""
     trained_on = getattr(estimator, "feature_names_in_", None)
-    if trained_on is not None and [str(name) for name in trained_on] != features:
-        raise ModelLoadError(
-            f"{path} was trained on features {list(map(str, trained_on))} but model.features "
-            f"is {features}; list the same fields in the same order"
+    if trained_on is not None:
+        if [str(name) for name in trained_on] != features:
+            raise ModelLoadError(
+                f"{path} was trained on features {list(map(str, trained_on))} but model.features "
+                f"is {features}; list the same fields in the same order"
+            )
+        # The names are checked here, once; scikit-learn would otherwise warn on every call
+        # that the plain array we feed it has none.
+        warnings.filterwarnings(
+            "ignore", message="X does not have valid feature names", category=UserWarning
         )
     expected = getattr(estimator, "n_features_in_", None)
     if expected is not None and expected != len(features):

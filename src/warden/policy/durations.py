@@ -18,5 +18,7 @@ def parse_duration(value: str | int | float) -> float:
         return float(value)
     match = _PATTERN.match(value)
     if not match:
-        raise ValueError(f"'{value}' is not a duration; write e.g. '500ms', '30s', '15m', '4h', '2d'")
+        raise ValueError(
+            f"'{value}' is not a duration; write e.g. '500ms', '30s', '15m', '4h', '2d'"
+        )
     return float(match.group(1)) * _UNITS[match.group(2)]

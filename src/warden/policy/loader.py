@@ -55,8 +55,9 @@ def load_point(path: Path) -> CompiledPoint:
         problem = getattr(exc, "problem", None) or str(exc)
         raise PolicyError(f"not valid YAML: {problem}", file=file, line=line) from exc
     if not isinstance(data, dict) or root is None:
-        raise PolicyError("a decision point file must be a YAML mapping (point:, owner:, ...)",
-                          file=file, line=1)
+        raise PolicyError(
+            "a decision point file must be a YAML mapping (point:, owner:, ...)", file=file, line=1
+        )
     lines = _LineIndex(root)
     try:
         spec = DecisionPointSpec.model_validate(data)
@@ -74,7 +75,8 @@ def load_points(path: Path) -> dict[str, CompiledPoint]:
             raise PolicyError(
                 f"point '{point.name}' is also declared in {points[point.name].source}; "
                 "each decision point needs its own name",
-                file=str(file), line=1,
+                file=str(file),
+                line=1,
             )
         points[point.name] = point
     return points
@@ -105,27 +107,43 @@ def _compile(spec: DecisionPointSpec, path: Path, lines: _LineIndex) -> Compiled
         validator = fastjsonschema.compile(spec.input)
     except (jsonschema.SchemaError, fastjsonschema.JsonSchemaDefinitionException) as exc:
         message = getattr(exc, "message", str(exc))
-        raise PolicyError(f"input is not a valid JSON Schema: {message}",
-                          file=file, line=lines.line(("input",))) from exc
+        raise PolicyError(
+            f"input is not a valid JSON Schema: {message}", file=file, line=lines.line(("input",))
+        ) from exc
     properties = spec.input.get("properties")
     fields = set(properties) if isinstance(properties, dict) else None
     compiled: list[CompiledRule] = []
     for kind in ("refuse", "review", "auto"):
         for index, rule in enumerate(getattr(spec.rules, kind)):
             try:
-                compiled.append(compile_rule(kind, rule.id, rule.when, rule.reason,
-                                             input_fields=fields, outcomes=spec.outcomes))
+                compiled.append(
+                    compile_rule(
+                        kind,
+                        rule.id,
+                        rule.when,
+                        rule.reason,
+                        input_fields=fields,
+                        outcomes=spec.outcomes,
+                    )
+                )
             except RuleCompileError as exc:
                 line = lines.line(("rules", kind, index, "when"))
                 raise PolicyError(str(exc), file=file, line=line) from exc
     four_eyes = None
     if spec.review.four_eyes_when:
         try:
-            four_eyes = compile_rule("four_eyes", "four_eyes_when", spec.review.four_eyes_when,
-                                     None, input_fields=fields, outcomes=spec.outcomes)
+            four_eyes = compile_rule(
+                "four_eyes",
+                "four_eyes_when",
+                spec.review.four_eyes_when,
+                None,
+                input_fields=fields,
+                outcomes=spec.outcomes,
+            )
         except RuleCompileError as exc:
-            raise PolicyError(str(exc), file=file,
-                              line=lines.line(("review", "four_eyes_when"))) from exc
+            raise PolicyError(
+                str(exc), file=file, line=lines.line(("review", "four_eyes_when"))
+            ) from exc
     return CompiledPoint(
         spec=spec,
         version=policy_version(spec),
@@ -148,7 +166,9 @@ def _first_error(exc: ValidationError, lines: _LineIndex, file: str) -> PolicyEr
     elif kind == "missing":
         message = f"'{where}' is required"
         if loc == ("owner",):
-            message += ": name the accountable owner (team or person), e.g. owner: credit-risk@example.com"
+            message += (
+                ": name the accountable owner (team or person), e.g. owner: credit-risk@example.com"
+            )
     else:
         text = error["msg"].removeprefix("Value error, ")
         message = f"{where}: {text}" if loc else text
@@ -194,7 +214,10 @@ def _child(node: yaml.Node, part: Any) -> yaml.Node | None:
     if isinstance(node, yaml.MappingNode):
         for key, value in node.value:
             if key.value == str(part):
-                return value if not isinstance(value, yaml.ScalarNode) or value.value else key
+                found: yaml.Node = (
+                    value if not isinstance(value, yaml.ScalarNode) or value.value else key
+                )
+                return found
     if isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
         item: yaml.Node = node.value[part]
         return item

@@ -58,8 +58,9 @@ def route(
         return Routing(Route.REFUSED, None, refused + reasons)
     if failure is not None:
         path = point.spec.failure.on_kill if failure.kill else point.spec.failure.on_error
-        why = Reason(code=failure.code, kind="kill" if failure.kill else "failure",
-                     message=failure.message)
+        why = Reason(
+            code=failure.code, kind="kill" if failure.kill else "failure", message=failure.message
+        )
         if path == REVIEW:
             return Routing(Route.REVIEW, None, [why])
         return Routing(Route.FALLBACK, path, [why])
@@ -70,13 +71,17 @@ def route(
     if reasons:
         return Routing(Route.REVIEW, None, reasons)
     if not auto:
-        default = Reason(code="no_rule_matched", kind="default",
-                         message="no auto rule matched; review is the safe default")
+        default = Reason(
+            code="no_rule_matched",
+            kind="default",
+            message="no auto rule matched; review is the safe default",
+        )
         return Routing(Route.REVIEW, None, [default])
     rate = point.spec.sampling.review_rate
     if in_sample(decision_id, rate):
-        sample = Reason(code="audit_sample", kind="sample",
-                        message=f"selected for the {rate:.2%} audit sample")
+        sample = Reason(
+            code="audit_sample", kind="sample", message=f"selected for the {rate:.2%} audit sample"
+        )
         return Routing(Route.REVIEW, None, [sample, *auto])
     return Routing(Route.AUTO, outcome, auto)
 
@@ -92,10 +97,15 @@ def _fired(
             matched = rule.matches(bound)
         except Exception as exc:  # a rule that cannot be evaluated must never let AUTO through
             if not tolerate_errors:
-                errors.append(Reason(code="rule_error", kind="failure", when=rule.when,
-                                     message=f"rule '{rule.id}' could not be evaluated: {exc}"))
+                errors.append(
+                    Reason(
+                        code="rule_error",
+                        kind="failure",
+                        when=rule.when,
+                        message=f"rule '{rule.id}' could not be evaluated: {exc}",
+                    )
+                )
             continue
         if matched:
-            fired.append(Reason(code=rule.id, kind=kind, when=rule.when,
-                                message=rule.reason or ""))
+            fired.append(Reason(code=rule.id, kind=kind, when=rule.when, message=rule.reason or ""))
     return fired

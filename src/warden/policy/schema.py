@@ -55,7 +55,9 @@ class ModelSpec(_Strict):
         if self.kind is ModelKind.CALLABLE and (not self.function or ":" not in self.function):
             raise ValueError("model.function is required for kind 'callable', as 'module:function'")
         if self.kind is not ModelKind.PROPOSAL and not self.version:
-            raise ValueError("model.version is required so every decision records which model made it")
+            raise ValueError(
+                "model.version is required so every decision records which model made it"
+            )
         return self
 
 
@@ -73,9 +75,11 @@ class Rules(_Strict):
     auto: list[Rule] = Field(default_factory=list)
 
     def all(self) -> list[tuple[str, Rule]]:
-        return [("refuse", r) for r in self.refuse] + [("review", r) for r in self.review] + [
-            ("auto", r) for r in self.auto
-        ]
+        return (
+            [("refuse", r) for r in self.refuse]
+            + [("review", r) for r in self.review]
+            + [("auto", r) for r in self.auto]
+        )
 
 
 class Sampling(_Strict):
@@ -134,8 +138,10 @@ class DecisionPointSpec(_Strict):
     @model_validator(mode="after")
     def _check_references(self) -> DecisionPointSpec:
         allowed = set(self.outcomes)
-        for name, value in (("failure.on_error", self.failure.on_error),
-                            ("failure.on_kill", self.failure.on_kill)):
+        for name, value in (
+            ("failure.on_error", self.failure.on_error),
+            ("failure.on_kill", self.failure.on_kill),
+        ):
             if value != REVIEW and value not in allowed:
                 raise ValueError(
                     f"{name} is '{value}', which is not 'review' and not one of the outcomes "

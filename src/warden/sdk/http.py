@@ -36,8 +36,16 @@ from warden.store.queries import KillSwitch, aware
 
 ERRORS: dict[str, type[WardenError]] = {
     cls.type: cls
-    for cls in (InvalidInput, InvalidRequest, NotFound, Conflict, Unauthenticated, Forbidden,
-                PayloadTooLarge, Unavailable)
+    for cls in (
+        InvalidInput,
+        InvalidRequest,
+        NotFound,
+        Conflict,
+        Unauthenticated,
+        Forbidden,
+        PayloadTooLarge,
+        Unavailable,
+    )
 }
 RETRIES = 3
 BACKOFF = 0.1
@@ -51,13 +59,22 @@ class WardenClient:
     which is safe for `decide` because every call carries an `Idempotency-Key`.
     """
 
-    def __init__(self, base_url: str, token: str, *, timeout: float = 10.0,
-                 transport: httpx.BaseTransport | None = None,
-                 client: httpx.Client | None = None, retries: int = RETRIES,
-                 backoff: float = BACKOFF) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        token: str,
+        *,
+        timeout: float = 10.0,
+        transport: httpx.BaseTransport | None = None,
+        client: httpx.Client | None = None,
+        retries: int = RETRIES,
+        backoff: float = BACKOFF,
+    ) -> None:
         self.base_url = base_url.rstrip("/")
-        self._headers = {"Authorization": f"Bearer {token}",
-                         "User-Agent": f"warden-python/{warden.__version__}"}
+        self._headers = {
+            "Authorization": f"Bearer {token}",
+            "User-Agent": f"warden-python/{warden.__version__}",
+        }
         self._owns_client = client is None
         self._client = client or httpx.Client(timeout=timeout, transport=transport)
         self._timeout = timeout
@@ -66,10 +83,17 @@ class WardenClient:
 
     # -- decisions -----------------------------------------------------------------------
 
-    def decide(self, point: str, input: Mapping[str, Any], *,
-               context: Mapping[str, Any] | None = None, idempotency_key: str | None = None,
-               output: Any = None, confidence: Any = None,
-               model_version: str | None = None) -> Decision:
+    def decide(
+        self,
+        point: str,
+        input: Mapping[str, Any],
+        *,
+        context: Mapping[str, Any] | None = None,
+        idempotency_key: str | None = None,
+        output: Any = None,
+        confidence: Any = None,
+        model_version: str | None = None,
+    ) -> Decision:
         """Run one governed decision. In proposal mode pass the AI's `output` and `confidence`.
 
         Without an `idempotency_key` one is generated, so retries never make a second decision.
@@ -80,17 +104,29 @@ class WardenClient:
         if output is not None or confidence is not None:
             body.update(output=output, confidence=confidence, model_version=model_version)
         key = idempotency_key or str(uuid.uuid4())
-        response = self._request("POST", "/v1/decisions", json=body,
-                                 headers={"Idempotency-Key": key}, idempotency_key=key)
+        response = self._request(
+            "POST",
+            "/v1/decisions",
+            json=body,
+            headers={"Idempotency-Key": key},
+            idempotency_key=key,
+        )
         return Decision.model_validate_json(response.content)
 
     def get(self, decision_id: str) -> Decision:
         response = self._request("GET", f"/v1/decisions/{_segment(decision_id)}")
         return Decision.model_validate_json(response.content)
 
-    def list(self, point: str | None = None, route: Route | str | None = None,
-             status: Status | str | None = None, limit: int = 50, *,
-             since: datetime | None = None, until: datetime | None = None) -> Iterator[Decision]:
+    def list(
+        self,
+        point: str | None = None,
+        route: Route | str | None = None,
+        status: Status | str | None = None,
+        limit: int = 50,
+        *,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> Iterator[Decision]:
         """Every matching decision, newest first, fetched `limit` per page as you iterate.
 
         Stop early with `itertools.islice` when you only need the first few.
@@ -112,8 +148,12 @@ class WardenClient:
 
     def record_outcome(self, decision_id: str, outcome: str) -> Decision:
         """Ground truth for a decision, once known; a second one for the same decision conflicts."""
-        response = self._request("POST", f"/v1/decisions/{_segment(decision_id)}/outcome",
-                                 json={"outcome": outcome}, retry_unavailable=False)
+        response = self._request(
+            "POST",
+            f"/v1/decisions/{_segment(decision_id)}/outcome",
+            json={"outcome": outcome},
+            retry_unavailable=False,
+        )
         return Decision.model_validate_json(response.content)
 
     # -- points and kill switches -----------------------------------------------------------
@@ -134,27 +174,47 @@ class WardenClient:
         path = f"/v1/{action}" if point == "*" else f"/v1/points/{_segment(point)}/{action}"
         data = self._request("POST", path, json={"reason": reason}).json()
         changed = data.get("changed_at")
-        return KillSwitch(data["scope"], data["engaged"], data["actor"], data["reason"],
-                          aware(datetime.fromisoformat(changed)) if changed else None)
+        return KillSwitch(
+            data["scope"],
+            data["engaged"],
+            data["actor"],
+            data["reason"],
+            aware(datetime.fromisoformat(changed)) if changed else None,
+        )
 
     # -- transport -------------------------------------------------------------------------
 
-    def _request(self, method: str, path: str, *, json: Any = None,
-                 params: Mapping[str, str | int] | None = None,
-                 headers: Mapping[str, str] | None = None, idempotency_key: str | None = None,
-                 retry_unavailable: bool = True) -> httpx.Response:
+    def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        params: Mapping[str, str | int] | None = None,
+        headers: Mapping[str, str] | None = None,
+        idempotency_key: str | None = None,
+        retry_unavailable: bool = True,
+    ) -> httpx.Response:
         """One API call, retried only where a retry cannot apply anything twice."""
         url = self.base_url + path
         all_headers = {**self._headers, **(headers or {})}
         for attempt in range(self._retries + 1):
             last = attempt == self._retries
             try:
-                response = self._client.request(method, url, json=json, params=params,
-                                                headers=all_headers, timeout=self._timeout)
+                response = self._client.request(
+                    method,
+                    url,
+                    json=json,
+                    params=params,
+                    headers=all_headers,
+                    timeout=self._timeout,
+                )
             except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
                 if last:
-                    raise Unavailable(f"cannot connect to Warden at {self.base_url} "
-                                      f"({exc}); is the server running?") from exc
+                    raise Unavailable(
+                        f"cannot connect to Warden at {self.base_url} "
+                        f"({exc}); is the server running?"
+                    ) from exc
             except httpx.TransportError as exc:
                 raise _no_answer(self.base_url, exc, idempotency_key) from exc
             else:
@@ -172,8 +232,12 @@ class WardenClient:
     def __enter__(self) -> WardenClient:
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         self.close()
 
 
@@ -198,10 +262,15 @@ def error_from_response(response: httpx.Response) -> WardenError:
 
 def _no_answer(base_url: str, exc: httpx.TransportError, key: str | None) -> Unavailable:
     """The request may have reached the server; only an idempotent retry is safe."""
-    retry = (f"; retry with idempotency_key='{key}' to get the same decision" if key
-             else "; check whether it took effect before retrying")
-    return Unavailable(f"no answer from Warden at {base_url} ({type(exc).__name__}: {exc})"
-                       f"{retry}", idempotency_key=key)
+    retry = (
+        f"; retry with idempotency_key='{key}' to get the same decision"
+        if key
+        else "; check whether it took effect before retrying"
+    )
+    extra = {"idempotency_key": key} if key else {}
+    return Unavailable(
+        f"no answer from Warden at {base_url} ({type(exc).__name__}: {exc}){retry}", **extra
+    )
 
 
 def _segment(value: str) -> str:

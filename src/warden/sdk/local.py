@@ -22,26 +22,47 @@ class Warden:
         self.engine = engine
 
     @classmethod
-    def from_config(cls, config: str | Path | None = None, *, db_url: str | None = None,
-                    home: str | Path | None = None, actor: str = "sdk") -> Warden:
+    def from_config(
+        cls,
+        config: str | Path | None = None,
+        *,
+        db_url: str | None = None,
+        home: str | Path | None = None,
+        actor: str = "sdk",
+    ) -> Warden:
         settings = Settings.from_env(
-            home=Path(home) if home else None, config=Path(config) if config else None,
-            db_url=db_url)
+            home=Path(home) if home else None,
+            config=Path(config) if config else None,
+            db_url=db_url,
+        )
         db = create_engine(settings.db_url)
         migrate(db)
         return cls(Engine(load_points(settings.config), db, actor=actor))
 
-    def decide(self, point: str, input: Mapping[str, Any], *,
-               context: Mapping[str, Any] | None = None, idempotency_key: str | None = None,
-               output: Any = None, confidence: Any = None, model_version: str | None = None,
-               actor: str = "sdk") -> Decision:
+    def decide(
+        self,
+        point: str,
+        input: Mapping[str, Any],
+        *,
+        context: Mapping[str, Any] | None = None,
+        idempotency_key: str | None = None,
+        output: Any = None,
+        confidence: Any = None,
+        model_version: str | None = None,
+        actor: str = "sdk",
+    ) -> Decision:
         """Run one governed decision. In proposal mode pass the AI's `output` and `confidence`."""
         proposal = None
         if output is not None or confidence is not None:
             proposal = Proposal(output, confidence, model_version)
-        return self.engine.decide(point, dict(input), context=context,
-                                  idempotency_key=idempotency_key, actor=actor,
-                                  proposal=proposal)
+        return self.engine.decide(
+            point,
+            dict(input),
+            context=context,
+            idempotency_key=idempotency_key,
+            actor=actor,
+            proposal=proposal,
+        )
 
     def get(self, decision_id: str) -> Decision:
         return self.engine.get(decision_id)
@@ -62,6 +83,10 @@ class Warden:
     def __enter__(self) -> Warden:
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         self.close()

@@ -19,16 +19,30 @@ def aware(value: datetime | None) -> datetime | None:
     return value
 
 
+def _utc(value: datetime) -> datetime:
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
 def to_decision(row: Any) -> Decision:
     m = row._mapping if hasattr(row, "_mapping") else row
     return Decision(
-        id=m["id"], point=m["point"], route=Route(m["route"]), status=Status(m["status"]),
-        outcome=m["outcome"], proposed_outcome=m["proposed_outcome"],
-        confidence=m["confidence"], reasons=[Reason(**r) for r in m["reasons"]],
-        policy_version=m["policy_version"], model_version=m["model_version"],
-        input=m["input"], context=m["context"], idempotency_key=m["idempotency_key"],
-        actor=m["actor"], created_at=aware(m["created_at"]),
-        decided_at=aware(m["decided_at"]), ground_truth=m["ground_truth"],
+        id=m["id"],
+        point=m["point"],
+        route=Route(m["route"]),
+        status=Status(m["status"]),
+        outcome=m["outcome"],
+        proposed_outcome=m["proposed_outcome"],
+        confidence=m["confidence"],
+        reasons=[Reason(**r) for r in m["reasons"]],
+        policy_version=m["policy_version"],
+        model_version=m["model_version"],
+        input=m["input"],
+        context=m["context"],
+        idempotency_key=m["idempotency_key"],
+        actor=m["actor"],
+        created_at=_utc(m["created_at"]),
+        decided_at=aware(m["decided_at"]),
+        ground_truth=m["ground_truth"],
         ground_truth_at=aware(m["ground_truth_at"]),
     )
 
@@ -40,8 +54,7 @@ def get_decision(conn: sa.Connection, decision_id: str) -> Decision | None:
 
 def find_by_idempotency_key(conn: sa.Connection, point: str, key: str) -> Any:
     return conn.execute(
-        sa.select(decisions).where(decisions.c.point == point,
-                                   decisions.c.idempotency_key == key)
+        sa.select(decisions).where(decisions.c.point == point, decisions.c.idempotency_key == key)
     ).first()
 
 
@@ -55,8 +68,9 @@ class DecisionFilter:
     points_allowed: frozenset[str] | None = None
 
 
-def list_decisions(conn: sa.Connection, flt: DecisionFilter, *, cursor: str | None,
-                   limit: int) -> tuple[list[Decision], str | None]:
+def list_decisions(
+    conn: sa.Connection, flt: DecisionFilter, *, cursor: str | None, limit: int
+) -> tuple[list[Decision], str | None]:
     """Newest first. `cursor` is the last id of the previous page; ids sort by creation time."""
     query = sa.select(decisions).order_by(decisions.c.id.desc()).limit(limit + 1)
     if flt.point:

@@ -48,8 +48,13 @@ class Change:
 class Recorder:
     """The single writer of a process."""
 
-    def __init__(self, engine: sa.Engine, *, max_batch: int = 1024,
-                 on_kill_state: Callable[[frozenset[str]], None] | None = None) -> None:
+    def __init__(
+        self,
+        engine: sa.Engine,
+        *,
+        max_batch: int = 1024,
+        on_kill_state: Callable[[frozenset[str]], None] | None = None,
+    ) -> None:
         self.engine = engine
         self.max_batch = max_batch
         self.on_kill_state = on_kill_state
@@ -125,21 +130,26 @@ class Recorder:
         with write_connection(self.engine) as conn, conn.begin():
             head = conn.execute(
                 sa.select(ledger_head.c.seq, ledger_head.c.chain_hash)
-                .where(ledger_head.c.id == 1).with_for_update()
+                .where(ledger_head.c.id == 1)
+                .with_for_update()
             ).first()
             if head is None:
                 raise RuntimeError("ledger_head is missing; run `warden init` to migrate")
             seq, prev = head.seq, head.chain_hash
-            killed = frozenset(conn.execute(
-                sa.select(kill_switches.c.scope).where(kill_switches.c.engaged)
-            ).scalars())
+            killed = frozenset(
+                conn.execute(
+                    sa.select(kill_switches.c.scope).where(kill_switches.c.engaged)
+                ).scalars()
+            )
             results: list[Any] = []
             decision_rows = []
             sealed = []
             for change in batch:
                 if change.decision is not None:
-                    if change.on_killed and change.decision["route"] == "auto" and (
-                        GLOBAL_SCOPE in killed or change.decision["point"] in killed
+                    if (
+                        change.on_killed
+                        and change.decision["route"] == "auto"
+                        and (GLOBAL_SCOPE in killed or change.decision["point"] in killed)
                     ):
                         change.on_killed(change.decision, change.events[0])
                     decision_rows.append(change.decision)
@@ -159,8 +169,11 @@ class Recorder:
                 conn.execute(decisions.insert(), decision_rows)
             if sealed:
                 conn.execute(events.insert(), sealed)
-                conn.execute(ledger_head.update().where(ledger_head.c.id == 1)
-                             .values(seq=seq, chain_hash=prev))
+                conn.execute(
+                    ledger_head.update()
+                    .where(ledger_head.c.id == 1)
+                    .values(seq=seq, chain_hash=prev)
+                )
         if self.on_kill_state is not None:
             self.on_kill_state(killed)
         return results

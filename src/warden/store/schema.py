@@ -44,8 +44,12 @@ decisions = sa.Table(
 events = sa.Table(
     "events",
     metadata,
-    sa.Column("seq", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True,
-              autoincrement=False),
+    sa.Column(
+        "seq",
+        sa.BigInteger().with_variant(sa.Integer, "sqlite"),
+        primary_key=True,
+        autoincrement=False,
+    ),
     sa.Column("type", sa.String(64), nullable=False),
     sa.Column("point", sa.String(64)),
     sa.Column("decision_id", sa.String(36)),
