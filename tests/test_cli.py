@@ -51,8 +51,17 @@ def test_decide_prints_one_json_object(env: Path) -> None:
     result = runner.invoke(app, ["decide", "loan_approval", "--input", GOOD])
     assert result.exit_code == 0, result.output
     decision = json.loads(result.stdout)
-    for key in ("id", "point", "route", "outcome", "confidence", "status", "reasons",
-                "policy_version", "model_version"):
+    for key in (
+        "id",
+        "point",
+        "route",
+        "outcome",
+        "confidence",
+        "status",
+        "reasons",
+        "policy_version",
+        "model_version",
+    ):
         assert key in decision
     assert decision["route"] == "auto"
 
@@ -60,8 +69,19 @@ def test_decide_prints_one_json_object(env: Path) -> None:
 def test_decide_from_file_and_proposal(env: Path, tmp_path: Path) -> None:
     payload = tmp_path / "in.json"
     payload.write_text('{"order_id": "o1", "amount": 10}')
-    result = runner.invoke(app, ["decide", "refund_agent", "--input", f"@{payload}",
-                                 "--output", "refund", "--confidence", "0.95"])
+    result = runner.invoke(
+        app,
+        [
+            "decide",
+            "refund_agent",
+            "--input",
+            f"@{payload}",
+            "--output",
+            "refund",
+            "--confidence",
+            "0.95",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["outcome"] == "refund"
 
@@ -89,10 +109,10 @@ def test_kill_and_resume(env: Path) -> None:
 
 
 def test_token_create(env: Path) -> None:
-    result = runner.invoke(app, ["token", "create", "--name", "svc", "--role", "caller",
-                                 "--point", "loan_approval"])
+    result = runner.invoke(
+        app, ["token", "create", "--name", "svc", "--role", "caller", "--point", "loan_approval"]
+    )
     assert result.exit_code == 0, result.output
     assert result.stdout.strip().startswith("wdn_")
-    bad = runner.invoke(app, ["token", "create", "--name", "svc", "--role", "boss",
-                              "--point", "*"])
+    bad = runner.invoke(app, ["token", "create", "--name", "svc", "--role", "boss", "--point", "*"])
     assert bad.exit_code == 1 and "roles are" in bad.stderr

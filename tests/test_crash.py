@@ -34,7 +34,10 @@ def _start(points_dir: Path, db_url: str, port: int) -> subprocess.Popen[bytes]:
     env = {**os.environ, "WARDEN_CONFIG": str(points_dir), "WARDEN_DB_URL": db_url}
     proc = subprocess.Popen(
         [sys.executable, "-m", "warden", "serve", "--port", str(port)],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         try:
@@ -50,8 +53,7 @@ def test_acknowledged_decisions_survive_kill_9(points_dir: Path, db_url: str) ->
     db = create_engine(db_url)
     migrate(db)
     recorder = Recorder(db)
-    secret, _ = create_token(recorder, name="load", roles=["caller"], points=["*"],
-                             actor="test")
+    secret, _ = create_token(recorder, name="load", roles=["caller"], points=["*"], actor="test")
     recorder.close()
     port = _free_port()
     server = _start(points_dir, db_url, port)
@@ -60,15 +62,22 @@ def test_acknowledged_decisions_survive_kill_9(points_dir: Path, db_url: str) ->
     stop = threading.Event()
 
     def load(worker: int) -> None:
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=5,
-                          headers={"Authorization": f"Bearer {secret}"}) as client:
+        with httpx.Client(
+            base_url=f"http://127.0.0.1:{port}",
+            timeout=5,
+            headers={"Authorization": f"Bearer {secret}"},
+        ) as client:
             n = 0
             while not stop.is_set() and n < 5000:
                 n += 1
                 try:
-                    response = client.post("/v1/decisions", json={
-                        "point": "loan_approval",
-                        "input": {"amount": n, "income": 5000, "credit_score": 700 + worker}})
+                    response = client.post(
+                        "/v1/decisions",
+                        json={
+                            "point": "loan_approval",
+                            "input": {"amount": n, "income": 5000, "credit_score": 700 + worker},
+                        },
+                    )
                 except httpx.HTTPError:
                     return
                 if response.status_code in (200, 202):
@@ -92,8 +101,9 @@ def test_acknowledged_decisions_survive_kill_9(points_dir: Path, db_url: str) ->
     try:
         with db.connect() as conn:
             stored = set(conn.execute(sa.select(decisions.c.id)).scalars())
-            rows = [dict(r) for r in conn.execute(
-                sa.select(events).order_by(events.c.seq)).mappings()]
+            rows = [
+                dict(r) for r in conn.execute(sa.select(events).order_by(events.c.seq)).mappings()
+            ]
         missing = set(acknowledged) - stored
         assert not missing, f"{len(missing)} acknowledged decisions lost"
         assert verify_rows(rows) is None

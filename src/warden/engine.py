@@ -33,6 +33,9 @@ from warden.store.recorder import GLOBAL_SCOPE, Change, Recorder
 from warden.store.schema import decisions, kill_switches, policies
 
 KILL_REASON = "kill switch engaged"
+# Enough model workers for every concurrent caller (the HTTP server runs up to 40 at once), so
+# only a model that hangs — not ordinary load — exhausts them and fails fast.
+MODEL_WORKERS = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +68,7 @@ class Engine:
                     spec=point.spec.model,
                     failure=point.spec.failure,
                     outcomes=point.spec.outcomes,
+                    max_concurrency=MODEL_WORKERS,
                 )
             )
         self.recorder = Recorder(db, on_kill_state=self._set_killed)

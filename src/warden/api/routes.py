@@ -7,11 +7,11 @@ from typing import Annotated, Any
 
 import orjson
 import sqlalchemy as sa
-from fastapi import APIRouter, Header, Query, Request
+from fastapi import APIRouter, Query, Request
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
-from warden.api.auth import Authenticated, require
+from warden.api.auth import Authenticated, authenticate_request, require
 from warden.api.responses import FastJSONResponse
 from warden.api.schemas import (
     DecisionPage,
@@ -70,18 +70,38 @@ def _decision_response(decision: Decision) -> FastJSONResponse:
     response_model=Decision,
     responses={202: {"model": Decision, "description": "Pending human review"}},
     openapi_extra={
+        "parameters": [
+            {
+                "name": "Idempotency-Key",
+                "in": "header",
+                "required": False,
+                "schema": {"type": "string", "maxLength": 255},
+                "description": "A retry with the same key returns the first decision.",
+            },
+            {
+                "name": "Authorization",
+                "in": "header",
+                "required": True,
+                "schema": {"type": "string"},
+                "description": "`Bearer <token>`",
+            },
+        ],
         "requestBody": {
             "required": True,
             "content": {"application/json": {"schema": DecisionRequest.model_json_schema()}},
-        }
+        },
     },
 )
-async def create_decision(
-    request: Request,
-    who: Authenticated,
-    idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
-) -> FastJSONResponse:
-    """Run one governed decision. 200 when final, 202 when it waits for review."""
+async def create_decision(request: Request) -> FastJSONResponse:
+    """Run one governed decision. 200 when final, 202 when it waits for review.
+
+    Send `Authorization: Bearer <token>` (caller role for the point) and, to make retries safe,
+    an `Idempotency-Key` header: a retried request returns the first decision.
+    """
+    who = authenticate_request(request)
+    idempotency_key = request.headers.get("idempotency-key")
+    if idempotency_key is not None and not 0 < len(idempotency_key) <= 255:
+        raise InvalidRequest("Idempotency-Key must be 1 to 255 characters", field="Idempotency-Key")
     body = _parse(DecisionRequest, await _json_body(request))
     require(who, Role.CALLER, body.point)
     proposal = None

@@ -268,6 +268,11 @@ def demo(
     home: Annotated[Path, typer.Option(help="Folder for the demo's data.")] = Path(".warden/demo"),
 ) -> None:
     """Train a credit model on generated data, start the server and send it traffic."""
-    from warden.demo import run_demo
+    from warden.demo import DemoError, run_demo
 
-    run_demo(home, port=port, duration=duration, rate=rate, console=out)
+    try:
+        run_demo(home, port=port, duration=duration, rate=rate, console=out)
+    except DemoError:
+        raise typer.Exit(1) from None  # run_demo has already said what went wrong
+    except PolicyError as error:
+        _fail(error)

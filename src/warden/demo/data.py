@@ -6,6 +6,7 @@ applications and labels on every machine, which keeps the demo and its tests rep
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -35,8 +36,10 @@ class Application:
         return APPROVE if self.repaid else DECLINE
 
 
-def sample_columns(rng: np.random.Generator, n: int, *, income_factor: float = 1.0) -> Columns:
-    """`n` applications as columns. `income_factor` scales incomes, to simulate drift."""
+def sample_columns(
+    rng: np.random.Generator, n: int, *, income_factor: float | npt.NDArray[np.float64] = 1.0
+) -> Columns:
+    """`n` applications as columns. `income_factor` (one, or one per row) scales incomes."""
     income = np.round(rng.lognormal(np.log(48_000), 0.45, n) * income_factor, -2)
     amount = np.clip(np.round(rng.lognormal(np.log(14_000), 0.8, n), -2), 1_000, 400_000)
     return {
@@ -92,15 +95,14 @@ def applications(
     downturn): the kind of input drift monitoring has to notice.
     """
     rng = np.random.default_rng(seed)
-    sent = 0
-    while True:
-        drifted = drift_after is not None and sent >= drift_after
-        size = batch if drift_after is None or drifted else min(batch, drift_after - sent)
-        columns = sample_columns(rng, size, income_factor=income_factor if drifted else 1.0)
+    for start in itertools.count(0, batch):
+        factor: float | npt.NDArray[np.float64] = 1.0
+        if drift_after is not None:  # per row, so drift never changes the draws before it
+            factor = np.where(np.arange(start, start + batch) >= drift_after, income_factor, 1.0)
+        columns = sample_columns(rng, batch, income_factor=factor)
         labels = repaid(rng, columns)
-        for i in range(size):
+        for i in range(batch):
             yield Application(input=_row(columns, i), repaid=bool(labels[i]))
-        sent += size
 
 
 def _row(columns: Columns, i: int) -> dict[str, Any]:

@@ -46,6 +46,7 @@ class _Tally:
     errors: int = 0
     outcomes: int = 0
     last_error: str | None = None
+    last_decision_at: float = 0.0
 
 
 class Traffic:
@@ -56,10 +57,21 @@ class Traffic:
     truth arrives in a real lender's systems.
     """
 
-    def __init__(self, port: int, token: str, *, rate: float = 20.0, duration: float = 3600.0,
-                 max_decisions: int = 100_000, threads: int = 4, outcome_share: float = 0.3,
-                 outcome_delay: float = 2.0, invalid_share: float = 0.005,
-                 drift_after: int | None = None, seed: int = SEED + 1) -> None:
+    def __init__(
+        self,
+        port: int,
+        token: str,
+        *,
+        rate: float = 20.0,
+        duration: float = 3600.0,
+        max_decisions: int = 100_000,
+        threads: int = 4,
+        outcome_share: float = 0.3,
+        outcome_delay: float = 2.0,
+        invalid_share: float = 0.005,
+        drift_after: int | None = None,
+        seed: int = SEED + 1,
+    ) -> None:
         if rate <= 0:
             raise ValueError("rate must be positive")
         self.base_url = f"http://{LOCALHOST}:{port}"
@@ -78,11 +90,15 @@ class Traffic:
         self._issued = 0
         self._started = 0.0
         self._due_outcomes: deque[tuple[float, str, str]] = deque()
-        self._workers = [threading.Thread(target=self._send_decisions, daemon=True,
-                                          name=f"warden-demo-traffic-{i}")
-                         for i in range(threads)]
-        self._reporter = threading.Thread(target=self._send_outcomes, daemon=True,
-                                          name="warden-demo-outcomes")
+        self._workers = [
+            threading.Thread(
+                target=self._send_decisions, daemon=True, name=f"warden-demo-traffic-{i}"
+            )
+            for i in range(threads)
+        ]
+        self._reporter = threading.Thread(
+            target=self._send_outcomes, daemon=True, name="warden-demo-outcomes"
+        )
 
     def start(self) -> None:
         self._started = time.monotonic()
@@ -105,11 +121,15 @@ class Traffic:
         self.wait(timeout)
 
     def counts(self) -> TrafficCounts:
+        """`elapsed` ends with the last decision, so the rate excludes the ground-truth tail."""
+        sending = any(w.is_alive() for w in self._workers)
         with self._lock:
             t = self._tally
-            elapsed = time.monotonic() - self._started if self._started else 0.0
-            return TrafficCounts(dict(t.routes), t.invalid, t.errors, t.outcomes, elapsed,
-                                 t.last_error)
+            end = time.monotonic() if sending else t.last_decision_at
+            elapsed = max(0.0, end - self._started) if self._started else 0.0
+            return TrafficCounts(
+                dict(t.routes), t.invalid, t.errors, t.outcomes, elapsed, t.last_error
+            )
 
     def _next(self) -> tuple[float, Application, bool, bool] | None:
         """The next application with its scheduled send time, or None when traffic is over."""
@@ -130,8 +150,9 @@ class Traffic:
                     return
                 self._decide(client, application, invalid, report)
 
-    def _decide(self, client: WardenClient, application: Application, invalid: bool,
-                report: bool) -> None:
+    def _decide(
+        self, client: WardenClient, application: Application, invalid: bool, report: bool
+    ) -> None:
         data: dict[str, Any] = application.input
         if invalid:  # an upstream bug: a score outside the scale
             data = {**data, "credit_score": 912}
@@ -141,12 +162,14 @@ class Traffic:
             with self._lock:
                 self._tally.routes[Route.REFUSED.value] += 1
                 self._tally.invalid += 1
+                self._tally.last_decision_at = time.monotonic()
             return
         except Exception as exc:  # a load generator counts failures and keeps going
             self._count_error(exc)
             return
         with self._lock:
             self._tally.routes[decision.route.value] += 1
+            self._tally.last_decision_at = time.monotonic()
             if report and decision.route is not Route.REFUSED:
                 due = time.monotonic() + self.outcome_delay
                 self._due_outcomes.append((due, decision.id, application.right_outcome))

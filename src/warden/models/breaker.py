@@ -117,7 +117,7 @@ class CircuitBreaker:
         return self._close()
 
     def _rate(self, failures: int, calls: int) -> bool:
-        # A division, not `failures >= rate * calls`: 0.3 * 10 is 3.0000000000000004.
+        # A division, not `failures >= rate * calls`: 0.07 * 100 is 7.000000000000001.
         return failures / calls >= self._spec.failure_rate
 
     def _open(self) -> Transition:

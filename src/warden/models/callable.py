@@ -31,7 +31,7 @@ class CallableModel:
 
     def predict(self, input: Mapping[str, Any]) -> Prediction:
         result = self._function(input)
-        if type(result) is Prediction:
+        if isinstance(result, Prediction):
             return result
         if isinstance(result, tuple) and len(result) == 2:
             return Prediction(result[0], result[1])
@@ -46,9 +46,9 @@ class CallableModel:
 
 def load_callable(spec: ModelSpec, base_dir: Path) -> CallableModel:
     assert spec.function is not None  # the schema requires it for kind=callable
-    module_name, _, function_name = spec.function.partition(":")
-    module = _import(module_name.strip(), spec.function, base_dir)
-    function = getattr(module, function_name.strip(), None)
+    module_name, _, function_name = (part.strip() for part in spec.function.partition(":"))
+    module = _import(module_name, spec.function, base_dir)
+    function = getattr(module, function_name, None)
     where = getattr(module, "__file__", None) or module_name
     if function is None:
         raise ModelLoadError(
@@ -72,7 +72,7 @@ def _import(module_name: str, reference: str, base_dir: Path) -> ModuleType:
     """
     base_dir = base_dir.resolve()
     if str(base_dir) not in sys.path:
-        sys.path.insert(0, str(base_dir))
+        sys.path.append(str(base_dir))  # appended: a point's files must not shadow installed ones
     local = base_dir / f"{module_name}.py"
     try:
         if local.is_file():

@@ -4,6 +4,7 @@ so every way a model can misbehave ends in one ModelFailure with a stable code.
 
 from __future__ import annotations
 
+import math
 import numbers
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
@@ -118,24 +119,29 @@ def check_prediction(outcome: object, confidence: object, outcomes: Collection[s
         if not isinstance(outcome, str):
             raise ModelFailure(
                 INVALID_OUTPUT,
-                f"outcome {describe(outcome)} is a {type(outcome).__name__}, not one of the "
-                f"outcomes {sorted(outcomes)}",
+                f"outcome {describe(outcome)} has type {type(outcome).__name__}, not str; "
+                f"the outcomes are {sorted(outcomes)}",
             )
         outcome = str(outcome)
     if outcome not in outcomes:
         raise ModelFailure(
-            INVALID_OUTPUT, f"outcome {outcome!r} is not one of the outcomes {sorted(outcomes)}"
-        )
-    if type(confidence) is float:
-        value = confidence
-    elif isinstance(confidence, numbers.Real) and not isinstance(confidence, bool):
-        value = float(confidence)
-    else:
-        raise ModelFailure(
             INVALID_OUTPUT,
-            f"confidence {describe(confidence)} is a {type(confidence).__name__}, "
-            "not a number between 0 and 1",
+            f"outcome {describe(outcome)} is not one of the outcomes {sorted(outcomes)}",
         )
+    value = confidence if type(confidence) is float else _real(confidence)
     if not 0.0 <= value <= 1.0:  # also refuses NaN, which compares false
         raise ModelFailure(INVALID_OUTPUT, f"confidence {value!r} is not between 0 and 1")
     return Prediction(outcome, value)
+
+
+def _real(confidence: object) -> float:
+    if isinstance(confidence, numbers.Real) and not isinstance(confidence, bool):
+        try:
+            return float(confidence)
+        except OverflowError:  # an int too large for a float
+            return math.inf
+    raise ModelFailure(
+        INVALID_OUTPUT,
+        f"confidence {describe(confidence)} has type {type(confidence).__name__}, "
+        "not a number between 0 and 1",
+    )

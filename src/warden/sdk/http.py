@@ -54,9 +54,10 @@ BACKOFF = 0.1
 class WardenClient:
     """A synchronous client of the Warden HTTP API; safe to share between threads.
 
-    Pass `client` to reuse an `httpx.Client` you own (tests pass a FastAPI `TestClient`); it is
-    not closed by `close()`. Connection failures and 503s are retried up to `retries` times,
-    which is safe for `decide` because every call carries an `Idempotency-Key`.
+    Pass `client` to reuse an `httpx.Client` you own (tests pass a FastAPI `TestClient`); its
+    own timeout applies and `close()` leaves it open. Connection failures and 503s are retried
+    up to `retries` times, which is safe for `decide` because every call carries an
+    `Idempotency-Key`.
     """
 
     def __init__(
@@ -77,7 +78,6 @@ class WardenClient:
         }
         self._owns_client = client is None
         self._client = client or httpx.Client(timeout=timeout, transport=transport)
-        self._timeout = timeout
         self._retries = retries
         self._backoff = backoff
 
@@ -207,7 +207,6 @@ class WardenClient:
                     json=json,
                     params=params,
                     headers=all_headers,
-                    timeout=self._timeout,
                 )
             except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
                 if last:

@@ -24,8 +24,9 @@ def _utc(value: datetime) -> datetime:
 
 
 def to_decision(row: Any) -> Decision:
+    """A Decision from a stored row. The row was validated on the way in, so skip validation."""
     m = row._mapping if hasattr(row, "_mapping") else row
-    return Decision(
+    return Decision.model_construct(
         id=m["id"],
         point=m["point"],
         route=Route(m["route"]),
@@ -33,7 +34,7 @@ def to_decision(row: Any) -> Decision:
         outcome=m["outcome"],
         proposed_outcome=m["proposed_outcome"],
         confidence=m["confidence"],
-        reasons=[Reason(**r) for r in m["reasons"]],
+        reasons=[Reason.model_construct(**_reason_fields(r)) for r in m["reasons"]],
         policy_version=m["policy_version"],
         model_version=m["model_version"],
         input=m["input"],
@@ -45,6 +46,10 @@ def to_decision(row: Any) -> Decision:
         ground_truth=m["ground_truth"],
         ground_truth_at=aware(m["ground_truth_at"]),
     )
+
+
+def _reason_fields(stored: dict[str, Any]) -> dict[str, Any]:
+    return {"when": None, "field": None, "message": "", **stored}
 
 
 def get_decision(conn: sa.Connection, decision_id: str) -> Decision | None:

@@ -1,0 +1,67 @@
+"""Everything the demo needs on disk and in its database before the server starts."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from warden.auth.tokens import create_token
+from warden.demo.point import MODEL_FILE, POINT, write_point
+from warden.demo.train import TrainedModel, train
+from warden.engine import Engine
+from warden.policy.loader import load_points
+from warden.store.database import create_engine, migrate, sqlite_url
+
+ACTOR = "warden demo"
+
+
+@dataclass
+class DemoSetup:
+    home: Path
+    engine: Engine
+    model: TrainedModel
+    point_file: Path
+    point_edited: bool
+    caller_token: str
+    admin_token: str
+
+    @property
+    def config(self) -> Path:
+        return self.point_file.parent
+
+    @property
+    def database(self) -> Path:
+        return self.home / "warden.db"
+
+    def close(self) -> None:
+        self.engine.close()
+        self.engine.db.dispose()
+
+
+def prepare(home: Path) -> DemoSetup:
+    """Train the model, write the point file, migrate the DB and create two tokens.
+
+    Training is deterministic, so rerunning the demo rebuilds the same model; an edited point
+    file is kept, so a newcomer can change a rule and run the demo again.
+    """
+    model = train(home / MODEL_FILE)
+    point_file, edited = write_point(home / "points")
+    db = create_engine(sqlite_url(home))
+    try:
+        migrate(db)
+        engine = Engine(load_points(point_file.parent), db, actor=ACTOR)
+    except BaseException:
+        db.dispose()
+        raise
+    try:
+        caller, _ = create_token(
+            engine.recorder, name="demo-caller", roles=["caller"], points=[POINT], actor=ACTOR
+        )
+        admin, _ = create_token(
+            engine.recorder, name="demo-admin", roles=["admin"], points=["*"], actor=ACTOR
+        )
+    except BaseException:
+        engine.close()
+        db.dispose()
+        raise
+    return DemoSetup(home, engine, model, point_file, edited, caller, admin)
