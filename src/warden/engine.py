@@ -18,18 +18,25 @@ import fastjsonschema
 import sqlalchemy as sa
 
 from warden.decision import Decision, Reason, Route, Status
-from warden.errors import Conflict, InvalidInput, InvalidRequest, NotFound, WardenError
+from warden.errors import (
+    Conflict,
+    InvalidInput,
+    InvalidRequest,
+    NotFound,
+    PolicyError,
+    WardenError,
+)
 from warden.ids import new_id
 from warden.ledger.canonical import NotCanonical, canonical_bytes
 from warden.ledger.chain import EventDraft
-from warden.models.base import ModelFailure, Prediction
+from warden.models.base import ModelFailure, ModelLoadError, Prediction
 from warden.models.guard import GuardedModel, check_prediction
 from warden.models.loader import load_model
 from warden.policy.point import CompiledPoint
 from warden.policy.router import Failure, Routing, route
 from warden.policy.schema import ModelKind
 from warden.store import queries
-from warden.store.recorder import GLOBAL_SCOPE, Change, Recorder
+from warden.store.recorder import GLOBAL_SCOPE, Change, DuplicateKey, Recorder
 from warden.store.schema import decisions, kill_switches, policies
 
 KILL_REASON = "kill switch engaged"
@@ -59,7 +66,10 @@ class Engine:
         self._kill_lock = threading.Lock()
         self.models: dict[str, GuardedModel | None] = {}
         for name, point in self.points.items():
-            model = load_model(point.spec.model, point.base_dir)
+            try:
+                model = load_model(point.spec.model, point.base_dir)
+            except ModelLoadError as exc:
+                raise PolicyError(f"model: {exc}", file=str(point.source)) from exc
             self.models[name] = (
                 None
                 if model is None
@@ -202,7 +212,7 @@ class Engine:
         change = Change(events=[draft], decision=row, on_killed=on_killed)
         try:
             recorded = self.recorder.record(change)
-        except sa.exc.IntegrityError:
+        except DuplicateKey:
             if row["idempotency_key"] is None:
                 raise
             existing = self._existing(compiled.name, row["idempotency_key"], row["request_hash"])

@@ -2,9 +2,9 @@
 
 Python cannot interrupt a running call, so a timed-out call is abandoned: it keeps its worker
 until it returns. The pool therefore has a hard size and refuses work when every worker is busy,
-instead of queueing behind hung calls. Handoff is one lock release each way, which is several
-times cheaper than a `concurrent.futures` round trip; idle workers exit after a while, so a pool
-that is dropped (say, on a policy reload) does not leak threads.
+instead of queueing behind hung calls. Handoff is one lock release each way, cheaper than a
+`concurrent.futures` submit and result; idle workers exit after a while, so a pool that is
+dropped (say, on a policy reload) does not leak threads.
 """
 
 from __future__ import annotations

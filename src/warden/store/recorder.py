@@ -19,8 +19,9 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from warden.ledger.chain import EventDraft, seal
+from warden.ledger.chain import EventDraft, SealedEvent, seal
 from warden.store.database import write_connection
+from warden.store.rawsql import RawStatements
 from warden.store.schema import decisions, events, kill_switches, ledger_head
 
 log = logging.getLogger(__name__)
@@ -61,6 +62,9 @@ class Recorder:
         self._queue: queue.SimpleQueue[Change | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="warden-recorder", daemon=True)
         self._closed = False
+        self._sql = RawStatements.for_dialect(engine.dialect.name)
+        self._dbapi_integrity_error: type[Exception] = engine.dialect.loaded_dbapi.IntegrityError
+        self._raw: Any = None
         self._thread.start()
 
     def submit(self, change: Change) -> Future[Any]:
@@ -83,6 +87,9 @@ class Recorder:
             self._closed = True
             self._queue.put(None)
             self._thread.join(timeout=30)
+            if self._raw is not None:
+                self._raw.close()
+                self._raw = None
 
     def _run(self) -> None:
         while True:
@@ -127,6 +134,21 @@ class Recorder:
             change.future.set_result(change.decision)
 
     def _write(self, batch: Sequence[Change]) -> list[Any]:
+        try:
+            if any(change.apply is not None for change in batch):
+                results, killed = self._write_with_core(batch)
+            else:
+                results, killed = self._write_raw(batch)
+        except sa.exc.IntegrityError as exc:
+            raise DuplicateKey(str(exc.orig)) from exc
+        except self._dbapi_integrity_error as exc:
+            raise DuplicateKey(str(exc)) from exc
+        if self.on_kill_state is not None:
+            self.on_kill_state(killed)
+        return results
+
+    def _write_with_core(self, batch: Sequence[Change]) -> tuple[list[Any], frozenset[str]]:
+        """Changes that write other state (kill switches, tokens...) run through SQLAlchemy."""
         with write_connection(self.engine) as conn, conn.begin():
             head = conn.execute(
                 sa.select(ledger_head.c.seq, ledger_head.c.chain_hash)
@@ -134,46 +156,123 @@ class Recorder:
                 .with_for_update()
             ).first()
             if head is None:
-                raise RuntimeError("ledger_head is missing; run `warden init` to migrate")
-            seq, prev = head.seq, head.chain_hash
+                raise RuntimeError(_NO_HEAD)
             killed = frozenset(
                 conn.execute(
                     sa.select(kill_switches.c.scope).where(kill_switches.c.engaged)
                 ).scalars()
             )
-            results: list[Any] = []
-            decision_rows = []
-            sealed = []
-            for change in batch:
-                if change.decision is not None:
-                    if (
-                        change.on_killed
-                        and change.decision["route"] == "auto"
-                        and (GLOBAL_SCOPE in killed or change.decision["point"] in killed)
-                    ):
-                        change.on_killed(change.decision, change.events[0])
-                    decision_rows.append(change.decision)
-                if change.apply is not None:
-                    results.append(change.apply(conn))
-                else:
-                    results.append(change.decision)
-                if change.kill_toggle is not None:
-                    scope, engaged = change.kill_toggle
-                    killed = killed | {scope} if engaged else killed - {scope}
-                for draft in change.events:
-                    seq += 1
-                    event = seal(seq, prev, draft)
-                    prev = event.chain_hash
-                    sealed.append(event.row())
-            if decision_rows:
-                conn.execute(decisions.insert(), decision_rows)
-            if sealed:
-                conn.execute(events.insert(), sealed)
+            plan = _plan(batch, head.seq, head.chain_hash, killed, conn)
+            if plan.decisions:
+                conn.execute(decisions.insert(), plan.decisions)
+            if plan.events:
+                conn.execute(events.insert(), [e.row() for e in plan.events])
                 conn.execute(
                     ledger_head.update()
                     .where(ledger_head.c.id == 1)
-                    .values(seq=seq, chain_hash=prev)
+                    .values(seq=plan.seq, chain_hash=plan.chain_hash)
                 )
-        if self.on_kill_state is not None:
-            self.on_kill_state(killed)
-        return results
+        return plan.results, plan.killed
+
+    def _write_raw(self, batch: Sequence[Change]) -> tuple[list[Any], frozenset[str]]:
+        """Decisions and their events: the hot path, on the writer's own DBAPI connection."""
+        sql = self._sql
+        conn = self._raw_connection()
+        cursor = conn.cursor()
+        try:
+            if sql.begin:
+                cursor.execute(sql.begin)
+            cursor.execute(sql.head)
+            head = cursor.fetchone()
+            if head is None:
+                raise RuntimeError(_NO_HEAD)
+            cursor.execute(sql.killed)
+            killed = frozenset(row[0] for row in cursor.fetchall())
+            plan = _plan(batch, head[0], head[1], killed, None)
+            if plan.decisions:
+                cursor.executemany(
+                    sql.insert_decision, [sql.decision_row(d) for d in plan.decisions]
+                )
+            if plan.events:
+                cursor.executemany(sql.insert_event, [sql.event_row(e.row()) for e in plan.events])
+                cursor.execute(sql.update_head, (plan.seq, plan.chain_hash))
+            if sql.sqlite:
+                cursor.execute("COMMIT")
+            else:
+                conn.commit()
+        except BaseException:
+            self._abandon(conn)
+            raise
+        finally:
+            cursor.close()
+        return plan.results, plan.killed
+
+    def _raw_connection(self) -> Any:
+        if self._raw is None:
+            self._raw = self.engine.raw_connection()
+        return self._raw
+
+    def _abandon(self, conn: Any) -> None:
+        """Roll back; if even that fails the connection is broken, so drop it."""
+        try:
+            if self._sql.sqlite:
+                if conn.driver_connection.in_transaction:
+                    conn.cursor().execute("ROLLBACK")
+            else:
+                conn.rollback()
+        except Exception:
+            log.warning("dropping the recorder's database connection", exc_info=True)
+            try:
+                conn.invalidate()
+            finally:
+                self._raw = None
+
+
+_NO_HEAD = "ledger_head is missing; run `warden init` to migrate the database"
+
+
+class DuplicateKey(Exception):
+    """A unique constraint refused the change (e.g. an idempotency key already used)."""
+
+
+@dataclass
+class _Plan:
+    results: list[Any]
+    decisions: list[dict[str, Any]]
+    events: list[SealedEvent]
+    seq: int
+    chain_hash: str
+    killed: frozenset[str]
+
+
+def _plan(
+    batch: Sequence[Change], seq: int, prev: str, killed: frozenset[str], conn: sa.Connection | None
+) -> _Plan:
+    """Order the batch into the chain: re-route killed AUTO decisions, apply, seal events."""
+    results: list[Any] = []
+    rows: list[dict[str, Any]] = []
+    sealed: list[SealedEvent] = []
+    for change in batch:
+        decision = change.decision
+        if decision is not None:
+            if (
+                change.on_killed
+                and decision["route"] == "auto"
+                and (GLOBAL_SCOPE in killed or decision["point"] in killed)
+            ):
+                change.on_killed(decision, change.events[0])
+            rows.append(decision)
+        if change.apply is not None:
+            assert conn is not None
+            results.append(change.apply(conn))
+        else:
+            results.append(decision)
+        if change.kill_toggle is not None:
+            scope, engaged = change.kill_toggle
+            killed = killed | {scope} if engaged else killed - {scope}
+        for draft in change.events:
+            seq += 1
+            event = seal(seq, prev, draft)
+            prev = event.chain_hash
+            sealed.append(event)
+    return _Plan(results, rows, sealed, seq, prev, killed)

@@ -1,0 +1,91 @@
+"""The recorder's hot path in plain DBAPI calls.
+
+A decision batch is a handful of statements; through SQLAlchemy Core each costs more Python
+time than SQLite takes to run it, so the recorder issues these directly on its own connection.
+Column lists come from the table definitions, so the two cannot drift apart.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+import sqlalchemy as sa
+
+from warden.store.schema import decisions, events
+
+
+def _sqlite_time(value: datetime | None) -> str | None:
+    """The text form SQLAlchemy's SQLite DateTime type reads back (naive UTC)."""
+    if value is None:
+        return None
+    return value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
+
+
+def _json_text(value: Any) -> str:
+    return orjson.dumps(value).decode()
+
+
+def _identity(value: Any) -> Any:
+    return value
+
+
+@dataclass(frozen=True)
+class RawStatements:
+    sqlite: bool
+    begin: str | None
+    head: str
+    killed: str
+    insert_decision: str
+    insert_event: str
+    update_head: str
+    decision_row: Callable[[dict[str, Any]], tuple[Any, ...]]
+    event_row: Callable[[dict[str, Any]], tuple[Any, ...]]
+
+    @classmethod
+    def for_dialect(cls, dialect: str) -> RawStatements:
+        sqlite = dialect == "sqlite"
+        mark = "?" if sqlite else "%s"
+        time = _sqlite_time if sqlite else _identity
+        return cls(
+            sqlite=sqlite,
+            begin="BEGIN IMMEDIATE" if sqlite else None,
+            head="SELECT seq, chain_hash FROM ledger_head WHERE id = 1"
+            + ("" if sqlite else " FOR UPDATE"),
+            killed="SELECT scope FROM kill_switches WHERE engaged",
+            insert_decision=_insert(decisions, mark),
+            insert_event=_insert(events, mark),
+            update_head=f"UPDATE ledger_head SET seq = {mark}, chain_hash = {mark} WHERE id = 1",
+            decision_row=_converter(decisions, time),
+            event_row=_converter(events, time),
+        )
+
+
+def _insert(table: sa.Table, mark: str) -> str:
+    names = [c.name for c in table.columns]
+    return (
+        f"INSERT INTO {table.name} ({', '.join(names)}) VALUES ({', '.join([mark] * len(names))})"
+    )
+
+
+def _converter(
+    table: sa.Table, time: Callable[[Any], Any]
+) -> Callable[[dict[str, Any]], tuple[Any, ...]]:
+    steps: list[tuple[str, Callable[[Any], Any]]] = []
+    for column in table.columns:
+        if isinstance(column.type, sa.JSON):
+            steps.append((column.name, _json_text))
+        elif isinstance(column.type, sa.DateTime):
+            steps.append((column.name, time))
+        elif isinstance(column.type, sa.Boolean):
+            steps.append((column.name, lambda v: None if v is None else bool(v)))
+        else:
+            steps.append((column.name, _identity))
+
+    def convert(row: dict[str, Any]) -> tuple[Any, ...]:
+        return tuple(fn(row.get(name)) for name, fn in steps)
+
+    return convert
