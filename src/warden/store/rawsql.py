@@ -8,7 +8,7 @@ Column lists come from the table definitions, so the two cannot drift apart.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -44,6 +44,19 @@ class RawStatements:
     update_head: str
     decision_row: Callable[[dict[str, Any]], tuple[Any, ...]]
     event_row: Callable[[dict[str, Any]], tuple[Any, ...]]
+    mark: str = "?"
+    time: Callable[[Any], Any] = _identity
+    _inserters: dict[str, tuple[str, Callable[[dict[str, Any]], tuple[Any, ...]]]] = field(
+        default_factory=dict
+    )
+
+    def inserter(self, table: sa.Table) -> tuple[str, Callable[[dict[str, Any]], tuple[Any, ...]]]:
+        """INSERT text and row converter for any table, built once per table."""
+        found = self._inserters.get(table.name)
+        if found is None:
+            found = (_insert(table, self.mark), _converter(table, self.time))
+            self._inserters[table.name] = found
+        return found
 
     @classmethod
     def for_dialect(cls, dialect: str) -> RawStatements:
@@ -61,6 +74,8 @@ class RawStatements:
             update_head=f"UPDATE ledger_head SET seq = {mark}, chain_hash = {mark} WHERE id = 1",
             decision_row=_converter(decisions, time),
             event_row=_converter(events, time),
+            mark=mark,
+            time=time,
         )
 
 

@@ -33,6 +33,8 @@ GLOBAL_SCOPE = "*"
 class Change:
     """One atomic unit: optional decision row, optional other writes, and the events for them.
 
+    `rows` are plain inserts into other tables (e.g. a review task beside its decision); they
+    stay on the fast path. `apply` is for anything else and runs through SQLAlchemy.
     `on_killed` lets the writer re-route an AUTO decision whose point was switched off between
     routing and commit: the kill switch is checked again inside the ledger lock, so no AUTO
     decision ever follows a kill event in the ledger.
@@ -43,6 +45,7 @@ class Change:
     apply: Callable[[sa.Connection], Any] | None = None
     on_killed: Callable[[dict[str, Any], EventDraft], None] | None = None
     kill_toggle: tuple[str, bool] | None = None
+    rows: list[tuple[sa.Table, dict[str, Any]]] = field(default_factory=list)
     future: Future[Any] = field(default_factory=Future)
 
 
@@ -165,6 +168,8 @@ class Recorder:
             plan = _plan(batch, head.seq, head.chain_hash, killed, conn)
             if plan.decisions:
                 conn.execute(decisions.insert(), plan.decisions)
+            for table, rows in plan.rows.items():
+                conn.execute(table.insert(), rows)
             if plan.events:
                 conn.execute(events.insert(), [e.row() for e in plan.events])
                 conn.execute(
@@ -193,6 +198,9 @@ class Recorder:
                 cursor.executemany(
                     sql.insert_decision, [sql.decision_row(d) for d in plan.decisions]
                 )
+            for table, rows in plan.rows.items():
+                insert, convert = sql.inserter(table)
+                cursor.executemany(insert, [convert(row) for row in rows])
             if plan.events:
                 cursor.executemany(sql.insert_event, [sql.event_row(e.row()) for e in plan.events])
                 cursor.execute(sql.update_head, (plan.seq, plan.chain_hash))
@@ -239,6 +247,7 @@ class DuplicateKey(Exception):
 class _Plan:
     results: list[Any]
     decisions: list[dict[str, Any]]
+    rows: dict[sa.Table, list[dict[str, Any]]]
     events: list[SealedEvent]
     seq: int
     chain_hash: str
@@ -251,6 +260,7 @@ def _plan(
     """Order the batch into the chain: re-route killed AUTO decisions, apply, seal events."""
     results: list[Any] = []
     rows: list[dict[str, Any]] = []
+    others: dict[sa.Table, list[dict[str, Any]]] = {}
     sealed: list[SealedEvent] = []
     for change in batch:
         decision = change.decision
@@ -262,6 +272,8 @@ def _plan(
             ):
                 change.on_killed(decision, change.events[0])
             rows.append(decision)
+        for table, row in change.rows:
+            others.setdefault(table, []).append(row)
         if change.apply is not None:
             assert conn is not None
             results.append(change.apply(conn))
@@ -275,4 +287,4 @@ def _plan(
             event = seal(seq, prev, draft)
             prev = event.chain_hash
             sealed.append(event)
-    return _Plan(results, rows, sealed, seq, prev, killed)
+    return _Plan(results, rows, others, sealed, seq, prev, killed)

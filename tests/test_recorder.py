@@ -1,0 +1,93 @@
+"""Group commit: atomic changes, isolation of a failing change, one hash chain."""
+
+from __future__ import annotations
+
+from concurrent.futures import Future
+from datetime import UTC, datetime
+
+import pytest
+import sqlalchemy as sa
+
+from warden.ledger.chain import EventDraft, verify_rows
+from warden.store.recorder import Change, DuplicateKey, Recorder
+from warden.store.schema import events, policies, tokens
+
+
+def _token_row(token_id: str) -> dict[str, object]:
+    return {
+        "id": token_id,
+        "name": "n",
+        "secret_hash": token_id * 4,
+        "roles": ["caller"],
+        "points": ["*"],
+        "created_by": "t",
+        "created_at": datetime.now(UTC),
+        "revoked_at": None,
+    }
+
+
+def _event(n: int) -> EventDraft:
+    return EventDraft(type="test.event", actor="test", payload={"n": n, "x": [1.5, "é"]})
+
+
+def test_batch_with_a_failing_change_commits_the_others(db: sa.Engine) -> None:
+    recorder = Recorder(db)
+    try:
+        recorder.record(Change(events=[_event(0)], rows=[(tokens, _token_row("a"))]))
+        # Queue several changes at once so they share a batch; one reuses the unique id.
+        futures: list[Future[object]] = [
+            recorder.submit(Change(events=[_event(i)], rows=[(tokens, _token_row(tid))]))
+            for i, tid in enumerate(["b", "a", "c"], start=1)
+        ]
+        outcomes = []
+        for future in futures:
+            try:
+                future.result(timeout=30)
+                outcomes.append("ok")
+            except DuplicateKey:
+                outcomes.append("duplicate")
+        assert outcomes == ["ok", "duplicate", "ok"]
+        with db.connect() as conn:
+            ids = set(conn.execute(sa.select(tokens.c.id)).scalars())
+            rows = [
+                dict(r) for r in conn.execute(sa.select(events).order_by(events.c.seq)).mappings()
+            ]
+        assert ids == {"a", "b", "c"}
+        assert [r["body"].count('"n":') for r in rows] == [1, 1, 1]
+        assert len(rows) == 3 and verify_rows(rows) is None
+    finally:
+        recorder.close()
+
+
+def test_rows_and_apply_in_one_batch(db: sa.Engine) -> None:
+    recorder = Recorder(db)
+    policy = {
+        "point": "p",
+        "version": "v1",
+        "owner": "o",
+        "content": {"a": 1},
+        "source": "s",
+        "loaded_by": "t",
+        "first_loaded_at": datetime.now(UTC),
+    }
+    try:
+        recorder.record(
+            Change(
+                events=[_event(1)],
+                rows=[(policies, policy)],
+                apply=lambda conn: conn.execute(tokens.insert().values(**_token_row("z"))),
+            )
+        )
+        with db.connect() as conn:
+            stored = conn.execute(sa.select(policies)).mappings().one()
+            assert stored["content"] == {"a": 1}
+            assert conn.execute(sa.select(tokens.c.id)).scalar_one() == "z"
+    finally:
+        recorder.close()
+
+
+def test_closed_recorder_refuses(db: sa.Engine) -> None:
+    recorder = Recorder(db)
+    recorder.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        recorder.record(Change(events=[_event(1)]))
