@@ -33,7 +33,7 @@ def main() -> None:
 
 def _fail(error: WardenError | PolicyError, code: int = 1) -> NoReturn:
     if isinstance(error, PolicyError):
-        err.print(f"[red]{error.location}[/red]: {error.message}", highlight=False)
+        err.print(f"[red]{error.location}[/red]: {error.message}", highlight=False, soft_wrap=True)
     else:
         sys.stderr.write(orjson.dumps(error.to_dict(), option=orjson.OPT_INDENT_2).decode() + "\n")
     raise typer.Exit(code)
@@ -81,7 +81,7 @@ def policy_check(
     targets = paths or [context.settings().config]
     good, errors = check_points(targets)
     for error in errors:
-        err.print(f"[red]{error.location}[/red]: {error.message}", highlight=False)
+        err.print(f"[red]{error.location}[/red]: {error.message}", highlight=False, soft_wrap=True)
     for point in good:
         out.print(
             f"[green]ok[/green] {point.source}: point [bold]{point.name}[/bold], "
