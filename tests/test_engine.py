@@ -210,3 +210,14 @@ def test_concurrent_decisions_keep_one_chain(engine: Engine) -> None:
     rows = _events(engine)
     assert verify_rows(rows) is None
     assert len([r for r in rows if r["type"] == "decision.created"]) == 300
+
+
+def test_integers_beyond_64_bits_are_refused_not_crashed(engine: Engine) -> None:
+    with pytest.raises(InvalidInput, match="64-bit"):
+        engine.decide("loan_approval", {**GOOD, "income": 10**30})
+    assert engine.decide("loan_approval", GOOD).route is Route.AUTO
+
+
+def test_values_that_are_not_json_are_refused(engine: Engine) -> None:
+    with pytest.raises(InvalidInput, match="only JSON values"):
+        engine.decide("loan_approval", {**GOOD, "country": {"a", "b"}})

@@ -492,8 +492,11 @@ def _json_object(value: Any, name: str) -> dict[str, Any]:
 
 
 def _check_finite(value: Any, path: str) -> None:
+    """Only values the ledger can store exactly: finite floats, 64-bit integers, string keys."""
     if isinstance(value, float) and not math.isfinite(value):
         raise InvalidInput(f"{path} is {value}; numbers must be finite", field=path)
+    if isinstance(value, int) and not -(2**63) <= value < 2**64:
+        raise InvalidInput(f"{path} is outside the 64-bit integer range", field=path)
     if isinstance(value, dict):
         for key, item in value.items():
             if not isinstance(key, str):
@@ -502,6 +505,12 @@ def _check_finite(value: Any, path: str) -> None:
     elif isinstance(value, list | tuple):
         for index, item in enumerate(value):
             _check_finite(item, f"{path}[{index}]")
+    elif value is not None and not isinstance(value, str | int | float):
+        raise InvalidInput(
+            f"{path} is a {type(value).__name__}; only JSON values (objects, arrays, strings, "
+            "numbers, booleans, null) can be decided on and recorded",
+            field=path,
+        )
 
 
 def _is_canonical(value: Any) -> bool:
