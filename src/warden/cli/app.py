@@ -11,6 +11,7 @@ import typer
 from rich.console import Console
 
 from warden.cli import context
+from warden.cli.policy import policy_diff, policy_replay
 from warden.errors import PolicyError, WardenError
 
 app = typer.Typer(
@@ -21,6 +22,8 @@ app = typer.Typer(
 policy_app = typer.Typer(no_args_is_help=True, help="Check decision point files.")
 token_app = typer.Typer(no_args_is_help=True, help="Create API tokens.")
 app.add_typer(policy_app, name="policy")
+policy_app.command("diff")(policy_diff)
+policy_app.command("replay")(policy_replay)
 app.add_typer(token_app, name="token")
 
 out = Console()

@@ -110,3 +110,25 @@ class KillSwitch:
 def kill_switch_rows(conn: sa.Connection) -> list[KillSwitch]:
     rows = conn.execute(sa.select(kill_switches).order_by(kill_switches.c.scope)).all()
     return [KillSwitch(r.scope, r.engaged, r.actor, r.reason, aware(r.changed_at)) for r in rows]
+
+
+def recent_decisions(conn: sa.Connection, point: str, last: int) -> list[Decision]:
+    """The `last` most recent decisions of a point, oldest first (for replay)."""
+    rows = conn.execute(
+        sa.select(decisions)
+        .where(decisions.c.point == point)
+        .order_by(decisions.c.id.desc())
+        .limit(last)
+    ).all()
+    return [to_decision(r) for r in reversed(rows)]
+
+
+def stored_policy(conn: sa.Connection, point: str | None, version_prefix: str) -> Any:
+    """A stored policy version by (a prefix of) its hash; None when no single one matches."""
+    from warden.store.schema import policies
+
+    query = sa.select(policies).where(policies.c.version.startswith(version_prefix))
+    if point is not None:
+        query = query.where(policies.c.point == point)
+    rows = conn.execute(query.limit(2)).all()
+    return rows[0] if len(rows) == 1 else None

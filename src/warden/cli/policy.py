@@ -1,0 +1,137 @@
+"""`warden policy diff` and `warden policy replay`: see a policy change before it goes live."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import orjson
+import typer
+from rich.console import Console
+from rich.progress import Progress
+from rich.table import Table
+
+from warden.cli import context
+from warden.errors import PolicyError
+from warden.policy.diff import diff_specs
+from warden.policy.loader import load_point
+from warden.policy.replay import ReplayResult, replay
+from warden.policy.schema import DecisionPointSpec
+from warden.store import queries
+
+out = Console()
+err = Console(stderr=True)
+
+
+def _spec(ref: str) -> tuple[DecisionPointSpec, str]:
+    """A policy from a file path, or from a stored version (a prefix of its hash)."""
+    path = Path(ref)
+    if path.exists():
+        try:
+            point = load_point(path)
+        except PolicyError as error:
+            err.print(
+                f"[red]{error.location}[/red]: {error.message}", highlight=False, soft_wrap=True
+            )
+            raise typer.Exit(1) from None
+        return point.spec, point.version
+    db = context.database(context.settings())
+    try:
+        with db.connect() as conn:
+            row = queries.stored_policy(conn, None, ref)
+    finally:
+        db.dispose()
+    if row is None:
+        err.print(
+            f"'{ref}' is neither a file nor exactly one stored policy version; give a "
+            "path or a longer version prefix",
+            highlight=False,
+        )
+        raise typer.Exit(1)
+    return DecisionPointSpec.model_validate(row.content), row.version
+
+
+def policy_diff(
+    old: Annotated[str, typer.Argument(help="File, or stored policy version (hash prefix).")],
+    new: Annotated[str, typer.Argument(help="File, or stored policy version (hash prefix).")],
+) -> None:
+    """Show what changed between two versions of a decision point."""
+    old_spec, old_version = _spec(old)
+    new_spec, new_version = _spec(new)
+    changes = diff_specs(old_spec, new_spec)
+    out.print(
+        f"[bold]{old_spec.point}[/bold] {old_version[:12]} -> {new_version[:12]}", highlight=False
+    )
+    if not changes:
+        out.print("no changes")
+        return
+    table = Table("section", "key", "change", "old", "new")
+    style = {"added": "green", "removed": "red", "changed": "yellow"}
+    for change in changes:
+        table.add_row(
+            change.section,
+            change.key,
+            f"[{style[change.kind]}]{change.kind}[/]",
+            "" if change.old is None else str(change.old),
+            "" if change.new is None else str(change.new),
+        )
+    out.print(table)
+
+
+def policy_replay(
+    new: Annotated[Path, typer.Argument(help="The new decision point file.")],
+    last: Annotated[int, typer.Option(help="How many recent decisions to replay.")] = 10_000,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
+) -> None:
+    """Re-route the last N recorded decisions under a new policy and show what would change."""
+    if last < 1:
+        raise typer.BadParameter("--last must be at least 1")
+    try:
+        point = load_point(new)
+    except PolicyError as error:
+        err.print(f"[red]{error.location}[/red]: {error.message}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
+    db = context.database(context.settings())
+    try:
+        with db.connect() as conn:
+            recorded = queries.recent_decisions(conn, point.name, last)
+    finally:
+        db.dispose()
+    if not recorded:
+        err.print(f"no recorded decisions of '{point.name}' to replay", highlight=False)
+        raise typer.Exit(1)
+    with Progress(console=err, transient=True, disable=as_json) as progress:
+        task = progress.add_task("replaying", total=len(recorded))
+        result = replay(point, recorded, progress=lambda n: progress.advance(task, n))
+    if as_json:
+        print(orjson.dumps(result.to_dict(), option=orjson.OPT_INDENT_2).decode())
+        return
+    _print_replay(result)
+
+
+def _print_replay(result: ReplayResult) -> None:
+    versions = ", ".join(v[:12] for v in result.old_versions)
+    out.print(
+        f"Replayed [bold]{result.total:,}[/bold] decisions of [bold]{result.point}"
+        f"[/bold] (recorded under {versions}) with policy {result.new_version[:12]}: "
+        f"[bold]{result.changed:,}[/bold] would take another route.",
+        highlight=False,
+    )
+    routes = Table("route", "before", "after", "change")
+    for name in ("auto", "review", "fallback", "refused"):
+        before, after = result.before[name], result.after[name]
+        share = (after - before) / result.total * 100
+        routes.add_row(
+            name,
+            f"{before:,}",
+            f"{after:,}",
+            f"{after - before:+,} ({share:+.1f} pts)" if after != before else "",
+        )
+    out.print(routes)
+    moves = Table("from", "to", "count", "because of (new policy)", "examples")
+    for (a, b), transition in sorted(result.transitions.items(), key=lambda kv: -kv[1].count):
+        if a != b:
+            why = ", ".join(f"{code} ({n:,})" for code, n in transition.reasons.most_common(3))
+            moves.add_row(a, b, f"{transition.count:,}", why, "\n".join(transition.examples))
+    if moves.row_count:
+        out.print(moves)

@@ -1,0 +1,120 @@
+"""Replay: re-route recorded decisions under another policy, with the model outputs they had.
+
+The model is not called again: the question replay answers is what the *policy* change does
+to the same inputs and the same proposals — the effect of a threshold change before it goes
+live.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import fastjsonschema
+
+from warden.decision import Decision, Route
+from warden.policy.point import CompiledPoint
+from warden.policy.router import Failure, route
+
+_FAILURE_KINDS = ("failure", "kill")
+
+
+@dataclass
+class Transition:
+    count: int = 0
+    examples: list[str] = field(default_factory=list)
+    reasons: Counter[str] = field(default_factory=Counter)
+
+
+@dataclass
+class ReplayResult:
+    point: str
+    old_versions: Counter[str]
+    new_version: str
+    total: int = 0
+    transitions: dict[tuple[str, str], Transition] = field(default_factory=dict)
+    before: Counter[str] = field(default_factory=Counter)
+    after: Counter[str] = field(default_factory=Counter)
+    new_reasons: Counter[str] = field(default_factory=Counter)
+
+    @property
+    def changed(self) -> int:
+        return sum(t.count for (a, b), t in self.transitions.items() if a != b)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "point": self.point,
+            "new_policy_version": self.new_version,
+            "replayed": self.total,
+            "changed": self.changed,
+            "old_policy_versions": dict(self.old_versions),
+            "routes_before": dict(self.before),
+            "routes_after": dict(self.after),
+            "transitions": [
+                {
+                    "from": a,
+                    "to": b,
+                    "count": t.count,
+                    "examples": t.examples,
+                    "reasons": dict(t.reasons.most_common()),
+                }
+                for (a, b), t in sorted(self.transitions.items(), key=lambda kv: -kv[1].count)
+            ],
+            "reasons_after": dict(self.new_reasons.most_common()),
+        }
+
+
+def replay(
+    point: CompiledPoint,
+    decisions: Iterable[Decision],
+    *,
+    examples: int = 3,
+    progress: Callable[[int], None] | None = None,
+) -> ReplayResult:
+    """How each recorded decision would be routed by `point` (a new version of its policy)."""
+    result = ReplayResult(point=point.name, old_versions=Counter(), new_version=point.version)
+    for decision in decisions:
+        new_route, codes = _reroute(point, decision)
+        old_route = decision.route.value
+        result.total += 1
+        result.old_versions[decision.policy_version] += 1
+        result.before[old_route] += 1
+        result.after[new_route] += 1
+        result.new_reasons.update(codes)
+        transition = result.transitions.setdefault((old_route, new_route), Transition())
+        transition.count += 1
+        transition.reasons.update(codes)
+        if len(transition.examples) < examples:
+            transition.examples.append(decision.id)
+        if progress is not None:
+            progress(1)
+    return result
+
+
+def _reroute(point: CompiledPoint, decision: Decision) -> tuple[str, list[str]]:
+    if any(r.code == "invalid_input" for r in decision.reasons):
+        return Route.REFUSED.value, ["invalid_input"]
+    try:
+        point.validate_input(decision.input)
+    except fastjsonschema.JsonSchemaValueException:
+        return Route.REFUSED.value, ["invalid_input"]
+    failure = next(
+        (
+            Failure(r.code, r.message, kill=r.kind == "kill")
+            for r in decision.reasons
+            if r.kind in _FAILURE_KINDS and r.code != "rule_error"
+        ),
+        None,
+    )
+    routing = route(
+        point,
+        decision_id=decision.id,
+        input=decision.input,
+        context=decision.context,
+        outcome=None if failure else decision.proposed_outcome,
+        confidence=None if failure else decision.confidence,
+        failure=failure,
+    )
+    return routing.route.value, [r.code for r in routing.reasons]
