@@ -1,1 +1,1 @@
-"""Warden rollout."""
+"""Safe change: sticky canary assignment, rollout plans and their analysis."""
