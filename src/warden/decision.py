@@ -31,7 +31,10 @@ class Reason(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     code: str = Field(description="Rule id or a built-in code such as `model_timeout`.")
-    kind: str = Field(description="refuse | review | auto | failure | kill | sample | default")
+    kind: str = Field(
+        description="refuse | review | auto | failure | kill | sample | default; once a "
+        "reviewer or the SLA settles it: approve | reject | override | expire"
+    )
     message: str = ""
     when: str | None = Field(default=None, description="The CEL text of the rule, if any.")
     field: str | None = Field(default=None, description="The offending input field, if any.")

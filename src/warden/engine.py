@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import hashlib
 import math
+import tempfile
 import threading
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import fastjsonschema
@@ -29,17 +32,28 @@ from warden.errors import (
 from warden.ids import new_id
 from warden.ledger.canonical import NotCanonical, canonical_bytes
 from warden.ledger.chain import EventDraft
-from warden.models.base import ModelFailure, ModelLoadError, Prediction
+from warden.models.base import Model, ModelFailure, ModelLoadError, Prediction
 from warden.models.guard import GuardedModel, check_prediction
 from warden.models.loader import load_model
+from warden.monitor.actions import tighten
+from warden.monitor.observer import Observer, observe
 from warden.policy.point import CompiledPoint
 from warden.policy.router import Failure, Routing, route
 from warden.policy.schema import ModelKind
+from warden.review.tasks import check_callback_url, new_task_row
+from warden.rollout.deployment import Deployments, Selection
+from warden.rollout.registry import Registry
+from warden.rollout.rollouts import Rollouts
+from warden.rollout.shadow import ShadowCall, ShadowRunner
 from warden.store import queries
-from warden.store.recorder import GLOBAL_SCOPE, Change, DuplicateKey, Recorder
-from warden.store.schema import decisions, kill_switches, policies
+from warden.store.recorder import GLOBAL_SCOPE, Change, DuplicateKey, GuardState, Recorder
+from warden.store.schema import decisions, kill_switches, policies, review_tasks
 
 KILL_REASON = "kill switch engaged"
+REVOKED = {
+    "kill_switch": KILL_REASON,
+    "rollout_stopped": "the canary that chose this model stopped before the decision was recorded",
+}
 # Enough model workers for every concurrent caller (the HTTP server runs up to 40 at once), so
 # only a model that hangs — not ordinary load — exhausts them and fails fast.
 MODEL_WORKERS = 64
@@ -58,7 +72,12 @@ class Engine:
     """Runs decisions for a set of loaded decision points against one database."""
 
     def __init__(
-        self, points: Mapping[str, CompiledPoint], db: sa.Engine, *, actor: str = "system"
+        self,
+        points: Mapping[str, CompiledPoint],
+        db: sa.Engine,
+        *,
+        actor: str = "system",
+        model_cache: Path | None = None,
     ) -> None:
         self.points = dict(points)
         self.db = db
@@ -70,18 +89,19 @@ class Engine:
                 model = load_model(point.spec.model, point.base_dir)
             except ModelLoadError as exc:
                 raise PolicyError(f"model: {exc}", file=str(point.source)) from exc
-            self.models[name] = (
-                None
-                if model is None
-                else GuardedModel(
-                    model,
-                    spec=point.spec.model,
-                    failure=point.spec.failure,
-                    outcomes=point.spec.outcomes,
-                    max_concurrency=MODEL_WORKERS,
-                )
-            )
-        self.recorder = Recorder(db, on_kill_state=self._set_killed)
+            self.models[name] = None if model is None else _guard(point, model)
+        # Monitoring hooks, wired by warden.monitor.observer.attach: observers see each recorded
+        # decision; `tightened` maps a point to the alert that sends all its decisions to review.
+        self.observers: list[Observer] = []
+        self.tightened: dict[str, str] = {}
+        self.recorder = Recorder(db, on_guard_state=self._on_guard_state)
+        cache = model_cache or Path(tempfile.gettempdir()) / "warden-models"
+        self.registry = Registry(db, self.recorder, cache)
+        self.rollouts = Rollouts(db, self.recorder, self.registry)
+        self.deployments = Deployments(
+            self.points, self.models, self.registry, self.rollouts, _guard
+        )
+        self._shadow: ShadowRunner | None = None
         self._refresh_kill_state()
         self._register_policies(actor)
 
@@ -96,9 +116,17 @@ class Engine:
         idempotency_key: str | None = None,
         actor: str = "anonymous",
         proposal: Proposal | None = None,
+        callback_url: str | None = None,
     ) -> Decision:
-        """Run one governed decision. Raises WardenError for requests that cannot be decided."""
+        """Run one governed decision. Raises WardenError for requests that cannot be decided.
+
+        `callback_url` receives the decision as a signed webhook if it goes to review and
+        becomes final later.
+        """
+        started = time.perf_counter_ns()
         compiled = self._point(point)
+        if callback_url is not None:
+            check_callback_url(callback_url)
         ctx = _json_object(context or {}, "context")
         request_hash = _request_hash(input, ctx, proposal) if idempotency_key else None
         if idempotency_key is not None:
@@ -123,7 +151,10 @@ class Engine:
             return self._refuse_invalid(
                 compiled, decision_id, now, input, ctx, error, idempotency_key, request_hash, actor
             )
-        prediction, failure, model_version = self._predict(compiled, data, proposal)
+        validated = time.perf_counter_ns()
+        selection = self._select(compiled, data, ctx, decision_id, proposal)
+        prediction, failure, model_version = self._predict(compiled, data, proposal, selection)
+        predicted = time.perf_counter_ns()
         routing = route(
             compiled,
             decision_id=decision_id,
@@ -133,6 +164,9 @@ class Engine:
             confidence=prediction.confidence if prediction else None,
             failure=failure,
         )
+        if self.tightened and compiled.name in self.tightened:
+            routing = tighten(routing, self.tightened[compiled.name])
+        routed = time.perf_counter_ns()
         row = _decision_row(
             compiled,
             decision_id,
@@ -146,10 +180,43 @@ class Engine:
             request_hash,
             actor,
         )
-        return self._record_decision(compiled, row, actor)
+        variant = selection.variant if selection else None
+        decision = self._record_decision(compiled, row, actor, callback_url, variant)
+        if selection is not None and selection.shadows and failure is None:
+            self._shadow_calls(compiled, decision_id, data, selection)
+        if self.observers:
+            observe(self, row, (started, validated, predicted, routed))
+        return decision
+
+    def _select(
+        self,
+        compiled: CompiledPoint,
+        data: dict[str, Any],
+        ctx: dict[str, Any],
+        decision_id: str,
+        proposal: Proposal | None,
+    ) -> Selection | None:
+        """The model that answers: the champion, or the challenger of an active canary."""
+        if compiled.spec.model.kind is ModelKind.PROPOSAL or proposal is not None:
+            return None
+        if self._is_killed(compiled.name):
+            return None
+        return self.deployments.select(compiled, data, ctx, decision_id)
+
+    def _shadow_calls(
+        self, compiled: CompiledPoint, decision_id: str, data: dict[str, Any], selection: Selection
+    ) -> None:
+        if self._shadow is None:
+            self._shadow = ShadowRunner(self.recorder)
+        for version, model in selection.shadows:
+            self._shadow.submit(ShadowCall(decision_id, compiled.name, version, model, data))
 
     def _predict(
-        self, compiled: CompiledPoint, data: dict[str, Any], proposal: Proposal | None
+        self,
+        compiled: CompiledPoint,
+        data: dict[str, Any],
+        proposal: Proposal | None,
+        selection: Selection | None,
     ) -> tuple[Prediction | None, Failure | None, str | None]:
         spec = compiled.spec.model
         if self._is_killed(compiled.name):
@@ -177,15 +244,19 @@ class Engine:
                 "`output` or `confidence`",
                 field="output",
             )
-        model = self.models[compiled.name]
-        assert model is not None
+        assert selection is not None and selection.model is not None
         try:
-            return model.call(data), None, spec.version
+            return selection.model.call(data), None, selection.version
         except ModelFailure as exc:
-            return None, Failure(exc.code, exc.message), spec.version
+            return None, Failure(exc.code, exc.message), selection.version
 
     def _record_decision(
-        self, compiled: CompiledPoint, row: dict[str, Any], actor: str
+        self,
+        compiled: CompiledPoint,
+        row: dict[str, Any],
+        actor: str,
+        callback_url: str | None = None,
+        variant: str | None = None,
     ) -> Decision:
         draft = EventDraft(
             type="decision.created",
@@ -196,7 +267,7 @@ class Engine:
             ts=row["created_at"],
         )
 
-        def on_killed(decision: dict[str, Any], event: EventDraft) -> None:
+        def revoke(decision: dict[str, Any], event: EventDraft, code: str) -> None:
             routing = route(
                 compiled,
                 decision_id=decision["id"],
@@ -204,12 +275,16 @@ class Engine:
                 context=decision["context"],
                 outcome=None,
                 confidence=None,
-                failure=Failure("kill_switch", KILL_REASON, kill=True),
+                failure=Failure(code, REVOKED[code], kill=True),
             )
             _apply_routing(decision, routing)
             event.payload = _event_payload(decision)
+            if decision["route"] == Route.REVIEW.value:
+                change.rows.append((review_tasks, new_task_row(compiled, decision, callback_url)))
 
-        change = Change(events=[draft], decision=row, on_killed=on_killed)
+        change = Change(events=[draft], decision=row, revoke=revoke, variant=variant)
+        if row["route"] == Route.REVIEW.value:  # the task is written in the decision's transaction
+            change.rows.append((review_tasks, new_task_row(compiled, row, callback_url)))
         try:
             recorded = self.recorder.record(change)
         except DuplicateKey:
@@ -257,6 +332,8 @@ class Engine:
             actor,
         )
         decision = self._record_decision(compiled, row, actor)
+        if self.observers:
+            observe(self, row)
         error.extra["decision_id"] = decision.id
         raise error
 
@@ -349,7 +426,9 @@ class Engine:
             payload={"scope": scope, "reason": reason},
             ts=now,
         )
-        self.recorder.record(Change(events=[draft], apply=apply, kill_toggle=(scope, engaged)))
+        self.recorder.record(
+            Change(events=[draft], apply=apply, guard_update=lambda g: g.with_kill(scope, engaged))
+        )
         self._refresh_kill_state()
         return queries.KillSwitch(scope, engaged, actor, reason, now)
 
@@ -361,8 +440,10 @@ class Engine:
         killed = self._killed
         return bool(killed) and (GLOBAL_SCOPE in killed or point in killed)
 
-    def _set_killed(self, killed: frozenset[str]) -> None:
-        self._killed = killed
+    def _on_guard_state(self, guard: GuardState) -> None:
+        """After each commit: the kill switches and rollouts as of the ledger head."""
+        self._killed = guard.killed
+        self.deployments.observe(guard)
 
     def _refresh_kill_state(self) -> None:
         with self._kill_lock:
@@ -421,7 +502,19 @@ class Engine:
             self.recorder.record(Change(events=[draft], apply=apply))
 
     def close(self) -> None:
+        if self._shadow is not None:
+            self._shadow.close()
         self.recorder.close()
+
+
+def _guard(point: CompiledPoint, model: Model) -> GuardedModel:
+    return GuardedModel(
+        model,
+        spec=point.spec.model,
+        failure=point.spec.failure,
+        outcomes=point.spec.outcomes,
+        max_concurrency=MODEL_WORKERS,
+    )
 
 
 def _apply_routing(row: dict[str, Any], routing: Routing) -> None:

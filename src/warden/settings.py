@@ -16,6 +16,11 @@ class Settings:
     db_url: str
     max_body_bytes: int = 1_048_576
 
+    @property
+    def model_cache(self) -> Path:
+        """Where registered model artifacts are unpacked (verified by hash on every load)."""
+        return self.home / "models"
+
     @classmethod
     def from_env(
         cls, *, home: Path | None = None, config: Path | None = None, db_url: str | None = None

@@ -2,29 +2,52 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
 import warden
 from warden.api import errors
+from warden.api.audit import router as audit_router
 from warden.api.auth import TokenCache
 from warden.api.limits import BodyLimit
+from warden.api.monitoring import router as monitoring_router
 from warden.api.responses import FastJSONResponse
+from warden.api.reviews import router as reviews_router
+from warden.api.rollouts import router as rollouts_router
 from warden.api.routes import router
+from warden.console.app import mount_console
 from warden.engine import Engine
+from warden.monitor.observer import attach
+from warden.monitor.worker import Monitor
 from warden.policy.loader import load_points
+from warden.review.desk import ReviewDesk
+from warden.review.runtime import Worker, review_workers
+from warden.rollout.controller import RolloutWorker
 from warden.settings import Settings
 from warden.store.database import create_engine, migrate
 
 
 def create_app(
-    engine: Engine, *, max_body_bytes: int = 1_048_576, close_engine: bool = False
+    engine: Engine,
+    *,
+    max_body_bytes: int = 1_048_576,
+    close_engine: bool = False,
+    desk: ReviewDesk | None = None,
+    workers: Sequence[Worker] | None = None,
 ) -> FastAPI:
+    """The app. `workers` (default: review expiry and webhooks) run while it serves."""
+    desk = desk or ReviewDesk(engine)
+    background = list(review_workers(desk) if workers is None else workers)
+
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        for worker in background:
+            worker.start()
         yield
+        for worker in reversed(background):
+            worker.stop()
         if close_engine:
             engine.close()
             engine.db.dispose()
@@ -39,8 +62,14 @@ def create_app(
     )
     app.state.engine = engine
     app.state.tokens = TokenCache()
+    app.state.review_desk = desk
     errors.install(app)
     app.include_router(router)
+    app.include_router(reviews_router)
+    app.include_router(monitoring_router)
+    app.include_router(audit_router)
+    app.include_router(rollouts_router)
+    mount_console(app)
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
     return app
 
@@ -50,5 +79,15 @@ def create_app_from_env() -> FastAPI:
     settings = Settings.from_env()
     db = create_engine(settings.db_url)
     migrate(db)
-    engine = Engine(load_points(settings.config), db, actor="warden serve")
-    return create_app(engine, max_body_bytes=settings.max_body_bytes, close_engine=True)
+    engine = Engine(
+        load_points(settings.config), db, actor="warden serve", model_cache=settings.model_cache
+    )
+    attach(engine)  # metrics, traces and protective actions; the monitor runs beside review
+    desk = ReviewDesk(engine)
+    return create_app(
+        engine,
+        max_body_bytes=settings.max_body_bytes,
+        close_engine=True,
+        desk=desk,
+        workers=[*review_workers(desk), Monitor(engine), RolloutWorker(engine)],
+    )

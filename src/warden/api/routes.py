@@ -26,6 +26,7 @@ from warden.auth.tokens import Role
 from warden.decision import Decision, Route, Status
 from warden.engine import Engine, Proposal
 from warden.errors import InvalidRequest
+from warden.review.waiting import MAX_WAIT_SECONDS, await_final
 from warden.store.queries import DecisionFilter, KillSwitch, list_decisions
 from warden.store.recorder import GLOBAL_SCOPE
 
@@ -116,14 +117,24 @@ async def create_decision(request: Request) -> FastJSONResponse:
         idempotency_key=idempotency_key,
         actor=who.actor,
         proposal=proposal,
+        callback_url=body.callback_url,
     )
     return _decision_response(decision)
 
 
 @router.get("/v1/decisions/{decision_id}", tags=["decisions"], response_model=Decision)
-async def get_decision(request: Request, decision_id: str, who: Authenticated) -> FastJSONResponse:
-    decision = await run_in_threadpool(_engine(request).get, decision_id)
+async def get_decision(
+    request: Request,
+    decision_id: str,
+    who: Authenticated,
+    wait: Annotated[float, Query(ge=0, le=MAX_WAIT_SECONDS)] = 0,
+) -> FastJSONResponse:
+    """A decision. With `wait=N` a pending one is held up to N seconds until it is final."""
+    engine = _engine(request)
+    decision = await run_in_threadpool(engine.get, decision_id)
     require(who, READERS, decision.point)
+    if wait > 0 and not decision.is_final:
+        decision = await await_final(lambda: run_in_threadpool(engine.get, decision_id), wait)
     return FastJSONResponse(decision.model_dump(mode="json"))
 
 

@@ -20,6 +20,11 @@ class DecisionRequest(BaseModel):
     output: Any = Field(default=None, description="Proposal mode only: the AI's outcome.")
     confidence: Any = Field(default=None, description="Proposal mode only: its confidence.")
     model_version: str | None = Field(default=None, description="Proposal mode only.")
+    callback_url: str | None = Field(
+        default=None,
+        max_length=2000,
+        description="Gets the decision as a signed webhook if it goes to review and becomes final.",
+    )
 
 
 class GroundTruthRequest(BaseModel):

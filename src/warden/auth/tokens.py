@@ -32,15 +32,24 @@ class Role(StrEnum):
 
 @dataclass(frozen=True)
 class Principal:
-    """Who is calling: the token's id and name, its roles and the points it may touch."""
+    """Who is calling: the token's id and name, its roles and the points it may touch.
+
+    `groups` are reviewer groups; `method` says how they authenticated (recorded with every
+    review action); `user` is set for console users, who are named by username, not token.
+    """
 
     token_id: str
     name: str
     roles: frozenset[Role]
     points: frozenset[str]
+    groups: frozenset[str] = frozenset()
+    method: str = "api-token"
+    user: str | None = None
 
     @property
     def actor(self) -> str:
+        if self.user is not None:
+            return f"user:{self.user}"
         return f"token:{self.token_id}:{self.name}"
 
     def can(self, role: Role, point: str | None = None) -> bool:
@@ -60,10 +69,7 @@ def _hash(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
-def create_token(
-    recorder: Recorder, *, name: str, roles: list[str], points: list[str], actor: str
-) -> tuple[str, Principal]:
-    """Create a token; returns the secret (to show once) and its principal."""
+def parse_roles(roles: list[str]) -> frozenset[Role]:
     try:
         parsed = frozenset(Role(r) for r in roles)
     except ValueError as exc:
@@ -71,9 +77,24 @@ def create_token(
             f"{exc}; roles are {', '.join(r.value for r in Role)}", field="role"
         ) from None
     if not parsed:
-        raise InvalidRequest("a token needs at least one role", field="role")
+        raise InvalidRequest("at least one role is required", field="role")
+    return parsed
+
+
+def create_token(
+    recorder: Recorder,
+    *,
+    name: str,
+    roles: list[str],
+    points: list[str],
+    actor: str,
+    groups: list[str] | None = None,
+) -> tuple[str, Principal]:
+    """Create a token; returns the secret (to show once) and its principal."""
+    parsed = parse_roles(roles)
     if not points:
         raise InvalidRequest("a token needs at least one point, or '*' for all", field="point")
+    group_set = frozenset(groups or ())
     token_id = secrets.token_hex(6)
     secret = f"{PREFIX}{token_id}_{secrets.token_urlsafe(32)}"
     row = {
@@ -85,6 +106,7 @@ def create_token(
         "created_by": actor,
         "created_at": datetime.now(UTC),
         "revoked_at": None,
+        "groups": sorted(group_set),
     }
     draft = EventDraft(
         type="token.created",
@@ -94,12 +116,13 @@ def create_token(
             "name": name,
             "roles": row["roles"],
             "points": row["points"],
+            "groups": row["groups"],
         },
     )
     recorder.record(
         Change(events=[draft], apply=lambda conn: conn.execute(tokens.insert().values(**row)))
     )
-    return secret, Principal(token_id, name, parsed, frozenset(set(points)))
+    return secret, Principal(token_id, name, parsed, frozenset(set(points)), group_set)
 
 
 def authenticate(conn: sa.Connection, secret: str) -> Principal | None:
@@ -112,4 +135,10 @@ def authenticate(conn: sa.Connection, secret: str) -> Principal | None:
     ).first()
     if row is None:
         return None
-    return Principal(row.id, row.name, frozenset(Role(r) for r in row.roles), frozenset(row.points))
+    return Principal(
+        row.id,
+        row.name,
+        frozenset(Role(r) for r in row.roles),
+        frozenset(row.points),
+        frozenset(row.groups or ()),
+    )

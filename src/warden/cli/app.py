@@ -11,7 +11,13 @@ import typer
 from rich.console import Console
 
 from warden.cli import context
+from warden.cli.audit import audit_app
+from warden.cli.model import model_app
+from warden.cli.monitor import monitor_app, report
 from warden.cli.policy import policy_diff, policy_replay
+from warden.cli.review import review_app
+from warden.cli.rollout import rollout_app
+from warden.cli.users import user_app
 from warden.errors import PolicyError, WardenError
 
 app = typer.Typer(
@@ -25,6 +31,13 @@ app.add_typer(policy_app, name="policy")
 policy_app.command("diff")(policy_diff)
 policy_app.command("replay")(policy_replay)
 app.add_typer(token_app, name="token")
+app.add_typer(monitor_app, name="monitor")
+app.command("report")(report)
+app.add_typer(review_app, name="review")
+app.add_typer(user_app, name="user")
+app.add_typer(audit_app, name="audit")
+app.add_typer(model_app, name="model")
+app.add_typer(rollout_app, name="rollout")
 
 out = Console()
 err = Console(stderr=True)
@@ -110,6 +123,7 @@ def serve(
 
     import uvicorn
 
+    from warden.monitor.metrics import prepare_multiprocess
     from warden.policy.loader import load_points
 
     s = context.settings(config)
@@ -117,6 +131,7 @@ def serve(
         load_points(s.config)
     except PolicyError as error:
         _fail(error)
+    prepare_multiprocess(workers, s.home)  # /metrics merges every worker's samples
     os.environ["WARDEN_CONFIG"] = str(s.config.resolve())
     context.database(s).dispose()
     uvicorn.run(
@@ -186,6 +201,9 @@ def token_create(
     point: Annotated[
         list[str], typer.Option(help="Decision point the token may act on; repeat, or '*' for all.")
     ],
+    group: Annotated[
+        list[str] | None, typer.Option(help="Reviewer group, e.g. credit-officers; repeatable.")
+    ] = None,
 ) -> None:
     """Create an API token and print it once (only its hash is stored)."""
     from warden.auth.tokens import create_token
@@ -195,7 +213,7 @@ def token_create(
     recorder = Recorder(db)
     try:
         secret, principal = create_token(
-            recorder, name=name, roles=role, points=point, actor=context.actor()
+            recorder, name=name, roles=role, points=point, groups=group, actor=context.actor()
         )
     except WardenError as error:
         _fail(error)

@@ -34,5 +34,8 @@ def database(s: Settings) -> sa.Engine:
 
 
 def open_engine(s: Settings) -> Engine:
-    points = load_points(s.config)
-    return Engine(points, database(s), actor=actor())
+    from warden.monitor.observer import attach
+
+    engine = Engine(load_points(s.config), database(s), actor=actor(), model_cache=s.model_cache)
+    attach(engine)  # so an alert's `tighten` holds for decisions made from the CLI too
+    return engine

@@ -14,6 +14,10 @@ from warden.demo import screen
 from warden.demo.server import BackgroundServer, DemoError, bind
 from warden.demo.setup import prepare
 from warden.demo.traffic import LOCALHOST, Traffic, TrafficCounts
+from warden.monitor.observer import attach
+from warden.monitor.worker import Monitor
+from warden.review.desk import ReviewDesk
+from warden.review.runtime import review_workers
 
 MAX_TRAFFIC_SECONDS = 3600.0  # without --duration traffic still stops; the server stays up
 DRIFT_AFTER_SECONDS = 60.0
@@ -68,7 +72,11 @@ def _run(
         sock.close()
         raise
     try:
-        server = BackgroundServer(create_app(setup.engine), sock)
+        attach(setup.engine)  # metrics and protective actions; the monitor runs beside review
+        desk = ReviewDesk(setup.engine)
+        monitor = Monitor(setup.engine)
+        app = create_app(setup.engine, desk=desk, workers=[*review_workers(desk), monitor])
+        server = BackgroundServer(app, sock)
         shown_host = LOCALHOST if host in ("0.0.0.0", "::") else host
         url = f"http://{shown_host}:{server.port}"
         server.start(f"http://{LOCALHOST}:{server.port}/readyz")

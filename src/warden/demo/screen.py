@@ -82,6 +82,12 @@ def intro(
     console.print("[bold]Tokens[/bold] (only their hashes are stored; these are shown once)")
     console.print(f"  caller ({POINT}):  {setup.caller_token}", highlight=False, soft_wrap=True)
     console.print(f"  admin (all points):   {setup.admin_token}", highlight=False, soft_wrap=True)
+    console.print(f"  reviewer ({POINT}): {setup.reviewer_token}", highlight=False, soft_wrap=True)
+    console.print(
+        f"[bold]Review console[/bold]  {url}/console: log in with the reviewer token to "
+        "decide the applications waiting for a credit officer.",
+        highlight=False,
+    )
     console.print()
     console.print("[bold]Try it[/bold] (run it twice: same Idempotency-Key, same decision):")
     console.print(

@@ -24,6 +24,7 @@ class DemoSetup:
     point_edited: bool
     caller_token: str
     admin_token: str
+    reviewer_token: str = ""
 
     @property
     def config(self) -> Path:
@@ -60,8 +61,16 @@ def prepare(home: Path) -> DemoSetup:
         admin, _ = create_token(
             engine.recorder, name="demo-admin", roles=["admin"], points=["*"], actor=ACTOR
         )
+        reviewer, _ = create_token(
+            engine.recorder,
+            name="demo-reviewer",
+            roles=["reviewer"],
+            points=[POINT],
+            groups=list(engine.points[POINT].spec.review.reviewers),
+            actor=ACTOR,
+        )
     except BaseException:
         engine.close()
         db.dispose()
         raise
-    return DemoSetup(home, engine, model, point_file, edited, caller, admin)
+    return DemoSetup(home, engine, model, point_file, edited, caller, admin, reviewer)

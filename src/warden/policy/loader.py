@@ -112,6 +112,14 @@ def _compile(spec: DecisionPointSpec, path: Path, lines: _LineIndex) -> Compiled
         ) from exc
     properties = spec.input.get("properties")
     fields = set(properties) if isinstance(properties, dict) else None
+    reference = spec.monitoring.reference if spec.monitoring else None
+    if reference is not None and reference.path and not (path.parent / reference.path).is_file():
+        raise PolicyError(
+            f"monitoring.reference.path: no file '{reference.path}' next to the point file; "
+            "put the reference data there or use `first_n: N`",
+            file=file,
+            line=lines.line(("monitoring", "reference", "path")),
+        )
     compiled: list[CompiledRule] = []
     for kind in ("refuse", "review", "auto"):
         for index, rule in enumerate(getattr(spec.rules, kind)):
@@ -173,7 +181,7 @@ def _first_error(exc: ValidationError, lines: _LineIndex, file: str) -> PolicyEr
         text = error["msg"].removeprefix("Value error, ")
         message = f"{where}: {text}" if loc else text
         if not loc:  # whole-file checks name their field first, e.g. "failure.on_error is ..."
-            loc = tuple(text.split(" ", 1)[0].split("."))
+            loc = tuple(int(p) if p.isdigit() else p for p in text.split(" ", 1)[0].split("."))
     return PolicyError(message, file=file, line=lines.line(loc))
 
 
@@ -189,7 +197,7 @@ def _allowed_fields(loc: tuple[Any, ...]) -> list[str]:
         model = next((c for c in candidates if hasattr(c, "model_fields")), None)
         if model is None:
             return []
-    return sorted(model.model_fields)
+    return sorted(field.alias or name for name, field in model.model_fields.items())
 
 
 class _LineIndex:

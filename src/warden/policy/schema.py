@@ -8,6 +8,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 from warden.policy.durations import parse_duration
+from warden.policy.monitoring import MonitoringSpec
 
 Seconds = Annotated[float, BeforeValidator(parse_duration)]
 REVIEW = "review"
@@ -87,11 +88,40 @@ class Sampling(_Strict):
 
 
 class ReviewSpec(_Strict):
-    reviewers: list[str] = Field(default_factory=list)
+    """Who reviews, how many must agree, and the safe outcome when nobody decides in time."""
+
+    reviewers: list[str] = Field(
+        default_factory=list, description="Reviewer groups; empty lets any reviewer of the point."
+    )
     approvals: int = Field(default=1, ge=1, le=5)
     four_eyes_when: str | None = None
     sla: Seconds | None = None
     on_expiry: str | None = None
+    escalate_to: list[str] = Field(
+        default_factory=list,
+        description="Groups that get the task on a four-eyes disagreement or a first SLA expiry.",
+    )
+    lease: Seconds = Field(default=900.0, description="How long a claim holds a task.")
+    callback_url: str | None = Field(
+        default=None, description="Receives every final review decision as a signed webhook."
+    )
+
+    @model_validator(mode="after")
+    def _check_expiry(self) -> ReviewSpec:
+        if self.sla is not None and self.on_expiry is None:
+            raise ValueError(
+                "review.sla is set but review.on_expiry is not; name the safe outcome "
+                "applied when nobody decides in time"
+            )
+        if self.on_expiry is not None and self.sla is None:
+            raise ValueError("review.on_expiry needs review.sla, e.g. sla: 4h")
+        if self.lease <= 0:
+            raise ValueError("review.lease must be positive, e.g. lease: 15m")
+        if self.callback_url is not None and not self.callback_url.startswith(
+            ("http://", "https://")
+        ):
+            raise ValueError("review.callback_url must be an http:// or https:// URL")
+        return self
 
 
 class BreakerSpec(_Strict):
@@ -125,6 +155,7 @@ class DecisionPointSpec(_Strict):
     sampling: Sampling = Field(default_factory=Sampling)
     review: ReviewSpec = Field(default_factory=ReviewSpec)
     failure: FailureSpec = Field(default_factory=FailureSpec)
+    monitoring: MonitoringSpec | None = None
 
     @field_validator("outcomes")
     @classmethod
@@ -166,6 +197,9 @@ class DecisionPointSpec(_Strict):
             seen.add(rule.id)
         if self.input.get("type") != "object":
             raise ValueError("input must be a JSON Schema with `type: object`")
+        if self.monitoring is not None:
+            properties = self.input.get("properties")
+            self.monitoring.check(set(properties) if isinstance(properties, dict) else None)
         return self
 
     def safe_outcome(self, path: str) -> str | None:

@@ -49,6 +49,7 @@ ERRORS: dict[str, type[WardenError]] = {
 }
 RETRIES = 3
 BACKOFF = 0.1
+LONG_POLL = 30.0
 
 
 class WardenClient:
@@ -93,6 +94,7 @@ class WardenClient:
         output: Any = None,
         confidence: Any = None,
         model_version: str | None = None,
+        callback_url: str | None = None,
     ) -> Decision:
         """Run one governed decision. In proposal mode pass the AI's `output` and `confidence`.
 
@@ -103,6 +105,8 @@ class WardenClient:
             body["context"] = dict(context)
         if output is not None or confidence is not None:
             body.update(output=output, confidence=confidence, model_version=model_version)
+        if callback_url is not None:
+            body["callback_url"] = callback_url
         key = idempotency_key or str(uuid.uuid4())
         response = self._request(
             "POST",
@@ -116,6 +120,28 @@ class WardenClient:
     def get(self, decision_id: str) -> Decision:
         response = self._request("GET", f"/v1/decisions/{_segment(decision_id)}")
         return Decision.model_validate_json(response.content)
+
+    def wait(self, decision_id: str, timeout: float = 30.0) -> Decision:
+        """The decision once final, long-polling the server (at most 30 s per request).
+
+        Raises TimeoutError if it is still pending after `timeout` seconds.
+        """
+        deadline = time.monotonic() + timeout
+        path = f"/v1/decisions/{_segment(decision_id)}"
+        while True:
+            left = deadline - time.monotonic()
+            wait = max(0.0, min(LONG_POLL, left))
+            response = self._request(
+                "GET",
+                path,
+                params={"wait": f"{wait:.3f}"},
+                timeout=wait + 10 if self._owns_client else None,  # a lent client keeps its own
+            )
+            decision = Decision.model_validate_json(response.content)
+            if decision.is_final:
+                return decision
+            if deadline - time.monotonic() <= 0:
+                raise TimeoutError(f"decision {decision_id} is still pending after {timeout:g} s")
 
     def list(
         self,
@@ -194,6 +220,7 @@ class WardenClient:
         headers: Mapping[str, str] | None = None,
         idempotency_key: str | None = None,
         retry_unavailable: bool = True,
+        timeout: float | None = None,
     ) -> httpx.Response:
         """One API call, retried only where a retry cannot apply anything twice."""
         url = self.base_url + path
@@ -207,6 +234,7 @@ class WardenClient:
                     json=json,
                     params=params,
                     headers=all_headers,
+                    timeout=httpx.USE_CLIENT_DEFAULT if timeout is None else timeout,
                 )
             except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
                 if last:

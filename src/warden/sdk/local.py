@@ -10,6 +10,7 @@ from typing import Any
 from warden.decision import Decision
 from warden.engine import Engine, Proposal
 from warden.policy.loader import load_points
+from warden.review.waiting import wait_final
 from warden.settings import Settings
 from warden.store.database import create_engine, migrate
 from warden.store.queries import KillSwitch
@@ -37,7 +38,9 @@ class Warden:
         )
         db = create_engine(settings.db_url)
         migrate(db)
-        return cls(Engine(load_points(settings.config), db, actor=actor))
+        return cls(
+            Engine(load_points(settings.config), db, actor=actor, model_cache=settings.model_cache)
+        )
 
     def decide(
         self,
@@ -50,6 +53,7 @@ class Warden:
         confidence: Any = None,
         model_version: str | None = None,
         actor: str = "sdk",
+        callback_url: str | None = None,
     ) -> Decision:
         """Run one governed decision. In proposal mode pass the AI's `output` and `confidence`."""
         proposal = None
@@ -62,10 +66,21 @@ class Warden:
             idempotency_key=idempotency_key,
             actor=actor,
             proposal=proposal,
+            callback_url=callback_url,
         )
 
     def get(self, decision_id: str) -> Decision:
         return self.engine.get(decision_id)
+
+    def wait(self, decision_id: str, timeout: float = 30.0) -> Decision:
+        """The decision once a reviewer (or its SLA expiry) made it final.
+
+        Raises TimeoutError if it is still pending after `timeout` seconds.
+        """
+        decision = wait_final(lambda: self.engine.get(decision_id), timeout)
+        if not decision.is_final:
+            raise TimeoutError(f"decision {decision_id} is still pending after {timeout:g} s")
+        return decision
 
     def record_outcome(self, decision_id: str, outcome: str, *, actor: str = "sdk") -> Decision:
         return self.engine.record_ground_truth(decision_id, outcome, actor=actor)

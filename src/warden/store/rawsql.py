@@ -39,6 +39,8 @@ class RawStatements:
     begin: str | None
     head: str
     killed: str
+    rollouts: str
+    aliases: str
     insert_decision: str
     insert_event: str
     update_head: str
@@ -69,6 +71,9 @@ class RawStatements:
             head="SELECT seq, chain_hash FROM ledger_head WHERE id = 1"
             + ("" if sqlite else " FOR UPDATE"),
             killed="SELECT scope FROM kill_switches WHERE engaged",
+            rollouts="SELECT id, point, mode, state, step FROM rollouts "
+            "WHERE state IN ('running', 'paused')",
+            aliases="SELECT point, alias, version FROM model_aliases",
             insert_decision=_insert(decisions, mark),
             insert_event=_insert(events, mark),
             update_head=f"UPDATE ledger_head SET seq = {mark}, chain_hash = {mark} WHERE id = 1",

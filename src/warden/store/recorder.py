@@ -22,11 +22,36 @@ import sqlalchemy as sa
 from warden.ledger.chain import EventDraft, SealedEvent, seal
 from warden.store.database import write_connection
 from warden.store.rawsql import RawStatements
-from warden.store.schema import decisions, events, kill_switches, ledger_head
+from warden.store.schema import decisions, events, ledger_head
 
 log = logging.getLogger(__name__)
 
 GLOBAL_SCOPE = "*"
+
+
+@dataclass(frozen=True)
+class GuardState:
+    """What may withdraw authority from a decision, as of the ledger head."""
+
+    killed: frozenset[str] = frozenset()
+    rollouts: frozenset[tuple[str, str, str, str, int]] = (
+        frozenset()
+    )  # id, point, mode, state, step
+    aliases: frozenset[tuple[str, str, str]] = frozenset()  # (point, alias, version)
+
+    def with_kill(self, scope: str, engaged: bool) -> GuardState:
+        killed = self.killed | {scope} if engaged else self.killed - {scope}
+        return GuardState(killed, self.rollouts, self.aliases)
+
+    def without_rollout(self, rollout_id: str) -> GuardState:
+        rollouts = frozenset(r for r in self.rollouts if r[0] != rollout_id)
+        return GuardState(self.killed, rollouts, self.aliases)
+
+    def canary_active(self, rollout_id: str) -> bool:
+        return any(r[0] == rollout_id and r[2] == "canary" for r in self.rollouts)
+
+    def is_killed(self, point: str) -> bool:
+        return bool(self.killed) and (GLOBAL_SCOPE in self.killed or point in self.killed)
 
 
 @dataclass(eq=False)
@@ -35,16 +60,19 @@ class Change:
 
     `rows` are plain inserts into other tables (e.g. a review task beside its decision); they
     stay on the fast path. `apply` is for anything else and runs through SQLAlchemy.
-    `on_killed` lets the writer re-route an AUTO decision whose point was switched off between
-    routing and commit: the kill switch is checked again inside the ledger lock, so no AUTO
-    decision ever follows a kill event in the ledger.
+    `revoke` lets the writer re-route an AUTO decision whose authority was withdrawn between
+    routing and commit — the point's kill switch went on (`kill_switch`), or the canary whose
+    challenger made it stopped (`rollout_stopped`). Both are checked again inside the ledger
+    lock, so no such AUTO decision ever follows the kill or abort event in the ledger.
+    `guard_update` tells the rest of the batch about a change this one makes to that state.
     """
 
     events: list[EventDraft]
     decision: dict[str, Any] | None = None
     apply: Callable[[sa.Connection], Any] | None = None
-    on_killed: Callable[[dict[str, Any], EventDraft], None] | None = None
-    kill_toggle: tuple[str, bool] | None = None
+    revoke: Callable[[dict[str, Any], EventDraft, str], None] | None = None
+    variant: str | None = None  # the canary rollout whose challenger made this decision
+    guard_update: Callable[[GuardState], GuardState] | None = None
     rows: list[tuple[sa.Table, dict[str, Any]]] = field(default_factory=list)
     future: Future[Any] = field(default_factory=Future)
 
@@ -57,11 +85,11 @@ class Recorder:
         engine: sa.Engine,
         *,
         max_batch: int = 1024,
-        on_kill_state: Callable[[frozenset[str]], None] | None = None,
+        on_guard_state: Callable[[GuardState], None] | None = None,
     ) -> None:
         self.engine = engine
         self.max_batch = max_batch
-        self.on_kill_state = on_kill_state
+        self.on_guard_state = on_guard_state
         self._queue: queue.SimpleQueue[Change | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="warden-recorder", daemon=True)
         self._closed = False
@@ -139,18 +167,18 @@ class Recorder:
     def _write(self, batch: Sequence[Change]) -> list[Any]:
         try:
             if any(change.apply is not None for change in batch):
-                results, killed = self._write_with_core(batch)
+                results, guard = self._write_with_core(batch)
             else:
-                results, killed = self._write_raw(batch)
+                results, guard = self._write_raw(batch)
         except sa.exc.IntegrityError as exc:
             raise DuplicateKey(str(exc.orig)) from exc
         except self._dbapi_integrity_error as exc:
             raise DuplicateKey(str(exc)) from exc
-        if self.on_kill_state is not None:
-            self.on_kill_state(killed)
+        if self.on_guard_state is not None:
+            self.on_guard_state(guard)
         return results
 
-    def _write_with_core(self, batch: Sequence[Change]) -> tuple[list[Any], frozenset[str]]:
+    def _write_with_core(self, batch: Sequence[Change]) -> tuple[list[Any], GuardState]:
         """Changes that write other state (kill switches, tokens...) run through SQLAlchemy."""
         with write_connection(self.engine) as conn, conn.begin():
             head = conn.execute(
@@ -160,12 +188,12 @@ class Recorder:
             ).first()
             if head is None:
                 raise RuntimeError(_NO_HEAD)
-            killed = frozenset(
-                conn.execute(
-                    sa.select(kill_switches.c.scope).where(kill_switches.c.engaged)
-                ).scalars()
+            guard = _guard_state(
+                [tuple(r) for r in conn.execute(sa.text(self._sql.killed))],
+                [tuple(r) for r in conn.execute(sa.text(self._sql.rollouts))],
+                [tuple(r) for r in conn.execute(sa.text(self._sql.aliases))],
             )
-            plan = _plan(batch, head.seq, head.chain_hash, killed, conn)
+            plan = _plan(batch, head.seq, head.chain_hash, guard, conn)
             if plan.decisions:
                 conn.execute(decisions.insert(), plan.decisions)
             for table, rows in plan.rows.items():
@@ -177,9 +205,9 @@ class Recorder:
                     .where(ledger_head.c.id == 1)
                     .values(seq=plan.seq, chain_hash=plan.chain_hash)
                 )
-        return plan.results, plan.killed
+        return plan.results, plan.guard
 
-    def _write_raw(self, batch: Sequence[Change]) -> tuple[list[Any], frozenset[str]]:
+    def _write_raw(self, batch: Sequence[Change]) -> tuple[list[Any], GuardState]:
         """Decisions and their events: the hot path, on the writer's own DBAPI connection."""
         sql = self._sql
         conn = self._raw_connection()
@@ -191,9 +219,10 @@ class Recorder:
             head = cursor.fetchone()
             if head is None:
                 raise RuntimeError(_NO_HEAD)
-            cursor.execute(sql.killed)
-            killed = frozenset(row[0] for row in cursor.fetchall())
-            plan = _plan(batch, head[0], head[1], killed, None)
+            guard = _guard_state(
+                *(_fetch(cursor, query) for query in (sql.killed, sql.rollouts, sql.aliases))
+            )
+            plan = _plan(batch, head[0], head[1], guard, None)
             if plan.decisions:
                 cursor.executemany(
                     sql.insert_decision, [sql.decision_row(d) for d in plan.decisions]
@@ -213,7 +242,7 @@ class Recorder:
             raise
         finally:
             cursor.close()
-        return plan.results, plan.killed
+        return plan.results, plan.guard
 
     def _raw_connection(self) -> Any:
         if self._raw is None:
@@ -239,6 +268,21 @@ class Recorder:
 _NO_HEAD = "ledger_head is missing; run `warden init` to migrate the database"
 
 
+def _fetch(cursor: Any, query: str) -> list[tuple[Any, ...]]:
+    cursor.execute(query)
+    return [tuple(row) for row in cursor.fetchall()]
+
+
+def _guard_state(
+    killed: list[tuple[Any, ...]], rollouts: list[tuple[Any, ...]], aliases: list[tuple[Any, ...]]
+) -> GuardState:
+    return GuardState(
+        killed=frozenset(row[0] for row in killed),
+        rollouts=frozenset((r[0], r[1], r[2], r[3], int(r[4])) for r in rollouts),
+        aliases=frozenset((row[0], row[1], row[2]) for row in aliases),
+    )
+
+
 class DuplicateKey(Exception):
     """A unique constraint refused the change (e.g. an idempotency key already used)."""
 
@@ -251,13 +295,13 @@ class _Plan:
     events: list[SealedEvent]
     seq: int
     chain_hash: str
-    killed: frozenset[str]
+    guard: GuardState
 
 
 def _plan(
-    batch: Sequence[Change], seq: int, prev: str, killed: frozenset[str], conn: sa.Connection | None
+    batch: Sequence[Change], seq: int, prev: str, guard: GuardState, conn: sa.Connection | None
 ) -> _Plan:
-    """Order the batch into the chain: re-route killed AUTO decisions, apply, seal events."""
+    """Order the batch into the chain: re-route revoked AUTO decisions, apply, seal events."""
     results: list[Any] = []
     rows: list[dict[str, Any]] = []
     others: dict[sa.Table, list[dict[str, Any]]] = {}
@@ -265,12 +309,11 @@ def _plan(
     for change in batch:
         decision = change.decision
         if decision is not None:
-            if (
-                change.on_killed
-                and decision["route"] == "auto"
-                and (GLOBAL_SCOPE in killed or decision["point"] in killed)
-            ):
-                change.on_killed(decision, change.events[0])
+            if change.revoke is not None and decision["route"] == "auto":
+                if guard.is_killed(decision["point"]):
+                    change.revoke(decision, change.events[0], "kill_switch")
+                elif change.variant and not guard.canary_active(change.variant):
+                    change.revoke(decision, change.events[0], "rollout_stopped")
             rows.append(decision)
         for table, row in change.rows:
             others.setdefault(table, []).append(row)
@@ -279,12 +322,11 @@ def _plan(
             results.append(change.apply(conn))
         else:
             results.append(decision)
-        if change.kill_toggle is not None:
-            scope, engaged = change.kill_toggle
-            killed = killed | {scope} if engaged else killed - {scope}
+        if change.guard_update is not None:
+            guard = change.guard_update(guard)
         for draft in change.events:
             seq += 1
             event = seal(seq, prev, draft)
             prev = event.chain_hash
             sealed.append(event)
-    return _Plan(results, rows, others, sealed, seq, prev, killed)
+    return _Plan(results, rows, others, sealed, seq, prev, guard)

@@ -91,6 +91,7 @@ tokens = sa.Table(
     sa.Column("created_by", sa.String(255), nullable=False),
     sa.Column("created_at", Timestamp, nullable=False),
     sa.Column("revoked_at", Timestamp),
+    sa.Column("groups", sa.JSON, server_default=sa.text("'[]'")),  # reviewer groups (0003)
 )
 
 policies = sa.Table(
@@ -103,4 +104,238 @@ policies = sa.Table(
     sa.Column("source", sa.Text, nullable=False),
     sa.Column("loaded_by", sa.String(255), nullable=False),
     sa.Column("first_loaded_at", Timestamp, nullable=False),
+)
+
+# -- human review (migration 0003) ---------------------------------------------------------
+
+review_tasks = sa.Table(
+    "review_tasks",
+    metadata,
+    sa.Column("decision_id", sa.String(36), primary_key=True),
+    sa.Column("point", sa.String(64), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("level", sa.Integer, nullable=False),
+    sa.Column("groups", sa.JSON, nullable=False),
+    sa.Column("escalate_to", sa.JSON, nullable=False),
+    sa.Column("required", sa.Integer, nullable=False),
+    sa.Column("four_eyes", sa.Boolean, nullable=False),
+    sa.Column("votes", sa.JSON, nullable=False),
+    sa.Column("excluded", sa.JSON, nullable=False),
+    sa.Column("submitted_by", sa.String(255)),
+    sa.Column("on_expiry", sa.String(128)),
+    sa.Column("sla_seconds", sa.Float),
+    sa.Column("lease_seconds", sa.Float, nullable=False),
+    sa.Column("callback_url", sa.Text),
+    sa.Column("created_at", Timestamp, nullable=False),
+    sa.Column("due_at", Timestamp),
+    sa.Column("claimed_by", sa.String(255)),
+    sa.Column("claim_method", sa.String(32)),
+    sa.Column("claimed_at", Timestamp),
+    sa.Column("lease_until", Timestamp),
+    sa.Column("decided_at", Timestamp),
+    sa.Column("outcome", sa.String(128)),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Index(None, "status", "point", "decision_id"),
+    sa.Index(None, "status", "due_at"),
+)
+
+users = sa.Table(
+    "users",
+    metadata,
+    sa.Column("username", sa.String(64), primary_key=True),
+    sa.Column("password_hash", sa.String(255), nullable=False),
+    sa.Column("roles", sa.JSON, nullable=False),
+    sa.Column("points", sa.JSON, nullable=False),
+    sa.Column("groups", sa.JSON, nullable=False),
+    sa.Column("created_by", sa.String(255), nullable=False),
+    sa.Column("created_at", Timestamp, nullable=False),
+    sa.Column("disabled_at", Timestamp),
+)
+
+console_sessions = sa.Table(
+    "console_sessions",
+    metadata,
+    sa.Column("id_hash", sa.String(64), primary_key=True),
+    sa.Column("csrf", sa.String(64), nullable=False),
+    sa.Column("method", sa.String(32), nullable=False),
+    sa.Column("token_id", sa.String(32)),
+    sa.Column("username", sa.String(64)),
+    sa.Column("created_at", Timestamp, nullable=False),
+    sa.Column("expires_at", Timestamp, nullable=False),
+)
+
+webhook_deliveries = sa.Table(
+    "webhook_deliveries",
+    metadata,
+    sa.Column("id", sa.String(36), primary_key=True),
+    sa.Column("decision_id", sa.String(36), nullable=False),
+    sa.Column("url", sa.Text, nullable=False),
+    sa.Column("body", sa.Text, nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False),
+    sa.Column("next_attempt_at", Timestamp, nullable=False),
+    sa.Column("last_error", sa.Text),
+    sa.Column("created_at", Timestamp, nullable=False),
+    sa.Column("finished_at", Timestamp),
+    sa.Index(None, "status", "next_attempt_at"),
+    sa.Index(None, "decision_id"),
+)
+
+server_secrets = sa.Table(
+    "server_secrets",
+    metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("value", sa.String(255), nullable=False),
+    sa.Column("created_at", Timestamp, nullable=False),
+)
+
+# -- safe change: model registry, rollouts, shadow results ------------------------------------
+
+model_artifacts = sa.Table(
+    "model_artifacts",
+    metadata,
+    sa.Column("sha256", sa.String(64), primary_key=True),
+    sa.Column("filename", sa.String(255), nullable=False),
+    sa.Column("size", sa.BigInteger, nullable=False),
+    sa.Column("content", sa.LargeBinary, nullable=False),
+)
+
+model_versions = sa.Table(
+    "model_versions",
+    metadata,
+    sa.Column("point", sa.String(64), primary_key=True),
+    sa.Column("version", sa.String(128), primary_key=True),
+    sa.Column("sha256", sa.String(64), nullable=False),
+    sa.Column("registered_by", sa.String(255), nullable=False),
+    sa.Column("registered_at", Timestamp, nullable=False),
+    sa.Column("metadata", sa.JSON, nullable=False),
+)
+
+model_aliases = sa.Table(
+    "model_aliases",
+    metadata,
+    sa.Column("point", sa.String(64), primary_key=True),
+    sa.Column("alias", sa.String(32), primary_key=True),
+    sa.Column("version", sa.String(128), nullable=False),
+    sa.Column("moved_by", sa.String(255), nullable=False),
+    sa.Column("moved_at", Timestamp, nullable=False),
+    sa.Column("reason", sa.Text, nullable=False),
+)
+
+rollouts = sa.Table(
+    "rollouts",
+    metadata,
+    sa.Column("id", sa.String(36), primary_key=True),
+    sa.Column("point", sa.String(64), nullable=False),
+    sa.Column("mode", sa.String(16), nullable=False),
+    sa.Column("champion", sa.String(128), nullable=False),
+    sa.Column("challenger", sa.String(128), nullable=False),
+    sa.Column("plan", sa.JSON, nullable=False),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("step", sa.Integer, nullable=False),
+    sa.Column("step_started_at", Timestamp, nullable=False),
+    sa.Column("started_by", sa.String(255), nullable=False),
+    sa.Column("started_at", Timestamp, nullable=False),
+    sa.Column("updated_at", Timestamp, nullable=False),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Index(None, "point", "state"),
+)
+
+shadow_results = sa.Table(
+    "shadow_results",
+    metadata,
+    sa.Column("decision_id", sa.String(36), primary_key=True),
+    sa.Column("model_version", sa.String(128), primary_key=True),
+    sa.Column("point", sa.String(64), nullable=False),
+    sa.Column("outcome", sa.String(128)),
+    sa.Column("confidence", sa.Float),
+    sa.Column("failure", sa.String(32)),
+    sa.Column("latency_ms", sa.Float, nullable=False),
+    sa.Column("created_at", Timestamp, nullable=False),
+    sa.Index(None, "point", "created_at"),
+)
+
+checkpoints = sa.Table(
+    "checkpoints",
+    metadata,
+    sa.Column("size", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("root", sa.String(64), nullable=False),
+    sa.Column("signed_at", sa.String(40), nullable=False),
+    sa.Column("key_id", sa.String(64), nullable=False),
+    sa.Column("signature", sa.String(128), nullable=False),
+)
+
+ledger_tiles = sa.Table(
+    "ledger_tiles",
+    metadata,
+    sa.Column("tile", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("hash", sa.String(64), nullable=False),
+)
+
+# -- monitoring (migration 0004) ------------------------------------------------------------
+
+monitor_references = sa.Table(
+    "monitor_references",
+    metadata,
+    sa.Column("point", sa.String(64), primary_key=True),
+    sa.Column("fingerprint", sa.String(64), primary_key=True),
+    sa.Column("rows", sa.Integer, nullable=False),
+    sa.Column("profile", sa.JSON, nullable=False),
+    sa.Column("built_at", Timestamp, nullable=False),
+)
+
+monitor_windows = sa.Table(
+    "monitor_windows",
+    metadata,
+    sa.Column("point", sa.String(64), primary_key=True),
+    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("opened_at", Timestamp, nullable=False),
+    sa.Column("closed_at", Timestamp, nullable=False),
+    sa.Column("first_event", sa.BigInteger),
+    sa.Column("last_event", sa.BigInteger, nullable=False),
+    sa.Column("decisions", sa.Integer, nullable=False),
+    sa.Column("metrics", sa.JSON, nullable=False),
+    sa.Column("drift", sa.JSON, nullable=False),
+    sa.Column("details", sa.JSON, nullable=False),
+    sa.Index(None, "point", "closed_at"),
+)
+
+monitor_alerts = sa.Table(
+    "monitor_alerts",
+    metadata,
+    sa.Column("id", sa.String(36), primary_key=True),
+    sa.Column("point", sa.String(64), nullable=False),
+    sa.Column("rule", sa.String(64), nullable=False),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("severity", sa.String(16), nullable=False),
+    sa.Column("metric", sa.String(128), nullable=False),
+    sa.Column("op", sa.String(2), nullable=False),
+    sa.Column("threshold", sa.Float, nullable=False),
+    sa.Column("value", sa.Float),
+    sa.Column("action", sa.String(16), nullable=False),
+    sa.Column("started_at", Timestamp, nullable=False),
+    sa.Column("fired_at", Timestamp),
+    sa.Column("resolved_at", Timestamp),
+    sa.Column("resolved_by", sa.String(255)),
+    sa.Column("updated_at", Timestamp, nullable=False),
+    sa.Index(None, "point", "state"),
+)
+
+monitor_protections = sa.Table(
+    "monitor_protections",
+    metadata,
+    sa.Column("point", sa.String(64), primary_key=True),
+    sa.Column("rule", sa.String(64), primary_key=True),
+    sa.Column("alert_id", sa.String(36), nullable=False),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("engaged_at", Timestamp, nullable=False),
+)
+
+monitor_leases = sa.Table(
+    "monitor_leases",
+    metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("holder", sa.String(128), nullable=False),
+    sa.Column("expires_at", Timestamp, nullable=False),
+    sa.Column("cursor", sa.BigInteger, nullable=False),
 )

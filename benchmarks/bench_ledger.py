@@ -1,0 +1,243 @@
+"""The ledger: append throughput (alone and in the full decision flow), verification, checkpoints
+and proofs at scale.
+
+Run: .venv/bin/python benchmarks/bench_ledger.py [--events 1000000] [--seconds 5]
+With WARDEN_DB_URL pointing at PostgreSQL, appends are also measured there.
+Every append is durably committed (SQLite WAL, synchronous=FULL) before its future resolves.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import statistics
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from concurrent.futures import Future
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from _setup import applications, write_point
+
+from warden.engine import Engine
+from warden.ledger.chain import EventDraft
+from warden.ledger.checkpoint import make_checkpoint
+from warden.ledger.keys import load_or_create
+from warden.ledger.merkle import inclusion_proof, verify_inclusion
+from warden.ledger.tree import LedgerTree
+from warden.ledger.verify import verify_ledger
+from warden.policy.loader import load_points
+from warden.store.database import create_engine, migrate
+from warden.store.recorder import Change, Recorder
+from warden.store.schema import events
+
+
+def _draft(n: int) -> EventDraft:
+    return EventDraft(
+        type="decision.created",
+        actor="token:bench:caller",
+        point="loan_approval",
+        decision_id=f"{n:036d}",
+        payload={
+            "route": "auto",
+            "outcome": "approve",
+            "confidence": 0.93,
+            "input": {"amount": 1200.5 + n, "income": 5400, "credit_score": 712},
+            "policy_version": "3f1c" * 16,
+            "model_version": "7",
+        },
+    )
+
+
+def append_alone(
+    db: sa.Engine, count: int, submitters: int = 8, window: int = 512, per_change: int = 1
+) -> float:
+    """Events per second through the recorder: `submitters` threads, each keeping up to
+    `window` changes in flight (as many concurrent callers would), `per_change` events each."""
+    recorder = Recorder(db)
+
+    def submit(index: int) -> None:
+        pending: list[Future[Any]] = []
+        for start in range(index * per_change, count, submitters * per_change):
+            drafts = [_draft(n) for n in range(start, min(start + per_change, count))]
+            pending.append(recorder.submit(Change(events=drafts)))
+            if len(pending) >= window:
+                for future in pending:
+                    future.result(timeout=300)
+                pending = []
+        for future in pending:
+            future.result(timeout=300)
+
+    began = time.perf_counter()
+    threads = [threading.Thread(target=submit, args=(i,)) for i in range(submitters)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    elapsed = time.perf_counter() - began
+    recorder.close()
+    return count / elapsed
+
+
+def postgres_append(url: str, count: int) -> float:
+    """Appends on PostgreSQL, in a throwaway schema so the database's own ledger is untouched."""
+    schema = f"bench_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(url)
+    with admin.begin() as conn:
+        conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+    separator = "&" if "?" in url else "?"
+    pg = create_engine(f"{url}{separator}options=-csearch_path%3D{schema}")
+    try:
+        migrate(pg)
+        return append_alone(pg, count)
+    finally:
+        pg.dispose()
+        with admin.begin() as conn:
+            conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+
+def decision_flow(folder: Path, db: sa.Engine, threads: int, seconds: float) -> float:
+    points = load_points(write_point(folder / "points", "callable"))
+    engine = Engine(points, db, actor="bench")
+    inputs = applications(2000)
+    stop = time.monotonic() + seconds
+    counts = [0] * threads
+
+    def work(index: int) -> None:
+        i = index
+        while time.monotonic() < stop:
+            engine.decide("loan_approval", inputs[i % len(inputs)])
+            counts[index] += 1
+            i += threads
+
+    workers = [threading.Thread(target=work, args=(i,)) for i in range(threads)]
+    began = time.monotonic()
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    rate = sum(counts) / (time.monotonic() - began)
+    engine.close()
+    return rate
+
+
+def chain_check_rate(db: sa.Engine, limit: int) -> float:
+    """The bare chain check — hash each stored body, link it — over rows already in memory."""
+    with db.connect() as conn:
+        rows = conn.execute(
+            sa.select(events.c.body, events.c.chain_hash).order_by(events.c.seq).limit(limit)
+        ).all()
+    sha256 = hashlib.sha256
+    began = time.perf_counter()
+    prev = bytes(32)
+    for body, chain_hex in rows:
+        leaf = sha256(b"\x00" + body.encode()).digest()
+        prev = sha256(prev + leaf).digest()
+        if prev.hex() != chain_hex:
+            raise AssertionError("chain broken")
+    return len(rows) / (time.perf_counter() - began)
+
+
+def proofs(db: sa.Engine, size: int, root: bytes, samples: int = 2000) -> tuple[float, float]:
+    """Median microseconds to make and to check an inclusion proof (warm tree)."""
+    tree = LedgerTree()
+    with db.connect() as conn:
+        leaves = dict(
+            conn.execute(
+                sa.select(events.c.seq, events.c.leaf_hash).where(
+                    events.c.seq.in_([1 + (i * 7919) % size for i in range(samples)])
+                )
+            ).all()
+        )
+        hasher = tree.hasher(conn)
+        make, check = [], []
+        for i in range(samples):
+            index = (i * 7919) % size
+            began = time.perf_counter()
+            proof = inclusion_proof(index, size, hasher)
+            made = time.perf_counter()
+            ok = verify_inclusion(bytes.fromhex(leaves[index + 1]), index, size, proof, root)
+            checked = time.perf_counter()
+            assert ok
+            make.append((made - began) * 1e6)
+            check.append((checked - made) * 1e6)
+    return statistics.median(make), statistics.median(check)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--threads", type=int, default=32)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        db = create_engine(f"sqlite:///{folder / 'ledger.db'}")
+        migrate(db)
+        rate = append_alone(db, 200_000)
+        print(
+            f"append, ledger alone (SQLite)        {rate:10,.0f} events/s  (one event per change)"
+        )
+        rate = append_alone(db, 200_000, window=64, per_change=16)
+        print(
+            f"append, ledger alone (SQLite)        {rate:10,.0f} events/s  (16 events per change)"
+        )
+        pg_url = os.environ.get("WARDEN_DB_URL", "")
+        if pg_url.startswith("postgresql"):
+            pg_rate = postgres_append(pg_url, 50_000)
+            print(
+                f"append, ledger alone (PostgreSQL)    {pg_rate:10,.0f} events/s  (50,000 events)"
+            )
+        flow_db = create_engine(f"sqlite:///{folder / 'flow.db'}")
+        migrate(flow_db)
+        flow = decision_flow(folder, flow_db, args.threads, args.seconds)
+        print(
+            f"append, full decision flow (SQLite)  {flow:10,.0f} decisions/s "
+            f"({args.threads} callers, one event each)"
+        )
+        flow_db.dispose()
+
+        remaining = args.events - 400_000
+        if remaining > 0:
+            append_alone(db, remaining)
+        size = args.events
+        key = load_or_create(folder / "home")
+        began = time.perf_counter()
+        first = make_checkpoint(db, key)
+        full = time.perf_counter() - began
+        assert first.size == size
+        append_alone(db, 1000)
+        began = time.perf_counter()
+        second = make_checkpoint(db, key)
+        incremental = time.perf_counter() - began
+        print(
+            f"checkpoint at {size:,} events: first {full:.2f} s (hashes every tile once), "
+            f"next after 1,000 more: {incremental * 1000:.1f} ms"
+        )
+        print(f"chain check (hash over stored bytes) {chain_check_rate(db, size):10,.0f} events/s")
+        report = verify_ledger(db, [key.public])
+        assert report.ok, report.problems
+        print(
+            f"warden audit verify, {report.events:,} events: {report.seconds:.2f} s "
+            f"({report.events / report.seconds:,.0f} events/s, chain + columns + Merkle "
+            "+ tiles + signatures)"
+        )
+        make, check = proofs(db, second.size, second.root_bytes)
+        print(
+            f"inclusion proof at {second.size:,} events: make {make:.0f} µs, "
+            f"check {check:.0f} µs (median)"
+        )
+        db.dispose()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,120 @@
+"""Audit routes: verification, checkpoints, proofs and the public key. Auditor or admin role."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request
+from starlette.concurrency import run_in_threadpool
+
+from warden.api.auth import authenticate_request, require
+from warden.api.responses import FastJSONResponse
+from warden.auth.tokens import Principal, Role
+from warden.engine import Engine
+from warden.ledger import checkpoint as checkpoints
+from warden.ledger import keys
+from warden.ledger.proof import build_bundle, consistency_between
+from warden.ledger.tree import LedgerTree
+from warden.ledger.verify import verify_ledger
+from warden.settings import Settings
+
+router = APIRouter(prefix="/v1/audit", tags=["audit"])
+AUDITORS = (Role.AUDITOR, Role.ADMIN)
+
+
+def _auditor(request: Request, point: str | None = None) -> Principal:
+    who = authenticate_request(request)
+    require(who, AUDITORS, point)
+    return who
+
+
+def _engine(request: Request) -> Engine:
+    engine: Engine = request.app.state.engine
+    return engine
+
+
+def _tree(request: Request) -> LedgerTree:
+    """One tree per app: its upper levels and cached tiles make repeated proofs cheap."""
+    state = request.app.state
+    tree: LedgerTree | None = getattr(state, "ledger_tree", None)
+    if tree is None:
+        tree = state.ledger_tree = LedgerTree()
+    return tree
+
+
+def _signing_key() -> keys.SigningKey:
+    return keys.load_or_create(Settings.from_env().home)
+
+
+@router.get("/verify")
+async def verify(request: Request) -> FastJSONResponse:
+    """Re-derive the whole ledger; `ok` is true only when everything verifies.
+
+    Signatures are checked against this server's own key; an independent auditor should run
+    `warden audit verify --public-key` with the key they hold.
+    """
+    _auditor(request)
+    db = _engine(request).db
+
+    def run() -> dict[str, Any]:
+        local = keys.existing_public_key(Settings.from_env().home)
+        return verify_ledger(db, [local] if local else []).to_dict()
+
+    return FastJSONResponse(await run_in_threadpool(run))
+
+
+@router.get("/checkpoints")
+async def list_checkpoints(
+    request: Request,
+    cursor: Annotated[int | None, Query(description="`next_cursor` of the previous page")] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+) -> FastJSONResponse:
+    """Signed checkpoints, newest first, paginated by `next_cursor`."""
+    _auditor(request)
+    db = _engine(request).db
+
+    def read() -> list[checkpoints.Checkpoint]:
+        with db.connect() as conn:
+            return checkpoints.page(conn, before=cursor, limit=limit + 1)
+
+    found = await run_in_threadpool(read)
+    page = found[:limit]
+    next_cursor = page[-1].size if len(found) > limit else None
+    return FastJSONResponse({"data": [cp.to_dict() for cp in page], "next_cursor": next_cursor})
+
+
+@router.get("/proofs/{decision_id}")
+async def proof(request: Request, decision_id: str) -> FastJSONResponse:
+    """A self-contained proof bundle of the decision's events, checkable offline with
+    `warden audit check-proof`. Makes a checkpoint first if none covers the decision yet."""
+    who = authenticate_request(request)
+    engine = _engine(request)
+    decision = await run_in_threadpool(engine.get, decision_id)
+    require(who, AUDITORS, decision.point)
+    tree = _tree(request)
+    bundle = await run_in_threadpool(
+        build_bundle, engine.db, decision_id, tree=tree, signer=_signing_key
+    )
+    return FastJSONResponse(bundle)
+
+
+@router.get("/consistency")
+async def consistency(
+    request: Request,
+    old: Annotated[int, Query(ge=1, description="size of the older checkpoint")],
+    new: Annotated[int, Query(ge=1, description="size of the newer checkpoint")],
+) -> FastJSONResponse:
+    """The RFC 9162 consistency proof that checkpoint `new` extends checkpoint `old`."""
+    _auditor(request)
+    result = await run_in_threadpool(
+        consistency_between, _engine(request).db, old, new, _tree(request)
+    )
+    return FastJSONResponse(result)
+
+
+@router.get("/public-key")
+async def public_key(request: Request) -> FastJSONResponse:
+    """The Ed25519 public key that signs this ledger's checkpoints (PEM)."""
+    _auditor(request)
+    key = await run_in_threadpool(_signing_key)
+    return FastJSONResponse({"key_id": key.public.key_id, "pem": key.public.pem()})

@@ -1,0 +1,180 @@
+"""HTTP routes of safe change: model versions and aliases, and shadow/canary rollouts."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.concurrency import run_in_threadpool
+
+from warden.api.auth import Authenticated, require
+from warden.api.responses import FastJSONResponse
+from warden.api.routes import READERS, _engine, _json_body, _parse
+from warden.auth.tokens import Role
+from warden.rollout.controller import RolloutController
+from warden.rollout.plan import RolloutPlan
+from warden.rollout.rollouts import Mode, Rollout
+
+router = APIRouter(tags=["rollout"])
+
+
+class StartRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    challenger: str = Field(description="A registered model version.")
+    mode: Mode = Mode.CANARY
+    plan: RolloutPlan = Field(default_factory=RolloutPlan)
+    reason: str = ""
+
+
+class AliasRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    version: str | None = Field(description="A registered version, or null to clear.")
+    reason: str = Field(min_length=1)
+
+
+class ReasonRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    reason: str = Field(min_length=1, description="Why; recorded in the ledger.")
+
+
+def _rollout_body(request: Request, rollout: Rollout) -> dict[str, Any]:
+    body = rollout.to_dict()
+    if rollout.active:
+        engine = _engine(request)
+        controller = RolloutController(
+            engine.db, engine.rollouts, breaker_open=engine.deployments.challenger_breaker_open
+        )
+        judgement = controller.judge(rollout)
+        body["analysis"] = {
+            "verdict": judgement.verdict.value,
+            "next": judgement.action,
+            "checks": [
+                {
+                    "metric": r.check.metric.value,
+                    "value": r.value,
+                    "low": r.low,
+                    "high": r.high,
+                    "verdict": r.verdict.value,
+                }
+                for r in judgement.results
+            ],
+        }
+    return body
+
+
+@router.get("/v1/points/{point}/models")
+async def models(request: Request, point: str, who: Authenticated) -> Any:
+    """Registered versions, current aliases and every alias move (which version was live when)."""
+    engine = _engine(request)
+    engine._point(point)
+    require(who, READERS, point)
+    registry = engine.registry
+
+    def read() -> dict[str, Any]:
+        return {
+            "versions": [
+                {
+                    "version": v.version,
+                    "sha256": v.sha256,
+                    "registered_by": v.registered_by,
+                    "registered_at": v.registered_at.isoformat(),
+                    "metadata": v.metadata,
+                }
+                for v in registry.versions(point)
+            ],
+            "aliases": registry.aliases(point),
+            "history": [
+                {
+                    "seq": m.seq,
+                    "at": m.at.isoformat(),
+                    "alias": m.alias,
+                    "from": m.previous,
+                    "to": m.version,
+                    "actor": m.actor,
+                    "reason": m.reason,
+                }
+                for m in registry.history(point)
+            ],
+        }
+
+    return FastJSONResponse(await run_in_threadpool(read))
+
+
+@router.put("/v1/points/{point}/models/aliases/{alias}")
+async def move_alias(request: Request, point: str, alias: str, who: Authenticated) -> Any:
+    """Point `champion` or `challenger` at a registered version (owner). Recorded."""
+    engine = _engine(request)
+    engine._point(point)
+    require(who, Role.OWNER, point)
+    body = _parse(AliasRequest, await _json_body(request))
+    move = await run_in_threadpool(
+        engine.registry.set_alias, point, alias, body.version, actor=who.actor, reason=body.reason
+    )
+    return FastJSONResponse({"alias": move.alias, "from": move.previous, "to": move.version})
+
+
+@router.get("/v1/points/{point}/rollout")
+async def rollout_status(request: Request, point: str, who: Authenticated) -> Any:
+    """The latest rollout of the point, with the live analysis of its current step."""
+    engine = _engine(request)
+    engine._point(point)
+    require(who, READERS, point)
+    rollout = await run_in_threadpool(engine.rollouts.latest, point)
+    return FastJSONResponse(await run_in_threadpool(_rollout_body, request, rollout))
+
+
+@router.post("/v1/points/{point}/rollout", status_code=201)
+async def start_rollout(request: Request, point: str, who: Authenticated) -> Any:
+    """Start a shadow or canary rollout of a registered version (owner)."""
+    engine = _engine(request)
+    compiled = engine._point(point)
+    require(who, Role.OWNER, point)
+    body = _parse(StartRequest, await _json_body(request))
+    rollout = await run_in_threadpool(
+        engine.rollouts.start,
+        compiled,
+        challenger=body.challenger,
+        mode=body.mode,
+        plan=body.plan,
+        actor=who.actor,
+        reason=body.reason,
+    )
+    return FastJSONResponse(rollout.to_dict(), status_code=201)
+
+
+async def _command(request: Request, point: str, who: Any, command: str) -> Any:
+    engine = _engine(request)
+    engine._point(point)
+    require(who, Role.OWNER, point)
+    body = _parse(ReasonRequest, await _json_body(request))
+    action = getattr(engine.rollouts, command)
+    rollout = await run_in_threadpool(action, point, actor=who.actor, reason=body.reason)
+    return FastJSONResponse(rollout.to_dict())
+
+
+@router.post("/v1/points/{point}/rollout/pause")
+async def pause(request: Request, point: str, who: Authenticated) -> Any:
+    """Hold the rollout at its current share."""
+    return await _command(request, point, who, "pause")
+
+
+@router.post("/v1/points/{point}/rollout/resume")
+async def resume(request: Request, point: str, who: Authenticated) -> Any:
+    """Resume analysis; the current step starts a fresh interval."""
+    return await _command(request, point, who, "resume")
+
+
+@router.post("/v1/points/{point}/rollout/promote")
+async def promote(request: Request, point: str, who: Authenticated) -> Any:
+    """One step on now; at the last step the challenger becomes champion."""
+    return await _command(request, point, who, "promote")
+
+
+@router.post("/v1/points/{point}/rollout/abort")
+async def abort(request: Request, point: str, who: Authenticated) -> Any:
+    """Stop now: the challenger decides nothing from the next decision on, on every replica."""
+    return await _command(request, point, who, "abort")

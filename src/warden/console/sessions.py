@@ -1,0 +1,110 @@
+"""Console sessions: a random cookie whose SHA-256 is stored, and a CSRF token per session.
+
+Sessions live in the database, so every replica knows them; the principal is re-read on each
+request, so a revoked token or a disabled user is logged out at once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import sqlalchemy as sa
+
+from warden.auth.tokens import Principal, Role
+from warden.auth.users import user_principal
+from warden.store.database import write_connection
+from warden.store.schema import console_sessions, tokens
+
+COOKIE = "warden_session"
+LIFETIME = timedelta(hours=12)
+
+
+@dataclass(frozen=True)
+class Session:
+    principal: Principal
+    csrf: str
+
+
+def _hash(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def open_session(db: sa.Engine, principal: Principal, method: str) -> tuple[str, Session]:
+    """Start a session for a principal who just proved who they are; returns the cookie value."""
+    secret = secrets.token_urlsafe(32)
+    csrf = secrets.token_urlsafe(32)
+    now = datetime.now(UTC)
+    with write_connection(db) as conn, conn.begin():
+        conn.execute(sa.delete(console_sessions).where(console_sessions.c.expires_at < now))
+        conn.execute(
+            console_sessions.insert().values(
+                id_hash=_hash(secret),
+                csrf=csrf,
+                method=method,
+                token_id=principal.token_id or None,
+                username=principal.user,
+                created_at=now,
+                expires_at=now + LIFETIME,
+            )
+        )
+    return secret, Session(_with_method(principal, method), csrf)
+
+
+def load_session(db: sa.Engine, secret: str | None) -> Session | None:
+    if not secret:
+        return None
+    with db.connect() as conn:
+        row = conn.execute(
+            sa.select(console_sessions).where(console_sessions.c.id_hash == _hash(secret))
+        ).first()
+        if row is None or _aware(row.expires_at) < datetime.now(UTC):
+            return None
+        principal = (
+            user_principal(conn, row.username, method=row.method)
+            if row.username
+            else _token_principal(conn, row.token_id, row.method)
+        )
+    return Session(principal, row.csrf) if principal else None
+
+
+def close_session(db: sa.Engine, secret: str | None) -> None:
+    if secret:
+        with write_connection(db) as conn, conn.begin():
+            conn.execute(
+                sa.delete(console_sessions).where(console_sessions.c.id_hash == _hash(secret))
+            )
+
+
+def _token_principal(conn: sa.Connection, token_id: str | None, method: str) -> Principal | None:
+    row = conn.execute(
+        sa.select(tokens).where(tokens.c.id == token_id, tokens.c.revoked_at.is_(None))
+    ).first()
+    if row is None:
+        return None
+    return Principal(
+        row.id,
+        row.name,
+        frozenset(Role(r) for r in row.roles),
+        frozenset(row.points),
+        frozenset(row.groups or ()),
+        method=method,
+    )
+
+
+def _with_method(principal: Principal, method: str) -> Principal:
+    return Principal(
+        principal.token_id,
+        principal.name,
+        principal.roles,
+        principal.points,
+        principal.groups,
+        method=method,
+        user=principal.user,
+    )
+
+
+def _aware(value: datetime) -> datetime:
+    return value if value.tzinfo else value.replace(tzinfo=UTC)

@@ -1,0 +1,110 @@
+"""Periodic checkpoints in the background of `warden serve`.
+
+A checkpoint is made once WARDEN_CHECKPOINT_EVERY events (default 1000) have been added since the
+last one, or WARDEN_CHECKPOINT_SECONDS (default 60) after the last one if anything was added at
+all. Every replica may run one: checkpoints are keyed by size, so they never conflict. The
+signing key is loaded (or created) only when the first checkpoint is due.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from pathlib import Path
+
+import sqlalchemy as sa
+
+from warden.ledger import witness
+from warden.ledger.checkpoint import Checkpoint, head_size, latest, make_checkpoint
+from warden.ledger.keys import SigningKey, load_or_create
+from warden.ledger.tree import LedgerTree
+
+log = logging.getLogger(__name__)
+
+EVERY_ENV = "WARDEN_CHECKPOINT_EVERY"
+SECONDS_ENV = "WARDEN_CHECKPOINT_SECONDS"
+
+
+class Checkpointer:
+    def __init__(
+        self,
+        db: sa.Engine,
+        home: Path,
+        *,
+        every: int = 1000,
+        seconds: float = 60.0,
+        witness_target: str | None = None,
+        poll: float = 1.0,
+    ) -> None:
+        if every < 1 or seconds <= 0:
+            raise ValueError("checkpoint interval must be at least 1 event and above 0 seconds")
+        self.db = db
+        self.home = home
+        self.every = every
+        self.seconds = seconds
+        self.witness_target = witness_target
+        self.poll = min(poll, seconds)
+        self.tree = LedgerTree()
+        self.made = 0
+        self._key: SigningKey | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="warden-checkpointer", daemon=True)
+
+    def start(self) -> Checkpointer:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=30)
+
+    def tick(self, now: float, last_at: float) -> Checkpoint | None:
+        """Make a checkpoint if one is due; the newly made one, or None."""
+        with self.db.connect() as conn:
+            size = head_size(conn)
+            newest = latest(conn)
+        signed = newest.size if newest else 0
+        if size <= signed:
+            return None
+        if size - signed < self.every and now - last_at < self.seconds:
+            return None
+        if self._key is None:
+            self._key = load_or_create(self.home)
+        checkpoint = make_checkpoint(self.db, self._key, self.tree)
+        self.made += 1
+        if self.witness_target:
+            try:
+                witness.push(checkpoint, self.witness_target)
+            except witness.WitnessError as exc:
+                log.warning("checkpoint %d stored but not witnessed: %s", checkpoint.size, exc)
+        return checkpoint
+
+    def _run(self) -> None:
+        last_at = time.monotonic()
+        while not self._stop.wait(self.poll):
+            try:
+                if self.tick(time.monotonic(), last_at) is not None:
+                    last_at = time.monotonic()
+            except Exception:
+                log.exception("periodic checkpoint failed; retrying in %.0fs", self.poll)
+
+
+def start_checkpointer(
+    db: sa.Engine,
+    home: Path,
+    *,
+    every: int | None = None,
+    seconds: float | None = None,
+    witness_target: str | None = None,
+) -> Checkpointer:
+    """Start the background checkpointer; arguments left out come from the environment."""
+    return Checkpointer(
+        db,
+        home,
+        every=every if every is not None else int(os.environ.get(EVERY_ENV, "1000")),
+        seconds=seconds if seconds is not None else float(os.environ.get(SECONDS_ENV, "60")),
+        witness_target=witness_target or witness.from_env(),
+    ).start()

@@ -1,0 +1,221 @@
+"""Export events as JSON Lines (or Parquet, when pyarrow is installed), verified on the way out.
+
+The export reads every event up to a signed checkpoint, re-derives the chain and the Merkle root
+as it goes and writes only the events the filters select. The file appears only if the root
+matches the checkpoint, beside a manifest naming that checkpoint and the file's SHA-256.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+import orjson
+import sqlalchemy as sa
+
+from warden.errors import InvalidRequest
+from warden.ledger.checkpoint import Checkpoint
+from warden.ledger.tree import LedgerDamaged
+from warden.ledger.verify import ChainPass, event_rows, instant, snapshot
+
+Progress = Callable[[int, int], None]
+FIELDS = ("seq", "type", "point", "decision_id", "actor", "ts", "body", "prev_hash", "leaf_hash")
+MANIFEST_FORMAT = "warden.export/v1"
+
+
+@dataclass(frozen=True)
+class ExportFilter:
+    since: datetime | None = None
+    until: datetime | None = None
+    point: str | None = None
+
+    def selects(self, row: tuple[Any, ...]) -> bool:
+        if self.point is not None and row[2] != self.point:
+            return False
+        if self.since is None and self.until is None:
+            return True
+        ts = instant(row[5])
+        assert ts is not None
+        return (self.since is None or ts >= self.since) and (self.until is None or ts < self.until)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "since": self.since.isoformat() if self.since else None,
+            "until": self.until.isoformat() if self.until else None,
+            "point": self.point,
+        }
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    path: Path
+    manifest: Path
+    events: int
+    scanned: int
+    checkpoint: Checkpoint
+    format: str
+
+
+class _Writer(Protocol):
+    def write(self, row: dict[str, Any]) -> None: ...
+    def close(self) -> None: ...
+
+
+def parquet_available() -> bool:
+    return importlib.util.find_spec("pyarrow") is not None
+
+
+def export_events(
+    db: sa.Engine,
+    out: Path,
+    checkpoint: Checkpoint,
+    flt: ExportFilter,
+    *,
+    fmt: str = "jsonl",
+    progress: Progress | None = None,
+) -> ExportResult:
+    """Write the selected events up to `checkpoint` to `out`; raise if they do not verify."""
+    if fmt == "parquet" and not parquet_available():
+        raise InvalidRequest(
+            "Parquet export needs pyarrow: `pip install pyarrow`, or use --format jsonl",
+            field="format",
+        )
+    if fmt not in ("jsonl", "parquet"):
+        raise InvalidRequest(f"unknown format {fmt!r}; use jsonl or parquet", field="format")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    partial = out.with_name(f".{out.name}.partial")
+    writer: _Writer = _ParquetWriter(partial) if fmt == "parquet" else _JsonlWriter(partial)
+    written = 0
+    chain = ChainPass({checkpoint.size}, checkpoint.size, progress)
+
+    def tap(rows: Iterator[tuple[Any, ...]]) -> Iterator[tuple[Any, ...]]:
+        nonlocal written
+        for row in rows:
+            yield row
+            if flt.selects(row):
+                writer.write(_record(row))
+                written += 1
+
+    try:
+        with snapshot(db) as conn:
+            chain.run(tap(event_rows(conn, db.dialect.name, checkpoint.size)))
+        writer.close()
+        _check(chain, checkpoint)
+    except BaseException:
+        writer.close()
+        partial.unlink(missing_ok=True)
+        raise
+    os.replace(partial, out)
+    manifest = out.with_name(out.name + ".manifest.json")
+    manifest.write_bytes(
+        orjson.dumps(
+            {
+                "format": MANIFEST_FORMAT,
+                "file": out.name,
+                "file_format": fmt,
+                "sha256": _sha256(out),
+                "events": written,
+                "filters": flt.to_dict(),
+                "checkpoint": checkpoint.to_dict(),
+                "verified": f"all {checkpoint.size} events up to the checkpoint were re-derived "
+                "and their Merkle root matches it",
+            },
+            option=orjson.OPT_INDENT_2,
+        )
+    )
+    return ExportResult(out, manifest, written, chain.verified, checkpoint, fmt)
+
+
+def _check(chain: ChainPass, checkpoint: Checkpoint) -> None:
+    if chain.broken is not None:
+        raise LedgerDamaged(
+            f"export stopped: {chain.broken.message}; run `warden audit verify`",
+            seq=chain.broken.seq,
+        )
+    if chain.verified < checkpoint.size:
+        raise LedgerDamaged(
+            f"export stopped: checkpoint {checkpoint.size} signed {checkpoint.size} events but "
+            f"the log holds {chain.verified}; run `warden audit verify`"
+        )
+    if chain.roots.get(checkpoint.size) != checkpoint.root_bytes:
+        raise LedgerDamaged(
+            f"export stopped: the events do not match checkpoint {checkpoint.size}; "
+            "run `warden audit verify`"
+        )
+
+
+def _record(row: tuple[Any, ...]) -> dict[str, Any]:
+    record = dict(zip(FIELDS, row, strict=False))
+    ts = instant(row[5])
+    assert ts is not None
+    record["ts"] = ts.isoformat()
+    return record
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+class _JsonlWriter:
+    def __init__(self, path: Path) -> None:
+        self._handle = path.open("wb")
+
+    def write(self, row: dict[str, Any]) -> None:
+        self._handle.write(orjson.dumps(row) + b"\n")
+
+    def close(self) -> None:
+        if not self._handle.closed:
+            self._handle.close()
+
+
+class _ParquetWriter:
+    """Rows in batches of 10,000 through pyarrow, imported only when asked for."""
+
+    def __init__(self, path: Path) -> None:
+        import pyarrow as pa  # type: ignore[import-untyped,import-not-found]
+        import pyarrow.parquet as pq  # type: ignore[import-untyped,import-not-found]
+
+        self._pa = pa
+        self._schema = pa.schema(
+            [
+                ("seq", pa.int64()),
+                ("type", pa.string()),
+                ("point", pa.string()),
+                ("decision_id", pa.string()),
+                ("actor", pa.string()),
+                ("ts", pa.timestamp("us", tz="UTC")),
+                ("body", pa.string()),
+                ("prev_hash", pa.string()),
+                ("leaf_hash", pa.string()),
+            ]
+        )
+        self._writer = pq.ParquetWriter(str(path), self._schema)
+        self._rows: list[dict[str, Any]] = []
+        self._closed = False
+
+    def write(self, row: dict[str, Any]) -> None:
+        self._rows.append({**row, "ts": datetime.fromisoformat(row["ts"])})
+        if len(self._rows) >= 10_000:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self._rows:
+            table = self._pa.Table.from_pylist(self._rows, schema=self._schema)
+            self._writer.write_table(table)
+            self._rows = []
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._flush()
+            self._writer.close()

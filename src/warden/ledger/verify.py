@@ -1,0 +1,524 @@
+"""Full verification: re-derive every hash, link, column, tile, root and signature.
+
+One pass over the events in order, inside one read snapshot. The first event that does not fit is
+diagnosed — modified, deleted, inserted, reordered — and checkpoints (stored and witnessed) are
+checked against the roots the pass re-derives: a checkpoint over more events than remain means
+the log was truncated; one whose root differs means history was rewritten after it was signed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+import orjson
+import sqlalchemy as sa
+
+from warden.ledger.chain import GENESIS
+from warden.ledger.checkpoint import Checkpoint, all_checkpoints
+from warden.ledger.keys import PublicKey
+from warden.ledger.merkle import Frontier
+from warden.ledger.tree import TILE, TILE_HEIGHT
+from warden.store.schema import ledger_head, ledger_tiles
+
+Progress = Callable[[int, int], None]
+_COLUMNS = "seq, type, point, decision_id, actor, ts, body, prev_hash, leaf_hash, chain_hash"
+_FETCH = 5000
+
+
+class BreakKind(StrEnum):
+    MODIFIED = "modified"
+    DELETED = "deleted"
+    INSERTED = "inserted"
+    REORDERED = "reordered"
+    TRUNCATED = "truncated"
+    CHECKPOINT_MISMATCH = "checkpoint_mismatch"
+    TILE_MISMATCH = "tile_mismatch"
+
+
+@dataclass(frozen=True)
+class Break:
+    """What is wrong and where: the first event affected (and the last, for a range)."""
+
+    kind: BreakKind
+    seq: int | None
+    message: str
+    last_seq: int | None = None
+    checkpoint: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind.value,
+            "seq": self.seq,
+            "last_seq": self.last_seq,
+            "checkpoint": self.checkpoint,
+            "message": self.message,
+        }
+
+
+@dataclass
+class Report:
+    events: int = 0
+    head: int = 0
+    root: str | None = None
+    checkpoints: int = 0
+    witnessed: int = 0
+    latest_checkpoint: int | None = None
+    seconds: float = 0.0
+    problems: list[Break] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    @property
+    def first(self) -> Break | None:
+        return self.problems[0] if self.problems else None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "events": self.events,
+            "head": self.head,
+            "root": self.root,
+            "checkpoints": self.checkpoints,
+            "latest_checkpoint": self.latest_checkpoint,
+            "witnessed": self.witnessed,
+            "seconds": round(self.seconds, 3),
+            "first_break": self.first.to_dict() if self.first else None,
+            "problems": [p.to_dict() for p in self.problems],
+        }
+
+
+def verify_ledger(
+    db: sa.Engine,
+    keys: Sequence[PublicKey],
+    *,
+    witnessed: Sequence[Checkpoint] = (),
+    progress: Progress | None = None,
+) -> Report:
+    """Verify everything Warden stored, against the trusted public `keys`."""
+    began = time.perf_counter()
+    report = Report(witnessed=len(witnessed))
+    with snapshot(db) as conn:
+        head = conn.execute(
+            sa.select(ledger_head.c.seq, ledger_head.c.chain_hash).where(ledger_head.c.id == 1)
+        ).first()
+        head_seq, head_chain = (int(head.seq), head.chain_hash) if head else (0, GENESIS)
+        last_row = conn.exec_driver_sql("SELECT max(seq) FROM events").scalar()
+        stored = all_checkpoints(conn)
+        tiles = {
+            int(t): h
+            for t, h in conn.execute(sa.select(ledger_tiles.c.tile, ledger_tiles.c.hash)).all()
+        }
+        sizes = {c.size for c in stored} | {c.size for c in witnessed}
+        chain = ChainPass(sizes, int(last_row or 0), progress)
+        chain.run(event_rows(conn, db.dialect.name))
+    report.head = head_seq
+    report.events = chain.verified
+    report.checkpoints = len(stored)
+    report.latest_checkpoint = stored[-1].size if stored else None
+    problems: list[Break] = []
+    if chain.broken is not None:
+        problems.append(chain.broken)
+    else:
+        problems += _head_problems(head_seq, head_chain, chain.verified, chain.last_chain)
+        if not problems:
+            report.root = chain.frontier.root().hex()
+    problems += _checkpoint_problems(stored, "checkpoint", keys, chain, tiles)
+    problems += _checkpoint_problems(witnessed, "witnessed checkpoint", keys, chain, tiles)
+    if not problems:
+        problems += _tile_problems(tiles, chain)
+    report.problems = sorted(problems, key=_order)
+    report.seconds = time.perf_counter() - began
+    return report
+
+
+def _order(problem: Break) -> tuple[int, int]:
+    """Exact breaks by where they start; ranges a checkpoint vouched for by where they end."""
+    if problem.checkpoint is None:
+        return problem.seq or 0, 0
+    return problem.last_seq or problem.checkpoint, 1
+
+
+@contextmanager
+def snapshot(db: sa.Engine) -> Iterator[sa.Connection]:
+    """One consistent read of head, events, checkpoints and tiles while writers go on."""
+    with db.connect() as conn:
+        if db.dialect.name == "postgresql":
+            conn = conn.execution_options(isolation_level="REPEATABLE READ")
+        with conn.begin():
+            yield conn
+
+
+def event_rows(
+    conn: sa.Connection, dialect: str, upto: int | None = None
+) -> Iterator[tuple[Any, ...]]:
+    """Events in seq order straight from the driver: row objects cost more than hashing."""
+    driver = conn.connection.driver_connection
+    assert driver is not None
+    where = "" if upto is None else f" WHERE seq <= {int(upto)}"
+    sql = f"SELECT {_COLUMNS} FROM events{where} ORDER BY seq"
+    cursor = driver.cursor(name="warden_verify") if dialect == "postgresql" else driver.cursor()
+    try:
+        cursor.execute(sql)
+        while batch := cursor.fetchmany(_FETCH):
+            yield from batch
+    finally:
+        cursor.close()
+
+
+class ChainPass:
+    """The single pass: hash chain, columns against bodies, Merkle roots, tiles."""
+
+    def __init__(self, sizes: set[int], last_row: int, progress: Progress | None) -> None:
+        self.sizes = sizes
+        self.roots: dict[int, bytes] = {}
+        self.tiles: list[bytes] = []
+        self.frontier = Frontier(self._on_subtree)
+        self.verified = 0
+        self.last_chain = GENESIS
+        self.broken: Break | None = None
+        self.total = last_row
+        self.progress = progress
+
+    def _on_subtree(self, height: int, _index: int, node: bytes) -> None:
+        if height == TILE_HEIGHT:
+            self.tiles.append(node)
+
+    def run(self, rows: Iterator[tuple[Any, ...]]) -> None:
+        sha256 = hashlib.sha256
+        append = self.frontier.append
+        sizes, roots = self.sizes, self.roots
+        progress, total = self.progress, self.total
+        quoted = _Quoted()
+        expected = 1
+        prev_hex = GENESIS
+        prev = bytes.fromhex(GENESIS)
+        for row in rows:
+            seq, _type, _point, _decision, _actor, _ts, body, prev_hash, leaf_hex, chain_hex = row
+            leaf = sha256(b"\x00" + body.encode()).digest()
+            chain = sha256(prev + leaf).digest()
+            if (
+                seq != expected
+                or prev_hash != prev_hex
+                or leaf.hex() != leaf_hex
+                or chain.hex() != chain_hex
+                or not _columns_match(row, body, quoted)
+            ):
+                self.broken = diagnose(expected, row, prev_hex, rows)
+                if self.broken is not None:
+                    self.verified = expected - 1
+                    self.last_chain = prev_hex
+                    return
+            append(leaf)
+            if expected in sizes:
+                roots[expected] = self.frontier.root()
+            prev, prev_hex = chain, chain_hex
+            expected += 1
+            if progress is not None and expected % 10_000 == 0:
+                progress(expected - 1, total)
+        self.verified = expected - 1
+        self.last_chain = prev_hex
+        if progress is not None:
+            progress(self.verified, total)
+
+
+class _Quoted(dict[Any, str]):
+    """JSON text of the few values that repeat in every row (actors, points, types)."""
+
+    def __missing__(self, value: Any) -> str:
+        text = orjson.dumps(value).decode()
+        if len(self) < 10_000:
+            self[value] = text
+        return text
+
+
+def _columns_match(row: tuple[Any, ...], body: str, quoted: _Quoted) -> bool:
+    """Fast check that the row's columns say what its canonical body says.
+
+    The body is canonical JSON with sorted keys, so everything but the payload sits at fixed
+    places: build those two pieces from the columns and compare text. A mismatch goes to the
+    slow, exact comparison in `diagnose`.
+    """
+    seq, type_, point, decision_id, actor, ts = row[:6]
+    did = "null" if decision_id is None else orjson.dumps(decision_id).decode()
+    return body.startswith(
+        f'{{"actor":{quoted[actor]},"decision_id":{did},"payload":'
+    ) and body.endswith(
+        f',"point":{quoted[point]},"seq":{seq},"ts":"{_iso(ts)}","type":{quoted[type_]}}}'
+    )
+
+
+def _iso(ts: Any) -> str:
+    """A stored timestamp as the body writes it (`datetime.isoformat()` of the UTC time)."""
+    if isinstance(ts, str):  # SQLite keeps naive UTC text, with microseconds
+        if len(ts) == 26:
+            return ts.replace(" ", "T", 1) + "+00:00"
+        return datetime.fromisoformat(ts).replace(tzinfo=UTC).isoformat()
+    assert isinstance(ts, datetime)
+    return ts.astimezone(UTC).isoformat()
+
+
+def instant(value: Any) -> datetime | None:
+    try:
+        moment = value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
+    except ValueError:
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _body_seq(body: str) -> int | None:
+    """The `seq` inside a canonical body, without parsing it all (it is the last number key)."""
+    at = body.rfind(',"seq":')
+    if at < 0:
+        return None
+    digits = body[at + 7 : body.find(",", at + 7)]
+    return int(digits) if digits.isdigit() else None
+
+
+def _hash(body: str) -> bytes:
+    return hashlib.sha256(b"\x00" + body.encode()).digest()
+
+
+def diagnose(
+    position: int, row: tuple[Any, ...], prev_hex: str, later: Iterable[tuple[Any, ...]]
+) -> Break | None:
+    """Name what is wrong with the event expected at `position`, or None if nothing is.
+
+    `later` are the rows after it; they are read only to tell a move from a deletion.
+    """
+    seq, body, prev_hash, leaf_hex, chain_hex = row[0], row[6], row[7], row[8], row[9]
+    if seq != position:
+        where = _find(position, [row], later)
+        if where is not None:
+            return Break(
+                BreakKind.REORDERED,
+                position,
+                f"event {position} is stored at position {where}: events were reordered",
+            )
+        last = seq - 1
+        span = f"event {position} is" if last == position else f"events {position}-{last} are"
+        return Break(BreakKind.DELETED, position, f"{span} missing", last_seq=last)
+    leaf_ok = _hash(body).hex() == leaf_hex
+    body_seq = _body_seq(body)
+    if leaf_ok and body_seq is not None and body_seq != position:
+        if body_seq < position:
+            return Break(
+                BreakKind.INSERTED,
+                body_seq,
+                f"position {position} holds event {body_seq}: "
+                f"{position - body_seq} event(s) were inserted from position {body_seq}",
+                last_seq=position - 1,
+            )
+        where = _find(position, [], later)
+        if where is not None:
+            return Break(
+                BreakKind.REORDERED,
+                position,
+                f"position {position} holds event {body_seq} and event {position} is at "
+                f"position {where}: events were reordered",
+            )
+        return Break(
+            BreakKind.DELETED,
+            position,
+            f"position {position} holds event {body_seq}: events {position}-{body_seq - 1} "
+            "were deleted and the rest renumbered",
+            last_seq=body_seq - 1,
+        )
+    if not leaf_ok:
+        return Break(
+            BreakKind.MODIFIED, position, f"event {position}: body does not match its leaf hash"
+        )
+    own_chain = hashlib.sha256(bytes.fromhex(prev_hash) + bytes.fromhex(leaf_hex)).hexdigest()
+    if own_chain != chain_hex:
+        return Break(
+            BreakKind.MODIFIED,
+            position,
+            f"event {position}: chain hash does not follow from its previous and leaf hashes",
+        )
+    if prev_hash != prev_hex:
+        culprit = max(position - 1, 1)
+        message = (
+            f"event {culprit} was rewritten and re-hashed: event {position} still links to "
+            "the original"
+            if position > 1
+            else "event 1 does not start from the genesis hash"
+        )
+        return Break(BreakKind.MODIFIED, culprit, message)
+    return _column_break(position, row)
+
+
+def _column_break(position: int, row: tuple[Any, ...]) -> Break | None:
+    _, type_, point, decision_id, actor, ts, body, *_ = row
+    try:
+        parsed = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return Break(BreakKind.MODIFIED, position, f"event {position}: body is not JSON")
+    columns = {"type": type_, "point": point, "decision_id": decision_id, "actor": actor}
+    for name, value in columns.items():
+        if parsed.get(name) != value:
+            return Break(
+                BreakKind.MODIFIED,
+                position,
+                f"event {position}: column {name} is {value!r} but the signed body says "
+                f"{parsed.get(name)!r}",
+            )
+    if instant(parsed.get("ts")) != instant(ts):
+        return Break(
+            BreakKind.MODIFIED,
+            position,
+            f"event {position}: column ts is {ts} but the signed body says {parsed.get('ts')}",
+        )
+    return None
+
+
+def _find(
+    position: int, first: list[tuple[Any, ...]], later: Iterable[tuple[Any, ...]]
+) -> int | None:
+    """The stored position of the event whose body says it is event `position`."""
+    for row in [*first, *later]:
+        body = row[6]
+        if _body_seq(body) == position and _hash(body).hex() == row[8]:
+            return int(row[0])
+    return None
+
+
+def _head_problems(head_seq: int, head_chain: str, verified: int, last_chain: str) -> list[Break]:
+    if head_seq > verified:
+        span = (
+            f"event {head_seq}" if head_seq == verified + 1 else f"events {verified + 1}-{head_seq}"
+        )
+        return [
+            Break(
+                BreakKind.TRUNCATED,
+                verified + 1,
+                f"the ledger head is at event {head_seq} but the log ends at {verified}: "
+                f"{span} were cut off",
+                last_seq=head_seq,
+            )
+        ]
+    if head_seq < verified:
+        return [
+            Break(
+                BreakKind.INSERTED,
+                head_seq + 1,
+                f"events {head_seq + 1}-{verified} lie beyond the ledger head ({head_seq}): "
+                "they were written outside Warden",
+                last_seq=verified,
+            )
+        ]
+    if head_chain != last_chain:
+        return [
+            Break(
+                BreakKind.MODIFIED,
+                verified,
+                f"event {verified} was rewritten and re-hashed: the ledger head still holds "
+                "the original chain hash",
+            )
+        ]
+    return []
+
+
+def _checkpoint_problems(
+    found: Sequence[Checkpoint],
+    what: str,
+    keys: Sequence[PublicKey],
+    chain: ChainPass,
+    tiles: dict[int, str],
+) -> list[Break]:
+    by_id = {k.key_id: k for k in keys}
+    problems: list[Break] = []
+    vouched = 0  # the largest size a checkpoint still vouches for
+    for cp in sorted(found, key=lambda c: c.size):
+        key = by_id.get(cp.key_id)
+        if key is None or not cp.signed_by(key):
+            reason = (
+                f"is signed by key {cp.key_id}, which is not trusted here; pass its public key "
+                "with --public-key"
+                if key is None
+                else "has an invalid signature: its size, root or time was altered"
+            )
+            problems.append(
+                Break(
+                    BreakKind.CHECKPOINT_MISMATCH,
+                    None,
+                    f"{what} {cp.size} {reason}",
+                    checkpoint=cp.size,
+                )
+            )
+            continue
+        if chain.broken is not None and cp.size >= (chain.broken.seq or 1):
+            continue  # the chain break above already explains it
+        if cp.size > chain.verified:
+            problems.append(
+                Break(
+                    BreakKind.TRUNCATED,
+                    max(chain.verified + 1, vouched + 1),
+                    f"{what} {cp.size} signed {cp.size} events but the log holds only "
+                    f"{chain.verified}: it was truncated",
+                    last_seq=cp.size,
+                    checkpoint=cp.size,
+                )
+            )
+            continue
+        if chain.roots.get(cp.size) != cp.root_bytes:
+            first, last = _rewritten_range(vouched + 1, cp.size, tiles, chain.tiles)
+            problems.append(
+                Break(
+                    BreakKind.CHECKPOINT_MISMATCH,
+                    first,
+                    f"{what} {cp.size} signed root {cp.root[:16]}... but events up to "
+                    f"{cp.size} now give {chain.roots[cp.size].hex()[:16]}...: events "
+                    f"{first}-{last} were rewritten after it was signed",
+                    last_seq=last,
+                    checkpoint=cp.size,
+                )
+            )
+            continue
+        vouched = max(vouched, cp.size)
+    return problems
+
+
+def _rewritten_range(
+    first: int, last: int, stored: dict[int, str], computed: list[bytes]
+) -> tuple[int, int]:
+    """Narrow a rewritten range with the stored tiles, when they predate the rewrite."""
+    for tile in range((first - 1) // TILE, last // TILE):
+        digest = stored.get(tile)
+        if tile < len(computed) and digest is not None and digest != computed[tile].hex():
+            return max(first, tile * TILE + 1), min(last, (tile + 1) * TILE)
+    return first, last
+
+
+def _tile_problems(stored: dict[int, str], chain: ChainPass) -> list[Break]:
+    """Tiles are derived data; one that disagrees with intact events was itself altered."""
+    for tile in sorted(stored):
+        if tile >= len(chain.tiles):
+            return [
+                Break(
+                    BreakKind.TRUNCATED,
+                    chain.verified + 1,
+                    f"Merkle tile {tile} was made over events up to {(tile + 1) * TILE}, but "
+                    f"the log ends at {chain.verified}: it was truncated",
+                    last_seq=(tile + 1) * TILE,
+                )
+            ]
+        if stored[tile] != chain.tiles[tile].hex():
+            return [
+                Break(
+                    BreakKind.TILE_MISMATCH,
+                    tile * TILE + 1,
+                    f"stored Merkle tile {tile} (events {tile * TILE + 1}-{(tile + 1) * TILE}) "
+                    "does not match its events, which verify; delete the tile rows from "
+                    f"{tile} on and the next checkpoint rebuilds them",
+                    last_seq=(tile + 1) * TILE,
+                )
+            ]
+    return []

@@ -1,0 +1,1 @@
+"""Human review: tasks, claims, approvals with four-eyes, SLA expiry and callbacks."""

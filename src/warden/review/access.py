@@ -1,0 +1,67 @@
+"""Who may see and act on a review task. Each refusal says why and what would allow it."""
+
+from __future__ import annotations
+
+from warden.auth.tokens import Principal, Role
+from warden.errors import Forbidden
+from warden.review.tasks import ReviewTask
+
+VIEWERS = (Role.REVIEWER, Role.OWNER, Role.AUDITOR)
+
+
+def may_view(who: Principal, point: str) -> bool:
+    return any(who.can(role, point) for role in VIEWERS)
+
+
+def check_any_view(who: Principal) -> None:
+    """The queue is for reviewers, owners and auditors (of some point), not for callers."""
+    if not who.roles & {*VIEWERS, Role.ADMIN}:
+        raise Forbidden(
+            "reading reviews needs the reviewer, owner, auditor or admin role",
+            field="Authorization",
+        )
+
+
+def check_view(who: Principal, point: str) -> None:
+    if not may_view(who, point):
+        raise Forbidden(
+            f"this principal may not see reviews of point '{point}'; it needs the reviewer, "
+            "owner or auditor role for that point",
+            field="Authorization",
+        )
+
+
+def in_groups(who: Principal, task: ReviewTask) -> bool:
+    """Admins act as break-glass reviewers; everyone else needs one of the task's groups."""
+    return not task.groups or Role.ADMIN in who.roles or bool(who.groups & set(task.groups))
+
+
+def check_role(who: Principal, point: str) -> None:
+    if not who.can(Role.REVIEWER, point):
+        check_view(who, point)
+        raise Forbidden(
+            f"reviewing point '{point}' needs the reviewer role for it; this principal "
+            f"has {', '.join(sorted(who.roles)) or 'no roles'}",
+            field="Authorization",
+        )
+
+
+def check_reviewer(who: Principal, task: ReviewTask) -> None:
+    """Raise 403 unless `who` may claim or decide this task now."""
+    check_role(who, task.point)
+    if not in_groups(who, task):
+        raise Forbidden(
+            f"reviewing this task needs one of the groups {task.groups}; "
+            f"{who.actor} is in {sorted(who.groups) or 'no group'} (add one with "
+            "`warden token create --group` or `warden user create --group`)",
+            field="Authorization",
+        )
+    if task.submitted_by is not None and task.submitted_by == who.actor:
+        raise Forbidden(
+            "you submitted this decision; another reviewer must decide it", field="Authorization"
+        )
+    if who.actor in task.excluded:
+        raise Forbidden(
+            "you have already voted on this decision; it needs a different reviewer now",
+            field="Authorization",
+        )
