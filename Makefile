@@ -32,6 +32,7 @@ test: lint typecheck
 bench: install
 	$(BIN)/python benchmarks/bench_inprocess.py
 	$(BIN)/python benchmarks/bench_http.py
+	$(BIN)/python benchmarks/bench_drift.py
 
 clean:
 	rm -rf $(VENV) .warden .pytest_cache .mypy_cache .ruff_cache

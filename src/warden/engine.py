@@ -40,6 +40,7 @@ from warden.monitor.observer import Observer, observe
 from warden.policy.point import CompiledPoint
 from warden.policy.router import Failure, Routing, route
 from warden.policy.schema import ModelKind
+from warden.policy.versions import PolicyVersion, PolicyVersions
 from warden.review.tasks import check_callback_url, new_task_row
 from warden.rollout.deployment import Deployments, Selection
 from warden.rollout.registry import Registry
@@ -47,7 +48,7 @@ from warden.rollout.rollouts import Rollouts
 from warden.rollout.shadow import ShadowCall, ShadowRunner
 from warden.store import queries
 from warden.store.recorder import GLOBAL_SCOPE, Change, DuplicateKey, GuardState, Recorder
-from warden.store.schema import decisions, kill_switches, policies, review_tasks
+from warden.store.schema import decisions, kill_switches, review_tasks
 
 KILL_REASON = "kill switch engaged"
 REVOKED = {
@@ -79,22 +80,22 @@ class Engine:
         actor: str = "system",
         model_cache: Path | None = None,
     ) -> None:
-        self.points = dict(points)
         self.db = db
         self._killed: frozenset[str] = frozenset()
         self._kill_lock = threading.Lock()
-        self.models: dict[str, GuardedModel | None] = {}
-        for name, point in self.points.items():
-            try:
-                model = load_model(point.spec.model, point.base_dir)
-            except ModelLoadError as exc:
-                raise PolicyError(f"model: {exc}", file=str(point.source)) from exc
-            self.models[name] = None if model is None else _guard(point, model)
+        self._policy_lock = threading.Lock()
+        self._live_policies: frozenset[tuple[str, str]] | None = None
+        self._policies_stale = False
         # Monitoring hooks, wired by warden.monitor.observer.attach: observers see each recorded
         # decision; `tightened` maps a point to the alert that sends all its decisions to review.
         self.observers: list[Observer] = []
         self.tightened: dict[str, str] = {}
         self.recorder = Recorder(db, on_guard_state=self._on_guard_state)
+        self.policies = PolicyVersions(db, self.recorder)
+        self.points = self.policies.register(dict(points), actor)
+        self.models: dict[str, GuardedModel | None] = {
+            name: _load_guarded(point) for name, point in self.points.items()
+        }
         cache = model_cache or Path(tempfile.gettempdir()) / "warden-models"
         self.registry = Registry(db, self.recorder, cache)
         self.rollouts = Rollouts(db, self.recorder, self.registry)
@@ -103,7 +104,6 @@ class Engine:
         )
         self._shadow: ShadowRunner | None = None
         self._refresh_kill_state()
-        self._register_policies(actor)
 
     # -- decisions -----------------------------------------------------------------------
 
@@ -124,6 +124,8 @@ class Engine:
         becomes final later.
         """
         started = time.perf_counter_ns()
+        if self._policies_stale:
+            self._sync_policies()
         compiled = self._point(point)
         if callback_url is not None:
             check_callback_url(callback_url)
@@ -441,9 +443,15 @@ class Engine:
         return bool(killed) and (GLOBAL_SCOPE in killed or point in killed)
 
     def _on_guard_state(self, guard: GuardState) -> None:
-        """After each commit: the kill switches and rollouts as of the ledger head."""
+        """After each commit: kill switches, rollouts and live policies as of the ledger head."""
         self._killed = guard.killed
-        self.deployments.observe(guard)
+        deployments: Deployments | None = getattr(self, "deployments", None)  # None while starting
+        if deployments is not None:
+            deployments.observe(guard)
+        if guard.policies != self._live_policies:
+            if self._live_policies is not None:
+                self._policies_stale = True
+            self._live_policies = guard.policies
 
     def _refresh_kill_state(self) -> None:
         with self._kill_lock:
@@ -460,51 +468,41 @@ class Engine:
                 f"no decision point '{name}'; known points: {known}", field="point"
             ) from None
 
-    def _register_policies(self, actor: str) -> None:
-        """Store each loaded policy version once, with a `policy.loaded` event."""
-        with self.db.connect() as conn:
-            known = {
-                (r.point, r.version)
-                for r in conn.execute(sa.select(policies.c.point, policies.c.version))
-            }
-        for point in self.points.values():
-            if (point.name, point.version) in known:
-                continue
-            row = {
-                "point": point.name,
-                "version": point.version,
-                "owner": point.spec.owner,
-                "content": point.spec.model_dump(mode="json"),
-                "source": str(point.source),
-                "loaded_by": actor,
-                "first_loaded_at": datetime.now(UTC),
-            }
+    def approve_policy(self, point: str, version: str, *, actor: str) -> PolicyVersion:
+        """Put a pending policy version live (a second person); effective from the next decision."""
+        self._point(point)
+        approved = self.policies.approve(point, version, actor=actor)
+        self._sync_policies()
+        return approved
 
-            def apply(conn: sa.Connection, row: dict[str, Any] = row) -> None:
-                exists = conn.execute(
-                    sa.select(policies.c.version).where(
-                        policies.c.point == row["point"], policies.c.version == row["version"]
-                    )
-                ).first()
-                if exists is None:
-                    conn.execute(policies.insert().values(**row))
+    def _sync_policies(self) -> None:
+        """Decide under the live version of each point, as stored — whoever approved it where."""
+        with self._policy_lock:
+            self._policies_stale = False
+            effective = self.policies.effective(self.points)
+            for name, compiled in effective.items():
+                if compiled.version != self.points[name].version:
+                    self._install(name, compiled)
 
-            draft = EventDraft(
-                type="policy.loaded",
-                actor=actor,
-                point=point.name,
-                payload={
-                    "version": point.version,
-                    "owner": point.spec.owner,
-                    "source": str(point.source),
-                },
-            )
-            self.recorder.record(Change(events=[draft], apply=apply))
+    def _install(self, name: str, compiled: CompiledPoint) -> None:
+        previous = self.points[name]
+        if compiled.spec.model != previous.spec.model:
+            self.models[name] = _load_guarded(compiled)
+            self.deployments.replace_file_model(name, compiled, self.models[name])
+        self.points[name] = compiled
 
     def close(self) -> None:
         if self._shadow is not None:
             self._shadow.close()
         self.recorder.close()
+
+
+def _load_guarded(point: CompiledPoint) -> GuardedModel | None:
+    try:
+        model = load_model(point.spec.model, point.base_dir)
+    except ModelLoadError as exc:
+        raise PolicyError(f"model: {exc}", file=str(point.source)) from exc
+    return None if model is None else _guard(point, model)
 
 
 def _guard(point: CompiledPoint, model: Model) -> GuardedModel:

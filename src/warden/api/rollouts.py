@@ -178,3 +178,43 @@ async def promote(request: Request, point: str, who: Authenticated) -> Any:
 async def abort(request: Request, point: str, who: Authenticated) -> Any:
     """Stop now: the challenger decides nothing from the next decision on, on every replica."""
     return await _command(request, point, who, "abort")
+
+
+@router.get("/v1/points/{point}/policies", tags=["policy"])
+async def policy_versions(request: Request, point: str, who: Authenticated) -> Any:
+    """Every stored version of the point's policy: live, pending approval or superseded."""
+    engine = _engine(request)
+    engine._point(point)
+    require(who, READERS, point)
+    versions = await run_in_threadpool(engine.policies.list, point)
+    return FastJSONResponse(
+        [
+            {
+                "version": v.version,
+                "status": v.status,
+                "author": v.author,
+                "loaded_at": v.loaded_at.isoformat(),
+                "approved_by": v.approved_by,
+                "approved_at": v.approved_at.isoformat() if v.approved_at else None,
+                "source": v.source,
+            }
+            for v in versions
+        ]
+    )
+
+
+@router.post("/v1/points/{point}/policies/{version}/approve", tags=["policy"])
+async def approve_policy(request: Request, point: str, version: str, who: Authenticated) -> Any:
+    """A second person (owner) puts a pending version live; its author cannot."""
+    engine = _engine(request)
+    engine._point(point)
+    require(who, Role.OWNER, point)
+    approved = await run_in_threadpool(engine.approve_policy, point, version, actor=who.actor)
+    return FastJSONResponse(
+        {
+            "version": approved.version,
+            "status": approved.status,
+            "author": approved.author,
+            "approved_by": approved.approved_by,
+        }
+    )

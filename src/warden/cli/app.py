@@ -14,7 +14,13 @@ from warden.cli import context
 from warden.cli.audit import audit_app
 from warden.cli.model import model_app
 from warden.cli.monitor import monitor_app, report
-from warden.cli.policy import policy_diff, policy_replay
+from warden.cli.policy import (
+    policy_approve,
+    policy_diff,
+    policy_replay,
+    policy_submit,
+    policy_versions,
+)
 from warden.cli.review import review_app
 from warden.cli.rollout import rollout_app
 from warden.cli.users import user_app
@@ -30,6 +36,9 @@ token_app = typer.Typer(no_args_is_help=True, help="Create API tokens.")
 app.add_typer(policy_app, name="policy")
 policy_app.command("diff")(policy_diff)
 policy_app.command("replay")(policy_replay)
+policy_app.command("versions")(policy_versions)
+policy_app.command("submit")(policy_submit)
+policy_app.command("approve")(policy_approve)
 app.add_typer(token_app, name="token")
 app.add_typer(monitor_app, name="monitor")
 app.command("report")(report)

@@ -135,3 +135,83 @@ def _print_replay(result: ReplayResult) -> None:
             moves.add_row(a, b, f"{transition.count:,}", why, "\n".join(transition.examples))
     if moves.row_count:
         out.print(moves)
+
+
+def policy_versions(point: Annotated[str, typer.Argument(help="Decision point.")]) -> None:
+    """Every stored version of a point: live, pending approval or superseded, and by whom."""
+    from warden.policy.versions import PolicyVersions
+    from warden.store.recorder import Recorder
+
+    db = context.database(context.settings())
+    recorder = Recorder(db)
+    try:
+        versions = PolicyVersions(db, recorder).list(point)
+    finally:
+        recorder.close()
+        db.dispose()
+    if not versions:
+        err.print(f"no stored versions of '{point}'", highlight=False)
+        raise typer.Exit(1)
+    table = Table("version", "status", "author", "loaded", "approved by", "source")
+    for v in versions:
+        table.add_row(
+            v.version[:12],
+            v.status,
+            v.author,
+            v.loaded_at.isoformat(timespec="seconds"),
+            v.approved_by or "",
+            v.source,
+        )
+    out.print(table)
+
+
+def policy_submit(
+    path: Annotated[Path, typer.Argument(help="The changed decision point file.")],
+) -> None:
+    """Record a changed file as a new version under your name (pending where approval is due)."""
+    from warden.policy.versions import PolicyVersions
+    from warden.store.recorder import Recorder
+
+    try:
+        point = load_point(path)
+    except PolicyError as error:
+        err.print(f"[red]{error.location}[/red]: {error.message}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
+    db = context.database(context.settings())
+    recorder = Recorder(db)
+    try:
+        version = PolicyVersions(db, recorder).submit(point, context.actor())
+    finally:
+        recorder.close()
+        db.dispose()
+    out.print(
+        f"{point.name} version {version.version[:12]}: [bold]{version.status}[/bold] "
+        f"(author {version.author})",
+        highlight=False,
+    )
+
+
+def policy_approve(
+    point: Annotated[str, typer.Argument(help="Decision point.")],
+    version: Annotated[str, typer.Argument(help="Pending version (a prefix is enough).")],
+) -> None:
+    """Approve a pending policy version (not your own); it decides from the next decision on."""
+    from warden.errors import WardenError
+    from warden.policy.versions import PolicyVersions
+    from warden.store.recorder import Recorder
+
+    db = context.database(context.settings())
+    recorder = Recorder(db)
+    try:
+        approved = PolicyVersions(db, recorder).approve(point, version, actor=context.actor())
+    except WardenError as error:
+        err.print(f"[red]{error.type}[/red]: {error.message}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
+    finally:
+        recorder.close()
+        db.dispose()
+    out.print(
+        f"{point} version {approved.version[:12]} is [bold]live[/bold] (author "
+        f"{approved.author}, approved by {approved.approved_by})",
+        highlight=False,
+    )

@@ -52,9 +52,19 @@ class Checkpointer:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="warden-checkpointer", daemon=True)
 
-    def start(self) -> Checkpointer:
+    @classmethod
+    def from_env(cls, db: sa.Engine, home: Path) -> Checkpointer:
+        """Configured by WARDEN_CHECKPOINT_EVERY, WARDEN_CHECKPOINT_SECONDS, WARDEN_WITNESS."""
+        return cls(
+            db,
+            home,
+            every=int(os.environ.get(EVERY_ENV, "1000")),
+            seconds=float(os.environ.get(SECONDS_ENV, "60")),
+            witness_target=witness.from_env(),
+        )
+
+    def start(self) -> None:
         self._thread.start()
-        return self
 
     def stop(self) -> None:
         self._stop.set()
@@ -101,10 +111,13 @@ def start_checkpointer(
     witness_target: str | None = None,
 ) -> Checkpointer:
     """Start the background checkpointer; arguments left out come from the environment."""
-    return Checkpointer(
+    configured = Checkpointer.from_env(db, home)
+    checkpointer = Checkpointer(
         db,
         home,
-        every=every if every is not None else int(os.environ.get(EVERY_ENV, "1000")),
-        seconds=seconds if seconds is not None else float(os.environ.get(SECONDS_ENV, "60")),
-        witness_target=witness_target or witness.from_env(),
-    ).start()
+        every=configured.every if every is None else every,
+        seconds=configured.seconds if seconds is None else seconds,
+        witness_target=witness_target or configured.witness_target,
+    )
+    checkpointer.start()
+    return checkpointer

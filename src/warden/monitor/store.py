@@ -363,6 +363,14 @@ def acquire_lease(db: sa.Engine, holder: str, now: datetime, ttl: float, cursor:
     and several replicas never double-count a window or fire an alert twice.
     """
     expires = now + timedelta(seconds=ttl)
+    with db.connect() as conn:  # a plain read first: no write lock while all is well
+        held = conn.execute(sa.select(monitor_leases).where(monitor_leases.c.name == LEASE)).first()
+    if held is not None:
+        until = aware(held.expires_at) or now
+        if held.holder != holder and until > now:
+            return None
+        if held.holder == holder and (until - now).total_seconds() > ttl / 2:
+            return cursor
     try:
         with write_connection(db) as conn, conn.begin():
             row = conn.execute(

@@ -100,6 +100,13 @@ def check_points(paths: Iterable[Path]) -> tuple[list[CompiledPoint], list[Polic
     return good, errors
 
 
+def compile_spec(spec: DecisionPointSpec, source: Path) -> CompiledPoint:
+    """Compile a spec that is not read from a file (e.g. a stored version), as if at `source`."""
+    root = yaml.compose("{}", Loader=yaml.SafeLoader)
+    assert root is not None
+    return _compile(spec, source, _LineIndex(root))
+
+
 def _compile(spec: DecisionPointSpec, path: Path, lines: _LineIndex) -> CompiledPoint:
     file = str(path)
     try:

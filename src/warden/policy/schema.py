@@ -142,6 +142,15 @@ class FailureSpec(_Strict):
     breaker: BreakerSpec = Field(default_factory=BreakerSpec)
 
 
+class ChangeControl(_Strict):
+    """How a change to this file goes live."""
+
+    require_approval: bool = Field(
+        default=False,
+        description="A new version waits for a second person's approval before it decides.",
+    )
+
+
 class DecisionPointSpec(_Strict):
     """One decision point file."""
 
@@ -156,6 +165,7 @@ class DecisionPointSpec(_Strict):
     review: ReviewSpec = Field(default_factory=ReviewSpec)
     failure: FailureSpec = Field(default_factory=FailureSpec)
     monitoring: MonitoringSpec | None = None
+    change_control: ChangeControl = Field(default_factory=ChangeControl)
 
     @field_validator("outcomes")
     @classmethod

@@ -141,6 +141,16 @@ class Deployments:
             )
         return Selection(state.champion, state.champion_version)
 
+    def replace_file_model(
+        self, name: str, point: CompiledPoint, model: GuardedModel | None
+    ) -> None:
+        """A new live policy brought another model block: decide with its model from now on."""
+        with self._lock:
+            if model is not None and point.spec.model.version:
+                self._loaded[(name, point.spec.model.version)] = model
+            self._state[name] = _PointState(point.spec.model.version, model)
+            self._stale = True
+
     def challenger_breaker_open(self, point: str, version: str) -> bool:
         model = self._loaded.get((point, version))
         return model is not None and model.breaker.state.value == "open"

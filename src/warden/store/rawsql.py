@@ -41,6 +41,7 @@ class RawStatements:
     killed: str
     rollouts: str
     aliases: str
+    policies: str
     insert_decision: str
     insert_event: str
     update_head: str
@@ -74,6 +75,7 @@ class RawStatements:
             rollouts="SELECT id, point, mode, state, step FROM rollouts "
             "WHERE state IN ('running', 'paused')",
             aliases="SELECT point, alias, version FROM model_aliases",
+            policies="SELECT point, version FROM policies WHERE status = 'live'",
             insert_decision=_insert(decisions, mark),
             insert_event=_insert(events, mark),
             update_head=f"UPDATE ledger_head SET seq = {mark}, chain_hash = {mark} WHERE id = 1",

@@ -38,14 +38,15 @@ class GuardState:
         frozenset()
     )  # id, point, mode, state, step
     aliases: frozenset[tuple[str, str, str]] = frozenset()  # (point, alias, version)
+    policies: frozenset[tuple[str, str]] = frozenset()  # (point, live policy version)
 
     def with_kill(self, scope: str, engaged: bool) -> GuardState:
         killed = self.killed | {scope} if engaged else self.killed - {scope}
-        return GuardState(killed, self.rollouts, self.aliases)
+        return GuardState(killed, self.rollouts, self.aliases, self.policies)
 
     def without_rollout(self, rollout_id: str) -> GuardState:
         rollouts = frozenset(r for r in self.rollouts if r[0] != rollout_id)
-        return GuardState(self.killed, rollouts, self.aliases)
+        return GuardState(self.killed, rollouts, self.aliases, self.policies)
 
     def canary_active(self, rollout_id: str) -> bool:
         return any(r[0] == rollout_id and r[2] == "canary" for r in self.rollouts)
@@ -192,6 +193,7 @@ class Recorder:
                 [tuple(r) for r in conn.execute(sa.text(self._sql.killed))],
                 [tuple(r) for r in conn.execute(sa.text(self._sql.rollouts))],
                 [tuple(r) for r in conn.execute(sa.text(self._sql.aliases))],
+                [tuple(r) for r in conn.execute(sa.text(self._sql.policies))],
             )
             plan = _plan(batch, head.seq, head.chain_hash, guard, conn)
             if plan.decisions:
@@ -220,7 +222,10 @@ class Recorder:
             if head is None:
                 raise RuntimeError(_NO_HEAD)
             guard = _guard_state(
-                *(_fetch(cursor, query) for query in (sql.killed, sql.rollouts, sql.aliases))
+                *(
+                    _fetch(cursor, query)
+                    for query in (sql.killed, sql.rollouts, sql.aliases, sql.policies)
+                )
             )
             plan = _plan(batch, head[0], head[1], guard, None)
             if plan.decisions:
@@ -274,12 +279,16 @@ def _fetch(cursor: Any, query: str) -> list[tuple[Any, ...]]:
 
 
 def _guard_state(
-    killed: list[tuple[Any, ...]], rollouts: list[tuple[Any, ...]], aliases: list[tuple[Any, ...]]
+    killed: list[tuple[Any, ...]],
+    rollouts: list[tuple[Any, ...]],
+    aliases: list[tuple[Any, ...]],
+    policies: list[tuple[Any, ...]],
 ) -> GuardState:
     return GuardState(
         killed=frozenset(row[0] for row in killed),
         rollouts=frozenset((r[0], r[1], r[2], r[3], int(r[4])) for r in rollouts),
         aliases=frozenset((row[0], row[1], row[2]) for row in aliases),
+        policies=frozenset((row[0], row[1]) for row in policies),
     )
 
 

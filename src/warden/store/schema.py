@@ -104,6 +104,9 @@ policies = sa.Table(
     sa.Column("source", sa.Text, nullable=False),
     sa.Column("loaded_by", sa.String(255), nullable=False),
     sa.Column("first_loaded_at", Timestamp, nullable=False),
+    sa.Column("status", sa.String(16), nullable=False, server_default="live"),
+    sa.Column("approved_by", sa.String(255)),
+    sa.Column("approved_at", Timestamp),
 )
 
 # -- human review (migration 0003) ---------------------------------------------------------
