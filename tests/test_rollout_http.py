@@ -103,8 +103,8 @@ def test_good_challenger_is_promoted_through_every_step(
     clock = Clock()
     shares = []
     for step in range(3):
-        versions = _traffic(client, auth, 400, start=step * 400)
-        shares.append(round(versions["v2"] / 400, 2))
+        versions = _traffic(client, auth, 600, start=step * 600)  # ~60 for v2 at 10 %
+        shares.append(round(versions["v2"] / 600, 2))
         clock.offset += timedelta(seconds=61)
         _controller(engine, clock).tick()
     assert 0.04 < shares[0] < 0.2 and 0.4 < shares[1] < 0.6 and shares[2] == 1.0
@@ -220,3 +220,26 @@ def test_rollout_commands_need_the_owner_role(
     )
     assert response.status_code == 403
     assert response.json()["error"]["type"] == "forbidden"
+
+
+def test_shadow_never_decides_and_is_compared(
+    setup: tuple[Engine, TestClient, dict[str, str]], tmp_path: Path
+) -> None:
+    engine, client, auth = setup
+    _register(engine, tmp_path, "flipped", flip=True)
+    client.post(
+        "/v1/points/credit/rollout",
+        headers=auth,
+        json={"challenger": "flipped", "mode": "shadow", "plan": {**PLAN, "steps": [100]}},
+    )
+    before = Counter(_traffic(client, auth, 60))
+    assert before == {"v1": 60}  # the champion decides everything
+    assert engine._shadow is not None
+    engine._shadow.drain()
+    status = client.get("/v1/points/credit/rollout", headers=auth).json()
+    comparison = status["comparison"]
+    assert comparison["compared"] == 60
+    assert comparison["agreement"] < 0.2  # the flipped model disagrees almost everywhere
+    assert comparison["shadow_latency_ms"]["p50"] > 0
+    assert sum(c["count"] for c in comparison["route_changes"]) == 60
+    assert status["analysis"]["verdict"] == "fail"

@@ -12,6 +12,7 @@ from warden.api.auth import Authenticated, require
 from warden.api.responses import FastJSONResponse
 from warden.api.routes import READERS, _engine, _json_body, _parse
 from warden.auth.tokens import Role
+from warden.rollout.comparison import compare
 from warden.rollout.controller import RolloutController
 from warden.rollout.plan import RolloutPlan
 from warden.rollout.rollouts import Mode, Rollout
@@ -49,6 +50,7 @@ def _rollout_body(request: Request, rollout: Rollout) -> dict[str, Any]:
             engine.db, engine.rollouts, breaker_open=engine.deployments.challenger_breaker_open
         )
         judgement = controller.judge(rollout)
+        body["comparison"] = compare(engine.db, engine.points[rollout.point], rollout).to_dict()
         body["analysis"] = {
             "verdict": judgement.verdict.value,
             "next": judgement.action,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 import yaml
@@ -15,6 +15,7 @@ from rich.table import Table
 
 from warden.cli import context
 from warden.errors import PolicyError, WardenError
+from warden.rollout.comparison import compare
 from warden.rollout.controller import RolloutController
 from warden.rollout.plan import RolloutPlan
 from warden.rollout.registry import Registry
@@ -132,6 +133,8 @@ def status(point: Annotated[str, typer.Argument(help="Decision point.")]) -> Non
         if not rollout.active:
             return
         judgement = RolloutController(rollouts.db, rollouts).judge(rollout)
+        compiled = _load_point(point)
+        comparison = compare(rollouts.db, compiled, rollout).to_dict() if compiled else None
     table = Table("check", "limit", "value", "interval", "verdict")
     for result in judgement.results:
         check = result.check
@@ -151,6 +154,31 @@ def status(point: Annotated[str, typer.Argument(help="Decision point.")]) -> Non
         )
     out.print(table)
     out.print(f"next: {judgement.action}", highlight=False)
+    if comparison and comparison["compared"]:
+        changes = ", ".join(
+            f"{c['from']} -> {c['to']}: {c['count']}"
+            for c in comparison["route_changes"]
+            if c["from"] != c["to"]
+        )
+        shift = comparison["confidence_shift"]
+        out.print(
+            f"challenger vs champion on {comparison['compared']} shared inputs: agreement "
+            f"{comparison['agreement']:.1%}, challenger errors "
+            f"{comparison['challenger_error_rate']:.1%}, confidence shift "
+            f"{'n/a' if shift is None else f'{shift:+.3f}'}, shadow latency p50 "
+            f"{comparison['shadow_latency_ms']['p50']:.1f} ms"
+            + (f"; routes that would change: {changes}" if changes else ""),
+            highlight=False,
+        )
+
+
+def _load_point(point_name: str) -> Any:
+    from warden.policy.loader import load_points
+
+    try:
+        return load_points(context.settings().config).get(point_name)
+    except PolicyError:
+        return None
 
 
 @rollout_app.command("pause")
