@@ -56,8 +56,9 @@ def applications(n: int, seed: int = 7) -> list[dict[str, float | int]]:
     ]
 
 
-def train(folder: Path) -> Path:
-    rng = np.random.default_rng(1)
+def train(folder: Path, seed: int = 1) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
     x = np.column_stack(
         [
             rng.uniform(500, 40000, 4000),
