@@ -10,6 +10,7 @@ from typer.testing import CliRunner
 
 from tests.conftest import LOAN_POINT
 from warden.cli.app import app
+from warden.ledger.keys import key_path
 
 GOOD = '{"amount": 1000, "income": 5000, "credit_score": 800}'
 
@@ -116,3 +117,13 @@ def test_token_create(env: Path) -> None:
     assert result.stdout.strip().startswith("wdn_")
     bad = runner.invoke(app, ["token", "create", "--name", "svc", "--role", "boss", "--point", "*"])
     assert bad.exit_code == 1 and "roles are" in bad.stderr
+
+
+def test_init_creates_the_ledger_key(
+    env: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("WARDEN_HOME", str(tmp_path / "home"))
+    result = runner.invoke(app, ["init"])
+    assert result.exit_code == 0, result.output
+    key = key_path(tmp_path / "home")
+    assert oct(key.stat().st_mode & 0o777) == "0o600"

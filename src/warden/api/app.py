@@ -19,6 +19,7 @@ from warden.api.rollouts import router as rollouts_router
 from warden.api.routes import router
 from warden.console.app import mount_console
 from warden.engine import Engine
+from warden.ledger.checkpointer import Checkpointer
 from warden.monitor.observer import attach
 from warden.monitor.worker import Monitor
 from warden.policy.loader import load_points
@@ -89,5 +90,10 @@ def create_app_from_env() -> FastAPI:
         max_body_bytes=settings.max_body_bytes,
         close_engine=True,
         desk=desk,
-        workers=[*review_workers(desk), Monitor(engine), RolloutWorker(engine)],
+        workers=[
+            *review_workers(desk),
+            Monitor(engine),
+            RolloutWorker(engine),
+            Checkpointer.from_env(db, settings.home),
+        ],
     )

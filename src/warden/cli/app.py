@@ -80,11 +80,18 @@ ConfigOption = Annotated[
 
 @app.command()
 def init(config: ConfigOption = None) -> None:
-    """Create the data folder and database, and apply migrations."""
+    """Create the data folder, database and ledger signing key; apply migrations."""
+    from warden.ledger.keys import load_or_create
+
     s = context.settings(config)
     db = context.database(s)
     db.dispose()
+    s.home.mkdir(parents=True, exist_ok=True)
+    key = load_or_create(s.home)
     out.print(f"Warden database ready: [bold]{s.db_url}[/bold]", highlight=False)
+    out.print(
+        f"Ledger signing key: {key.path} (public key id {key.public.key_id})", highlight=False
+    )
     if not s.config.exists():
         out.print(
             f"No decision points yet: put YAML files in [bold]{s.config}/[/bold] "
