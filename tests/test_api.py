@@ -285,3 +285,32 @@ def test_health_and_docs(client: TestClient) -> None:
     assert "/v1/decisions" in spec["paths"]
     assert client.get("/docs").status_code == 200
     _assert_error(client.get("/v1/nothing"), 404, "not_found")
+
+
+def test_batch_endpoint(client: TestClient, caller: dict[str, str], engine: Engine) -> None:
+    response = client.post(
+        "/v1/decisions/batch",
+        headers=caller,
+        json={
+            "point": "loan_approval",
+            "inputs": [GOOD, {"amount": -1}, {**GOOD, "amount": 90000}],
+        },
+    )
+    assert response.status_code == 200, response.text
+    routes = [d["route"] for d in response.json()["data"]]
+    assert routes == ["auto", "refused", "review"]
+    assert _count(engine) == 3
+    too_many = client.post(
+        "/v1/decisions/batch",
+        headers=caller,
+        json={"point": "loan_approval", "inputs": [{}] * 1001},
+    )
+    _assert_error(too_many, 400, "invalid_request", "inputs")
+    other = _token(engine, ["caller"], ["refund_agent"])
+    _assert_error(
+        client.post(
+            "/v1/decisions/batch", headers=other, json={"point": "loan_approval", "inputs": [GOOD]}
+        ),
+        403,
+        "forbidden",
+    )

@@ -11,7 +11,7 @@ import math
 import tempfile
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -141,11 +141,7 @@ class Engine:
             data = _json_object(input, "input")
             compiled.validate_input(data)
         except fastjsonschema.JsonSchemaValueException as exc:
-            field = ".".join(str(p) for p in exc.path[1:]) or None
-            message = exc.message.replace("data.", "input.", 1).replace("data ", "input ", 1)
-            error = InvalidInput(
-                f"{message}; fix the input to match the schema of '{compiled.name}'", field=field
-            )
+            error = _schema_error(compiled, exc)
             return self._refuse_invalid(
                 compiled, decision_id, now, input, ctx, error, idempotency_key, request_hash, actor
             )
@@ -260,6 +256,27 @@ class Engine:
         callback_url: str | None = None,
         variant: str | None = None,
     ) -> Decision:
+        change = self._change(compiled, row, actor, callback_url, variant)
+        try:
+            recorded = self.recorder.record(change)
+        except DuplicateKey:
+            if row["idempotency_key"] is None:
+                raise
+            existing = self._existing(compiled.name, row["idempotency_key"], row["request_hash"])
+            if existing is None:
+                raise
+            return existing
+        return queries.to_decision(recorded)
+
+    def _change(
+        self,
+        compiled: CompiledPoint,
+        row: dict[str, Any],
+        actor: str,
+        callback_url: str | None,
+        variant: str | None,
+    ) -> Change:
+        """The decision row, its event and (for review) its task: one atomic change."""
         draft = EventDraft(
             type="decision.created",
             actor=actor,
@@ -267,6 +284,7 @@ class Engine:
             decision_id=row["id"],
             payload=_event_payload(row),
             ts=row["created_at"],
+            checked=True,  # input and context passed _check_finite, confidence check_prediction
         )
 
         def revoke(decision: dict[str, Any], event: EventDraft, code: str) -> None:
@@ -287,16 +305,126 @@ class Engine:
         change = Change(events=[draft], decision=row, revoke=revoke, variant=variant)
         if row["route"] == Route.REVIEW.value:  # the task is written in the decision's transaction
             change.rows.append((review_tasks, new_task_row(compiled, row, callback_url)))
-        try:
-            recorded = self.recorder.record(change)
-        except DuplicateKey:
-            if row["idempotency_key"] is None:
-                raise
-            existing = self._existing(compiled.name, row["idempotency_key"], row["request_hash"])
-            if existing is None:
-                raise
-            return existing
-        return queries.to_decision(recorded)
+        return change
+
+    def decide_many(
+        self,
+        point: str,
+        inputs: Sequence[Any],
+        *,
+        contexts: Sequence[Mapping[str, Any]] | None = None,
+        actor: str = "anonymous",
+    ) -> list[Decision]:
+        """Many decisions of one point at once: one model call for the batch where the adapter
+        allows (scikit-learn: one predict_proba), then one group commit for all of them.
+
+        Each decision is routed, recorded and audited exactly as by `decide`; an input that
+        fails its schema is refused and recorded, and comes back as that refused decision
+        (rather than raised, so one bad row does not hide the others).
+        """
+        if self._policies_stale:
+            self._sync_policies()
+        compiled = self._point(point)
+        if compiled.spec.model.kind is ModelKind.PROPOSAL:
+            raise InvalidRequest(
+                f"point '{compiled.name}' takes proposals; send them one by one with decide()",
+                field="point",
+            )
+        if contexts is not None and len(contexts) != len(inputs):
+            raise InvalidRequest(
+                f"{len(contexts)} contexts for {len(inputs)} inputs; give one per input or none",
+                field="contexts",
+            )
+        now = datetime.now(UTC)
+        rows: list[dict[str, Any] | None] = []
+        valid: list[tuple[int, str, dict[str, Any], dict[str, Any]]] = []
+        refused: dict[int, Decision] = {}
+        for index, raw in enumerate(inputs):
+            ctx = _json_object(dict(contexts[index]) if contexts else {}, "context")
+            decision_id = new_id()
+            try:
+                data = _json_object(raw, "input")
+                compiled.validate_input(data)
+            except (fastjsonschema.JsonSchemaValueException, InvalidInput) as exc:
+                error = exc if isinstance(exc, InvalidInput) else _schema_error(compiled, exc)
+                try:
+                    self._refuse_invalid(
+                        compiled, decision_id, now, raw, ctx, error, None, None, actor
+                    )
+                except InvalidInput as refusal:
+                    refused[index] = self.get(refusal.extra["decision_id"])
+                rows.append(None)
+                continue
+            valid.append((index, decision_id, data, ctx))
+            rows.append(None)
+        answers = self._predict_batch(compiled, [(d, c, i) for _, i, d, c in valid])
+        changes: list[Change] = []
+        for (index, decision_id, data, ctx), (prediction, failure, version) in zip(
+            valid, answers, strict=True
+        ):
+            routing = route(
+                compiled,
+                decision_id=decision_id,
+                input=data,
+                context=ctx,
+                outcome=prediction.outcome if prediction else None,
+                confidence=prediction.confidence if prediction else None,
+                failure=failure,
+            )
+            if self.tightened and compiled.name in self.tightened:
+                routing = tighten(routing, self.tightened[compiled.name])
+            row = _decision_row(
+                compiled,
+                decision_id,
+                now,
+                data,
+                ctx,
+                routing,
+                prediction,
+                version,
+                None,
+                None,
+                actor,
+            )
+            rows[index] = row
+            changes.append(self._change(compiled, row, actor, None, None))
+        futures = [self.recorder.submit(change) for change in changes]
+        for future in futures:
+            future.result(60)  # committed: the rows now hold their final (possibly revoked) route
+        decisions: list[Decision] = []
+        for index, pending in enumerate(rows):
+            if pending is None:
+                decisions.append(refused[index])
+                continue
+            if self.observers:
+                observe(self, pending)
+            decisions.append(queries.to_decision(pending))
+        return decisions
+
+    def _predict_batch(
+        self, compiled: CompiledPoint, items: list[tuple[dict[str, Any], dict[str, Any], str]]
+    ) -> list[tuple[Prediction | None, Failure | None, str | None]]:
+        """Answers for a batch: the champion in one call; rollouts and kill switch per item."""
+        if not items:
+            return []
+        if self._is_killed(compiled.name):
+            version = compiled.spec.model.version
+            return [(None, Failure("kill_switch", KILL_REASON, kill=True), version)] * len(items)
+        state = self.deployments.state(compiled.name)
+        if state.rollout is not None:  # each item may go to another model: decide one by one
+            answers = []
+            for data, ctx, decision_id in items:
+                selection = self.deployments.select(compiled, data, ctx, decision_id)
+                answers.append(self._predict(compiled, data, None, selection))
+            return answers
+        assert state.champion is not None
+        results = state.champion.call_many([data for data, _, _ in items])
+        return [
+            (None, Failure(r.code, r.message), state.champion_version)
+            if isinstance(r, ModelFailure)
+            else (r, None, state.champion_version)
+            for r in results
+        ]
 
     def _refuse_invalid(
         self,
@@ -495,6 +623,16 @@ class Engine:
         if self._shadow is not None:
             self._shadow.close()
         self.recorder.close()
+
+
+def _schema_error(
+    compiled: CompiledPoint, exc: fastjsonschema.JsonSchemaValueException
+) -> InvalidInput:
+    field = ".".join(str(p) for p in exc.path[1:]) or None
+    message = exc.message.replace("data.", "input.", 1).replace("data ", "input ", 1)
+    return InvalidInput(
+        f"{message}; fix the input to match the schema of '{compiled.name}'", field=field
+    )
 
 
 def _load_guarded(point: CompiledPoint) -> GuardedModel | None:

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import orjson
 import sqlalchemy as sa
 from fastapi import APIRouter, Query, Request
-from pydantic import ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from warden.api.auth import Authenticated, authenticate_request, require
@@ -120,6 +120,31 @@ async def create_decision(request: Request) -> FastJSONResponse:
         callback_url=body.callback_url,
     )
     return _decision_response(decision)
+
+
+class BatchRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    point: str
+    inputs: list[dict[str, Any]] = Field(min_length=1, max_length=1000)
+    contexts: list[dict[str, Any]] | None = None
+
+
+@router.post("/v1/decisions/batch", tags=["decisions"], response_model=DecisionPage)
+async def create_decisions(request: Request) -> FastJSONResponse:
+    """Up to 1,000 decisions of one point in one request: one model call where the model
+    allows, one group commit, each decision governed and recorded as by `POST /v1/decisions`.
+    Inputs that fail the schema come back as refused decisions, in their place."""
+    who = authenticate_request(request)
+    body = _parse(BatchRequest, await _json_body(request))
+    require(who, Role.CALLER, body.point)
+    engine = _engine(request)
+    decisions = await run_in_threadpool(
+        engine.decide_many, body.point, body.inputs, contexts=body.contexts, actor=who.actor
+    )
+    return FastJSONResponse(
+        {"data": [d.model_dump(mode="json") for d in decisions], "next_cursor": None}
+    )
 
 
 @router.get("/v1/decisions/{decision_id}", tags=["decisions"], response_model=Decision)

@@ -29,6 +29,7 @@ class EventDraft:
     point: str | None = None
     decision_id: str | None = None
     ts: datetime = field(default_factory=lambda: datetime.now(UTC))
+    checked: bool = False  # the payload holds only finite numbers (validated by its producer)
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,7 +70,8 @@ def event_body(seq: int, draft: EventDraft) -> bytes:
             "actor": draft.actor,
             "ts": draft.ts.isoformat(),
             "payload": draft.payload,
-        }
+        },
+        checked=draft.checked,
     )
 
 

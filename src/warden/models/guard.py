@@ -85,6 +85,78 @@ class GuardedModel:
             else:
                 self._breaker.on_failure()
 
+    def call_many(self, inputs: Sequence[Mapping[str, Any]]) -> list[Prediction | ModelFailure]:
+        """A batch as one guarded call: one breaker permit, one timeout, one model invocation
+        where the adapter can (`predict_many`). Each row is checked on its own; when the model
+        call itself fails, every row fails with it. The timeout grows with the batch: one
+        `timeout_ms` per 64 rows."""
+        if not inputs:
+            return []
+        if not self._breaker.try_acquire():
+            failure = ModelFailure(
+                BREAKER_OPEN,
+                "the circuit breaker is open after repeated "
+                f"model failures; retried {self._open_for:g}s after it opened",
+            )
+            return [failure] * len(inputs)
+        results: list[Prediction | ModelFailure]
+        try:
+            if self._pool is None:
+                raw = self._predict_many(inputs)
+            else:
+                assert self._timeout_ms is not None
+                budget = self._timeout_ms / 1000 * max(1, -(-len(inputs) // 64))
+                raw = self._pool.run(self._predict_many, inputs, budget)
+        except CallTimeout:
+            failure = ModelFailure(
+                MODEL_TIMEOUT, f"the model did not answer the batch of {len(inputs)} in time"
+            )
+            self._breaker.on_failure()
+            return [failure] * len(inputs)
+        except PoolSaturated:
+            self._breaker.on_failure()
+            return [ModelFailure(MODEL_SATURATED, "every model worker is busy")] * len(inputs)
+        if len(raw) != len(inputs):
+            self._breaker.on_failure()
+            failure = ModelFailure(
+                INVALID_OUTPUT, f"the model answered {len(raw)} rows for a batch of {len(inputs)}"
+            )
+            return [failure] * len(inputs)
+        results = []
+        for prediction in raw:
+            if isinstance(prediction, ModelFailure):
+                results.append(prediction)
+                continue
+            try:
+                results.append(
+                    check_prediction(prediction.outcome, prediction.confidence, self._outcomes)
+                )
+            except ModelFailure as exc:
+                results.append(exc)
+        if any(isinstance(r, ModelFailure) for r in results):
+            self._breaker.on_failure()
+        else:
+            self._breaker.on_success()
+        return results
+
+    def _predict_many(self, inputs: Sequence[Mapping[str, Any]]) -> list[Prediction | ModelFailure]:
+        """One vectorised call where the adapter has one; row by row (each failing alone) when
+        it has none or when the vectorised call fails."""
+        many = getattr(self._model, "predict_many", None)
+        if many is not None:
+            try:
+                predictions: list[Prediction | ModelFailure] = list(many(inputs))
+                return predictions
+            except Exception:
+                pass  # find which rows fail, below
+        results: list[Prediction | ModelFailure] = []
+        for item in inputs:
+            try:
+                results.append(self._predict(item))
+            except ModelFailure as exc:
+                results.append(exc)
+        return results
+
     def _predict(self, input: Mapping[str, Any]) -> Prediction:
         try:
             return self._model.predict(input)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -67,6 +67,19 @@ class Warden:
             actor=actor,
             proposal=proposal,
             callback_url=callback_url,
+        )
+
+    def decide_many(
+        self,
+        point: str,
+        inputs: Sequence[Mapping[str, Any]],
+        *,
+        contexts: Sequence[Mapping[str, Any]] | None = None,
+        actor: str = "sdk",
+    ) -> list[Decision]:
+        """A batch: one model call where the model allows, one group commit; same governance."""
+        return self.engine.decide_many(
+            point, [dict(x) for x in inputs], contexts=contexts, actor=actor
         )
 
     def get(self, decision_id: str) -> Decision:

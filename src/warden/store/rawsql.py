@@ -17,6 +17,17 @@ import sqlalchemy as sa
 
 from warden.store.schema import decisions, events
 
+# Everything that may withdraw authority from a decision, read in one round trip per commit:
+# kill switches, active rollouts, model aliases and live policy versions.
+GUARDS = (
+    "SELECT 'kill', scope, NULL, NULL, NULL, NULL FROM kill_switches WHERE engaged "
+    "UNION ALL SELECT 'rollout', id, point, mode, state, CAST(step AS VARCHAR(16)) "
+    "FROM rollouts WHERE state IN ('running', 'paused') "
+    "UNION ALL SELECT 'alias', point, alias, version, NULL, NULL FROM model_aliases "
+    "UNION ALL SELECT 'policy', point, version, NULL, NULL, NULL FROM policies "
+    "WHERE status = 'live'"
+)
+
 
 def _sqlite_time(value: datetime | None) -> str | None:
     """The text form SQLAlchemy's SQLite DateTime type reads back (naive UTC)."""
@@ -38,10 +49,7 @@ class RawStatements:
     sqlite: bool
     begin: str | None
     head: str
-    killed: str
-    rollouts: str
-    aliases: str
-    policies: str
+    guards: str
     insert_decision: str
     insert_event: str
     update_head: str
@@ -71,11 +79,7 @@ class RawStatements:
             begin="BEGIN IMMEDIATE" if sqlite else None,
             head="SELECT seq, chain_hash FROM ledger_head WHERE id = 1"
             + ("" if sqlite else " FOR UPDATE"),
-            killed="SELECT scope FROM kill_switches WHERE engaged",
-            rollouts="SELECT id, point, mode, state, step FROM rollouts "
-            "WHERE state IN ('running', 'paused')",
-            aliases="SELECT point, alias, version FROM model_aliases",
-            policies="SELECT point, version FROM policies WHERE status = 'live'",
+            guards=GUARDS,
             insert_decision=_insert(decisions, mark),
             insert_event=_insert(events, mark),
             update_head=f"UPDATE ledger_head SET seq = {mark}, chain_hash = {mark} WHERE id = 1",
@@ -96,18 +100,24 @@ def _insert(table: sa.Table, mark: str) -> str:
 def _converter(
     table: sa.Table, time: Callable[[Any], Any]
 ) -> Callable[[dict[str, Any]], tuple[Any, ...]]:
-    steps: list[tuple[str, Callable[[Any], Any]]] = []
-    for column in table.columns:
+    """Row dict -> parameter tuple in column order; only JSON, time and flag columns convert."""
+    names = [c.name for c in table.columns]
+    fixes: list[tuple[int, Callable[[Any], Any]]] = []
+    for index, column in enumerate(table.columns):
         if isinstance(column.type, sa.JSON):
-            steps.append((column.name, _json_text))
-        elif isinstance(column.type, sa.DateTime):
-            steps.append((column.name, time))
+            fixes.append((index, _json_text))
+        elif isinstance(column.type, sa.DateTime) and time is not _identity:
+            fixes.append((index, time))
         elif isinstance(column.type, sa.Boolean):
-            steps.append((column.name, lambda v: None if v is None else bool(v)))
-        else:
-            steps.append((column.name, _identity))
+            fixes.append((index, lambda v: None if v is None else bool(v)))
 
     def convert(row: dict[str, Any]) -> tuple[Any, ...]:
-        return tuple(fn(row.get(name)) for name, fn in steps)
+        get = row.get
+        values = [get(name) for name in names]
+        for index, fix in fixes:
+            value = values[index]
+            if value is not None:
+                values[index] = fix(value)
+        return tuple(values)
 
     return convert

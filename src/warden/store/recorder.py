@@ -86,10 +86,12 @@ class Recorder:
         engine: sa.Engine,
         *,
         max_batch: int = 1024,
+        linger: float = 0.0005,
         on_guard_state: Callable[[GuardState], None] | None = None,
     ) -> None:
         self.engine = engine
         self.max_batch = max_batch
+        self.linger = linger
         self.on_guard_state = on_guard_state
         self._queue: queue.SimpleQueue[Change | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="warden-recorder", daemon=True)
@@ -124,21 +126,27 @@ class Recorder:
                 self._raw = None
 
     def _run(self) -> None:
+        previous = 0
         while True:
             first = self._queue.get()
             if first is None:
                 return
             batch = [first]
             stop = False
+            # Under concurrent load callers return in a burst after each commit; waiting a
+            # moment for the burst to arrive fills the next batch instead of committing (and
+            # syncing to disk) its first change alone. With a lone caller there is no wait.
+            linger = self.linger if previous > 1 else 0.0
             while len(batch) < self.max_batch:
                 try:
-                    item = self._queue.get_nowait()
+                    item = self._queue.get(timeout=linger) if linger else self._queue.get_nowait()
                 except queue.Empty:
                     break
                 if item is None:
                     stop = True
                     break
                 batch.append(item)
+            previous = len(batch)
             self._commit(batch)
             if stop:
                 return
@@ -189,12 +197,7 @@ class Recorder:
             ).first()
             if head is None:
                 raise RuntimeError(_NO_HEAD)
-            guard = _guard_state(
-                [tuple(r) for r in conn.execute(sa.text(self._sql.killed))],
-                [tuple(r) for r in conn.execute(sa.text(self._sql.rollouts))],
-                [tuple(r) for r in conn.execute(sa.text(self._sql.aliases))],
-                [tuple(r) for r in conn.execute(sa.text(self._sql.policies))],
-            )
+            guard = _guard_state([tuple(r) for r in conn.execute(sa.text(self._sql.guards))])
             plan = _plan(batch, head.seq, head.chain_hash, guard, conn)
             if plan.decisions:
                 conn.execute(decisions.insert(), plan.decisions)
@@ -221,12 +224,8 @@ class Recorder:
             head = cursor.fetchone()
             if head is None:
                 raise RuntimeError(_NO_HEAD)
-            guard = _guard_state(
-                *(
-                    _fetch(cursor, query)
-                    for query in (sql.killed, sql.rollouts, sql.aliases, sql.policies)
-                )
-            )
+            cursor.execute(sql.guards)
+            guard = _guard_state(cursor.fetchall())
             plan = _plan(batch, head[0], head[1], guard, None)
             if plan.decisions:
                 cursor.executemany(
@@ -273,22 +272,15 @@ class Recorder:
 _NO_HEAD = "ledger_head is missing; run `warden init` to migrate the database"
 
 
-def _fetch(cursor: Any, query: str) -> list[tuple[Any, ...]]:
-    cursor.execute(query)
-    return [tuple(row) for row in cursor.fetchall()]
-
-
-def _guard_state(
-    killed: list[tuple[Any, ...]],
-    rollouts: list[tuple[Any, ...]],
-    aliases: list[tuple[Any, ...]],
-    policies: list[tuple[Any, ...]],
-) -> GuardState:
+def _guard_state(rows: Sequence[Sequence[Any]]) -> GuardState:
+    by_kind: dict[str, list[Sequence[Any]]] = {"kill": [], "rollout": [], "alias": [], "policy": []}
+    for row in rows:
+        by_kind[row[0]].append(row[1:])
     return GuardState(
-        killed=frozenset(row[0] for row in killed),
-        rollouts=frozenset((r[0], r[1], r[2], r[3], int(r[4])) for r in rollouts),
-        aliases=frozenset((row[0], row[1], row[2]) for row in aliases),
-        policies=frozenset((row[0], row[1]) for row in policies),
+        killed=frozenset(r[0] for r in by_kind["kill"]),
+        rollouts=frozenset((r[0], r[1], r[2], r[3], int(r[4])) for r in by_kind["rollout"]),
+        aliases=frozenset((r[0], r[1], r[2]) for r in by_kind["alias"]),
+        policies=frozenset((r[0], r[1]) for r in by_kind["policy"]),
     )
 
 
