@@ -33,19 +33,29 @@ class ShadowCall:
 
 
 class ShadowRunner:
-    """Runs shadow calls in the background and records their results."""
+    """Runs shadow calls in the background and records their results in batches.
+
+    Results are written at most `flush_every` seconds (or `batch` results) after they arrive, in
+    one commit, so shadowing never doubles the commits the decisions themselves need. A crash
+    can lose at most that window of shadow results; they are comparisons, never decisions.
+    """
 
     def __init__(
         self,
         recorder: Recorder,
         *,
         capacity: int = 1000,
+        batch: int = 256,
+        flush_every: float = 0.5,
         on_result: Callable[[ShadowCall, dict[str, Any]], None] | None = None,
     ) -> None:
         self.recorder = recorder
         self.dropped = 0
         self.completed = 0
         self.on_result = on_result
+        self.batch = batch
+        self.flush_every = flush_every
+        self._pending: list[dict[str, Any]] = []
         self._queue: queue.Queue[ShadowCall | None] = queue.Queue(maxsize=capacity)
         self._thread = threading.Thread(target=self._run, name="warden-shadow", daemon=True)
         self._thread.start()
@@ -60,9 +70,9 @@ class ShadowRunner:
         return True
 
     def drain(self, timeout: float = 10.0) -> None:
-        """Wait until every queued call has been recorded (for tests and shutdown)."""
+        """Wait until every queued call has been answered and recorded (tests, shutdown)."""
         deadline = time.monotonic() + timeout
-        while self._queue.unfinished_tasks and time.monotonic() < deadline:
+        while (self._queue.unfinished_tasks or self._pending) and time.monotonic() < deadline:
             time.sleep(0.005)
 
     def close(self) -> None:
@@ -70,16 +80,41 @@ class ShadowRunner:
         self._thread.join(timeout=10)
 
     def _run(self) -> None:
+        first_pending = 0.0
         while True:
-            call = self._queue.get()
+            wait = (
+                None
+                if not self._pending
+                else max(0.0, first_pending + self.flush_every - time.monotonic())
+            )
+            try:
+                call = self._queue.get(timeout=wait)
+            except queue.Empty:
+                self._flush()
+                continue
             try:
                 if call is None:
+                    self._flush()
                     return
+                if not self._pending:
+                    first_pending = time.monotonic()
                 self._execute(call)
+                if len(self._pending) >= self.batch:
+                    self._flush()
             except Exception:
-                log.exception("shadow call failed to record")
+                log.exception("shadow call failed")
             finally:
                 self._queue.task_done()
+
+    def _flush(self) -> None:
+        if not self._pending:
+            return
+        rows = list(self._pending)
+        try:
+            self.recorder.record(Change(events=[], rows=[(shadow_results, r) for r in rows]))
+        except Exception:
+            log.exception("could not record %d shadow results", len(rows))
+        del self._pending[: len(rows)]  # after the commit, so drain() waits for it
 
     def _execute(self, call: ShadowCall) -> None:
         start = time.perf_counter()
@@ -99,7 +134,7 @@ class ShadowRunner:
             "latency_ms": (time.perf_counter() - start) * 1000,
             "created_at": datetime.now(UTC),
         }
-        self.recorder.record(Change(events=[], rows=[(shadow_results, row)]))
+        self._pending.append(row)
         self.completed += 1
         if self.on_result is not None:
             self.on_result(call, row)
