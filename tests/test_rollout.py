@@ -286,3 +286,26 @@ def test_plan_checks_reach_the_controller(
     noisy = StepEvidence(challenger=Arm(decisions=100, reviews=50), champion=Arm(decisions=100))
     judged = _controller(parts, noisy).tick()
     assert judged[0].action == "rollback" and "review_rate" in judged[0].summary()
+
+
+def test_a_passing_shadow_waits_for_a_person(
+    parts: tuple[Registry, Rollouts, Clock], point: CompiledPoint, tmp_path: Path
+) -> None:
+    registry, rollouts, clock = parts
+    registry.register(
+        point, version="v2", artifact=train(tmp_path / "v2.j", 2), actor="a", smoke_input=SMOKE
+    )
+    rollouts.start(
+        point,
+        challenger="v2",
+        mode=Mode.SHADOW,
+        plan=RolloutPlan(steps=[100], interval=60, min_decisions=100),
+        actor="a",
+    )
+    clock.now += timedelta(seconds=61)
+    assert [j.action for j in _controller(parts, GOOD).tick()] == ["pause"]
+    paused = rollouts.latest("credit")
+    assert paused.state is State.PAUSED and paused.reason.startswith("shadow analysis passed")
+    assert "champion" not in registry.aliases("credit")  # nothing went live by itself
+    promoted = rollouts.promote("credit", actor="bob", reason="shadow looked good")
+    assert promoted.state is State.PROMOTED and registry.aliases("credit")["champion"] == "v2"

@@ -18,6 +18,7 @@ from warden.monitor.observer import attach
 from warden.monitor.worker import Monitor
 from warden.review.desk import ReviewDesk
 from warden.review.runtime import review_workers
+from warden.rollout.controller import RolloutWorker
 
 MAX_TRAFFIC_SECONDS = 3600.0  # without --duration traffic still stops; the server stays up
 DRIFT_AFTER_SECONDS = 60.0
@@ -75,7 +76,11 @@ def _run(
         attach(setup.engine)  # metrics and protective actions; the monitor runs beside review
         desk = ReviewDesk(setup.engine)
         monitor = Monitor(setup.engine)
-        app = create_app(setup.engine, desk=desk, workers=[*review_workers(desk), monitor])
+        app = create_app(
+            setup.engine,
+            desk=desk,
+            workers=[*review_workers(desk), monitor, RolloutWorker(setup.engine)],
+        )
         server = BackgroundServer(app, sock)
         shown_host = LOCALHOST if host in ("0.0.0.0", "::") else host
         url = f"http://{shown_host}:{server.port}"

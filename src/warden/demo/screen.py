@@ -13,7 +13,7 @@ from rich.text import Text
 
 from warden.decision import Route
 from warden.demo.point import POINT
-from warden.demo.setup import DemoSetup
+from warden.demo.setup import CHALLENGER, DemoSetup
 from warden.demo.traffic import TrafficCounts
 
 COLORS = {
@@ -98,6 +98,19 @@ def intro(
         f"Or in-process, on the same data: WARDEN_HOME={shlex.quote(str(setup.home))} "
         f"WARDEN_CONFIG={shlex.quote(str(setup.config))} warden decide {POINT} "
         f"--input {shlex.quote(orjson.dumps(EXAMPLE).decode())}",
+        markup=False,
+        highlight=False,
+        soft_wrap=True,
+    )
+    env = (
+        f"WARDEN_HOME={shlex.quote(str(setup.home))} WARDEN_CONFIG={shlex.quote(str(setup.config))}"
+    )
+    console.print(
+        f"A challenger model, {CHALLENGER}, is registered. Roll it out to a growing share of "
+        f"traffic (it is rolled back on its own if it errs or disagrees too much):\n"
+        f"  {env} warden rollout start {POINT} --challenger {CHALLENGER} --steps 10,50,100 "
+        f"--interval 1m --min-decisions 100\n"
+        f"  {env} warden rollout status {POINT}",
         markup=False,
         highlight=False,
         soft_wrap=True,

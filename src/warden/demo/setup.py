@@ -39,6 +39,35 @@ class DemoSetup:
         self.engine.db.dispose()
 
 
+CHALLENGER = "credit-lr-2"
+SMOKE_INPUT = {
+    "amount": 12000,
+    "income": 58000,
+    "credit_score": 742,
+    "debt_to_income": 0.18,
+    "employment_years": 6,
+    "country": "DE",
+}
+
+
+def offer_challenger(engine: Engine, home: Path) -> None:
+    """Register a second model version (trained on another sample) to roll out by hand."""
+    if any(v.version == CHALLENGER for v in engine.registry.versions(POINT)):
+        return
+    trained = train(home / "models" / "credit-challenger.joblib", seed=7)
+    engine.registry.register(
+        engine.points[POINT],
+        version=CHALLENGER,
+        artifact=trained.path,
+        actor=ACTOR,
+        metadata={
+            "training_data": "synthetic applications, seed 7",
+            "holdout_accuracy": round(trained.accuracy, 4),
+        },
+        smoke_input=SMOKE_INPUT,
+    )
+
+
 def prepare(home: Path) -> DemoSetup:
     """Train the model, write the point file, migrate the DB and create two tokens.
 
@@ -50,8 +79,16 @@ def prepare(home: Path) -> DemoSetup:
     db = create_engine(sqlite_url(home))
     try:
         migrate(db)
-        engine = Engine(load_points(point_file.parent), db, actor=ACTOR)
+        engine = Engine(
+            load_points(point_file.parent), db, actor=ACTOR, model_cache=home / "model-cache"
+        )
     except BaseException:
+        db.dispose()
+        raise
+    try:
+        offer_challenger(engine, home)
+    except BaseException:
+        engine.close()
         db.dispose()
         raise
     try:

@@ -20,7 +20,7 @@ import sqlalchemy as sa
 
 from warden.rollout.analysis import CheckResult, StepEvidence, Verdict, judge_step
 from warden.rollout.evidence import collect
-from warden.rollout.rollouts import Rollout, Rollouts, State
+from warden.rollout.rollouts import Mode, Rollout, Rollouts, State
 
 log = logging.getLogger(__name__)
 ACTOR = "warden:rollout-controller"
@@ -61,6 +61,8 @@ class RolloutController:
             action = "rollback"
         elif elapsed < rollout.plan.interval:
             action = "wait"
+        elif verdict is Verdict.PASS and rollout.mode is Mode.SHADOW:
+            action = "pause"  # a shadow never decided anything: a person takes the next step
         elif verdict is Verdict.PASS:
             action = "promote" if rollout.step + 1 >= len(rollout.plan.steps) else "step"
         else:
@@ -93,13 +95,16 @@ class RolloutController:
         elif judgement.action in ("step", "promote"):
             self.rollouts.advance(rollout, actor=ACTOR, reason=f"analysis passed: {summary}")
         elif judgement.action == "pause":
-            why = "no data" if judgement.verdict is Verdict.NO_DATA else "inconclusive"
+            if judgement.verdict is Verdict.PASS:
+                reason = (
+                    f"shadow analysis passed: {summary}; promote to make the challenger "
+                    "champion, or abort and start a canary"
+                )
+            else:
+                why = "no data" if judgement.verdict is Verdict.NO_DATA else "inconclusive"
+                reason = f"{why}: {summary}; a person must resume, promote or abort"
             self.rollouts.transition(
-                rollout,
-                state=State.PAUSED,
-                actor=ACTOR,
-                reason=f"{why}: {summary}; a person must resume, promote or abort",
-                event="rollout.paused",
+                rollout, state=State.PAUSED, actor=ACTOR, reason=reason, event="rollout.paused"
             )
 
     def start(self, every: float = 5.0) -> None:
