@@ -103,6 +103,15 @@ def write_points(folder: Path, *texts: str) -> Path:
     return folder
 
 
+@pytest.fixture(autouse=True)
+def warden_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Every test, and every server or CLI process it starts, keeps its state (database,
+    ledger key) in its own folder — never in the working tree."""
+    home = tmp_path / "home"
+    monkeypatch.setenv("WARDEN_HOME", str(home))
+    return home
+
+
 @pytest.fixture
 def points_dir(tmp_path: Path) -> Path:
     return write_points(tmp_path / "points", LOAN_POINT, AGENT_POINT)
