@@ -6,14 +6,16 @@ import json
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 from typer.testing import CliRunner
 
 from tests.conftest import LOAN_POINT, write_points
 from warden.cli.app import app
+from warden.decision import Route
 from warden.engine import Engine
 from warden.policy.diff import diff_specs
-from warden.policy.loader import load_point
-from warden.policy.replay import replay
+from warden.policy.loader import load_point, load_points
+from warden.policy.replay import replay, reroute
 from warden.store import queries
 
 SCORES = [700, 780, 800, 830, 840]  # toy model confidence = (score - 300) / 550
@@ -100,3 +102,32 @@ def test_cli_replay_and_diff(
     assert "low_confidence" in diff.stdout and "0.95" in diff.stdout
     missing = runner.invoke(app, ["policy", "diff", "ffffffff", str(new)])
     assert missing.exit_code == 1
+
+
+def test_replay_equals_live_routing_under_the_new_policy(
+    engine: Engine, tmp_path: Path, db: sa.Engine
+) -> None:
+    inputs = [
+        {"amount": a, "income": 1, "credit_score": s}
+        for a in (100, 40000, 60000)
+        for s in range(300, 851, 25)
+    ]
+    inputs += [{**inputs[0], "mode": "error"}, {**inputs[0], "country": "XX"}]
+    recorded = [engine.decide("loan_approval", x) for x in inputs]
+    new_folder = _new_policy(tmp_path).parent
+    live = Engine(load_points(new_folder), db, actor="live")
+    try:
+        new_point = live.points["loan_approval"]
+        for old, item in zip(recorded, inputs, strict=True):
+            now = live.decide("loan_approval", item)
+            assert reroute(new_point, old) == (now.route.value, [r.code for r in now.reasons])
+    finally:
+        live.close()
+
+
+def test_a_decision_tightened_by_an_alert_stays_tightened(engine: Engine, tmp_path: Path) -> None:
+    engine.tightened["loan_approval"] = "alert 'drift' firing"
+    tightened = engine.decide("loan_approval", {"amount": 1, "income": 1, "credit_score": 840})
+    assert tightened.route is Route.REVIEW and tightened.reasons[0].code == "alert_tighten"
+    looser = load_point(_new_policy(tmp_path, threshold="0.5"))
+    assert reroute(looser, tightened)[0] == "review"

@@ -35,10 +35,9 @@ from warden.ledger.chain import EventDraft
 from warden.models.base import Model, ModelFailure, ModelLoadError, Prediction
 from warden.models.guard import GuardedModel, check_prediction
 from warden.models.loader import load_model
-from warden.monitor.actions import tighten
 from warden.monitor.observer import Observer, observe
 from warden.policy.point import CompiledPoint
-from warden.policy.router import Failure, Routing, route
+from warden.policy.router import Failure, Routing, route, tighten
 from warden.policy.schema import ModelKind
 from warden.policy.versions import PolicyVersion, PolicyVersions
 from warden.review.tasks import check_callback_url, new_task_row

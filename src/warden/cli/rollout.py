@@ -19,7 +19,7 @@ from warden.rollout.comparison import compare
 from warden.rollout.controller import RolloutController
 from warden.rollout.plan import RolloutPlan
 from warden.rollout.registry import Registry
-from warden.rollout.rollouts import Mode, Rollout, Rollouts
+from warden.rollout.rollouts import Mode, Rollout, Rollouts, State
 from warden.store.recorder import Recorder
 
 rollout_app = typer.Typer(no_args_is_help=True, help="Shadow and canary rollouts.")
@@ -71,13 +71,19 @@ def _plan(
 
 
 def _show(rollout: Rollout) -> None:
-    out.print(
-        f"[bold]{rollout.point}[/bold] {rollout.mode} rollout {rollout.id}: "
-        f"[bold]{rollout.state}[/bold], challenger {rollout.challenger} at "
-        f"{rollout.percent:g}% (step {rollout.step + 1} of {len(rollout.plan.steps)}), "
-        f"champion {rollout.champion}. {rollout.reason}",
-        highlight=False,
-    )
+    head = f"[bold]{rollout.point}[/bold] {rollout.mode} rollout {rollout.id}: "
+    if rollout.state is State.PROMOTED:
+        body = (
+            f"[bold]promoted[/bold]: {rollout.challenger} is champion (was "
+            f"{rollout.champion}). {rollout.reason}"
+        )
+    else:
+        body = (
+            f"[bold]{rollout.state}[/bold], challenger {rollout.challenger} at "
+            f"{rollout.percent:g}% (step {rollout.step + 1} of {len(rollout.plan.steps)}), "
+            f"champion {rollout.champion}. {rollout.reason}"
+        )
+    out.print(head + body, highlight=False)
 
 
 @rollout_app.command("start")
@@ -153,7 +159,10 @@ def status(point: Annotated[str, typer.Argument(help="Decision point.")]) -> Non
             result.verdict.value,
         )
     out.print(table)
-    out.print(f"next: {judgement.action}", highlight=False)
+    if rollout.state is State.PAUSED:
+        out.print("paused: waiting for a person (warden rollout resume | promote | abort)")
+    else:
+        out.print(f"next: {judgement.action}", highlight=False)
     if comparison and comparison["compared"]:
         changes = ", ".join(
             f"{c['from']} -> {c['to']}: {c['count']}"

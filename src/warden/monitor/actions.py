@@ -8,22 +8,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from warden.decision import Reason, Route
-from warden.policy.router import Routing
-
 if TYPE_CHECKING:
     from warden.engine import Engine
     from warden.policy.monitoring import AlertRule
-
-TIGHTEN_CODE = "alert_tighten"
-
-
-def tighten(routing: Routing, why: str) -> Routing:
-    """AUTO becomes REVIEW with the alert as the reason; every other route is already guarded."""
-    if routing.route is not Route.AUTO:
-        return routing
-    reason = Reason(code=TIGHTEN_CODE, kind="review", message=why)
-    return Routing(Route.REVIEW, None, [reason, *routing.reasons])
 
 
 def describe(point: str, rule: AlertRule, value: float | None) -> str:

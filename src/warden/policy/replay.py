@@ -16,7 +16,7 @@ import fastjsonschema
 
 from warden.decision import Decision, Route
 from warden.policy.point import CompiledPoint
-from warden.policy.router import Failure, route
+from warden.policy.router import TIGHTEN_CODE, Failure, route, tighten
 
 _FAILURE_KINDS = ("failure", "kill")
 
@@ -76,7 +76,7 @@ def replay(
     """How each recorded decision would be routed by `point` (a new version of its policy)."""
     result = ReplayResult(point=point.name, old_versions=Counter(), new_version=point.version)
     for decision in decisions:
-        new_route, codes = _reroute(point, decision)
+        new_route, codes = reroute(point, decision)
         old_route = decision.route.value
         result.total += 1
         result.old_versions[decision.policy_version] += 1
@@ -93,7 +93,9 @@ def replay(
     return result
 
 
-def _reroute(point: CompiledPoint, decision: Decision) -> tuple[str, list[str]]:
+def reroute(point: CompiledPoint, decision: Decision) -> tuple[str, list[str]]:
+    """The route and reason codes `point` gives a recorded decision, with the model output it
+    had, and with the failure, kill switch or protective alert that was in force then."""
     if any(r.code == "invalid_input" for r in decision.reasons):
         return Route.REFUSED.value, ["invalid_input"]
     try:
@@ -117,4 +119,7 @@ def _reroute(point: CompiledPoint, decision: Decision) -> tuple[str, list[str]]:
         confidence=None if failure else decision.confidence,
         failure=failure,
     )
+    protection = next((r for r in decision.reasons if r.code == TIGHTEN_CODE), None)
+    if protection is not None:  # a protective alert was in force then; it would be again
+        routing = tighten(routing, protection.message)
     return routing.route.value, [r.code for r in routing.reasons]

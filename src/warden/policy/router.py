@@ -109,3 +109,15 @@ def _fired(
         if matched:
             fired.append(Reason(code=rule.id, kind=kind, when=rule.when, message=rule.reason or ""))
     return fired
+
+
+TIGHTEN_CODE = "alert_tighten"
+
+
+def tighten(routing: Routing, why: str) -> Routing:
+    """A protective alert in force: AUTO becomes REVIEW with the alert as the reason; every
+    other route is already guarded."""
+    if routing.route is not Route.AUTO:
+        return routing
+    reason = Reason(code=TIGHTEN_CODE, kind="review", message=why)
+    return Routing(Route.REVIEW, None, [reason, *routing.reasons])
