@@ -94,7 +94,7 @@ def policy_replay(
     db = context.database(context.settings())
     try:
         with db.connect() as conn:
-            recorded = queries.recent_decisions(conn, point.name, last)
+            recorded = queries.replay_rows(conn, point.name, last)
     finally:
         db.dispose()
     if not recorded:

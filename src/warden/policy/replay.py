@@ -8,17 +8,47 @@ live.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import fastjsonschema
 
-from warden.decision import Decision, Route
+from warden.decision import Route
 from warden.policy.point import CompiledPoint
 from warden.policy.router import TIGHTEN_CODE, Failure, route, tighten
 
 _FAILURE_KINDS = ("failure", "kill")
+
+
+class _Reason(Protocol):
+    @property
+    def code(self) -> str: ...
+    @property
+    def kind(self) -> str: ...
+    @property
+    def message(self) -> str: ...
+
+
+class Recorded(Protocol):
+    """What replay reads of a recorded decision (a `Decision`, or a lean row from the store)."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def route(self) -> str: ...
+    @property
+    def policy_version(self) -> str: ...
+    @property
+    def input(self) -> dict[str, Any]: ...
+    @property
+    def context(self) -> dict[str, Any]: ...
+    @property
+    def proposed_outcome(self) -> str | None: ...
+    @property
+    def confidence(self) -> float | None: ...
+    @property
+    def reasons(self) -> Sequence[_Reason]: ...
 
 
 @dataclass
@@ -68,7 +98,7 @@ class ReplayResult:
 
 def replay(
     point: CompiledPoint,
-    decisions: Iterable[Decision],
+    decisions: Iterable[Recorded],
     *,
     examples: int = 3,
     progress: Callable[[int], None] | None = None,
@@ -77,7 +107,7 @@ def replay(
     result = ReplayResult(point=point.name, old_versions=Counter(), new_version=point.version)
     for decision in decisions:
         new_route, codes = reroute(point, decision)
-        old_route = decision.route.value
+        old_route = str(decision.route)
         result.total += 1
         result.old_versions[decision.policy_version] += 1
         result.before[old_route] += 1
@@ -93,7 +123,7 @@ def replay(
     return result
 
 
-def reroute(point: CompiledPoint, decision: Decision) -> tuple[str, list[str]]:
+def reroute(point: CompiledPoint, decision: Recorded) -> tuple[str, list[str]]:
     """The route and reason codes `point` gives a recorded decision, with the model output it
     had, and with the failure, kill switch or protective alert that was in force then."""
     if any(r.code == "invalid_input" for r in decision.reasons):

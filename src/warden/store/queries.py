@@ -132,3 +132,57 @@ def stored_policy(conn: sa.Connection, point: str | None, version_prefix: str) -
         query = query.where(policies.c.point == point)
     rows = conn.execute(query.limit(2)).all()
     return rows[0] if len(rows) == 1 else None
+
+
+@dataclass(frozen=True, slots=True)
+class RecordedReason:
+    code: str
+    kind: str
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class RecordedDecision:
+    """The parts of a recorded decision that replay needs, without building a full Decision."""
+
+    id: str
+    route: str
+    policy_version: str
+    input: dict[str, Any]
+    context: dict[str, Any]
+    proposed_outcome: str | None
+    confidence: float | None
+    reasons: list[RecordedReason]
+
+
+def replay_rows(conn: sa.Connection, point: str, last: int) -> list[RecordedDecision]:
+    """The `last` most recent decisions of a point, oldest first, read lean for replay."""
+    c = decisions.c
+    rows = conn.execute(
+        sa.select(
+            c.id,
+            c.route,
+            c.policy_version,
+            c.input,
+            c.context,
+            c.proposed_outcome,
+            c.confidence,
+            c.reasons,
+        )
+        .where(c.point == point)
+        .order_by(c.id.desc())
+        .limit(last)
+    ).all()
+    return [
+        RecordedDecision(
+            r[0],
+            r[1],
+            r[2],
+            r[3],
+            r[4],
+            r[5],
+            r[6],
+            [RecordedReason(x["code"], x["kind"], x.get("message", "")) for x in r[7]],
+        )
+        for r in reversed(rows)
+    ]
