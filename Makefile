@@ -36,6 +36,7 @@ bench: install
 	$(BIN)/python benchmarks/bench_shadow.py
 	$(BIN)/python benchmarks/bench_ledger.py
 	$(BIN)/python benchmarks/bench_review.py
+	$(BIN)/python benchmarks/bench_replay.py
 
 clean:
 	rm -rf $(VENV) .warden .pytest_cache .mypy_cache .ruff_cache
