@@ -152,17 +152,7 @@ class Engine:
         selection = self._select(compiled, data, ctx, decision_id, proposal)
         prediction, failure, model_version = self._predict(compiled, data, proposal, selection)
         predicted = time.perf_counter_ns()
-        routing = route(
-            compiled,
-            decision_id=decision_id,
-            input=data,
-            context=ctx,
-            outcome=prediction.outcome if prediction else None,
-            confidence=prediction.confidence if prediction else None,
-            failure=failure,
-        )
-        if self.tightened and compiled.name in self.tightened:
-            routing = tighten(routing, self.tightened[compiled.name])
+        routing = self._route(compiled, decision_id, data, ctx, prediction, failure)
         routed = time.perf_counter_ns()
         row = _decision_row(
             compiled,
@@ -184,6 +174,29 @@ class Engine:
         if self.observers:
             observe(self, row, (started, validated, predicted, routed))
         return decision
+
+    def _route(
+        self,
+        compiled: CompiledPoint,
+        decision_id: str,
+        data: dict[str, Any],
+        ctx: dict[str, Any],
+        prediction: Prediction | None,
+        failure: Failure | None,
+    ) -> Routing:
+        """The policy's route, tightened to review while a protective alert holds the point."""
+        routing = route(
+            compiled,
+            decision_id=decision_id,
+            input=data,
+            context=ctx,
+            outcome=prediction.outcome if prediction else None,
+            confidence=prediction.confidence if prediction else None,
+            failure=failure,
+        )
+        if self.tightened and compiled.name in self.tightened:
+            routing = tighten(routing, self.tightened[compiled.name])
+        return routing
 
     def _select(
         self,
@@ -361,17 +374,7 @@ class Engine:
         for (index, decision_id, data, ctx), (prediction, failure, version) in zip(
             valid, answers, strict=True
         ):
-            routing = route(
-                compiled,
-                decision_id=decision_id,
-                input=data,
-                context=ctx,
-                outcome=prediction.outcome if prediction else None,
-                confidence=prediction.confidence if prediction else None,
-                failure=failure,
-            )
-            if self.tightened and compiled.name in self.tightened:
-                routing = tighten(routing, self.tightened[compiled.name])
+            routing = self._route(compiled, decision_id, data, ctx, prediction, failure)
             row = _decision_row(
                 compiled,
                 decision_id,

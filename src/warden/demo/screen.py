@@ -13,7 +13,7 @@ from rich.text import Text
 
 from warden.decision import Route
 from warden.demo.point import POINT
-from warden.demo.setup import CHALLENGER, DemoSetup
+from warden.demo.setup import CHALLENGER, EXAMPLE, DemoSetup
 from warden.demo.traffic import TrafficCounts
 
 COLORS = {
@@ -27,14 +27,6 @@ MEANING = {
     Route.REVIEW: "waiting for a credit officer",
     Route.FALLBACK: "safe outcome after a model failure",
     Route.REFUSED: "refused by a rule or the input schema",
-}
-EXAMPLE = {
-    "amount": 12000,
-    "income": 58000,
-    "credit_score": 742,
-    "debt_to_income": 0.18,
-    "employment_years": 6,
-    "country": "DE",
 }
 
 

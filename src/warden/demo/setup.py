@@ -40,7 +40,8 @@ class DemoSetup:
 
 
 CHALLENGER = "credit-lr-2"
-SMOKE_INPUT = {
+# One application, shown in the printed examples and used to smoke-test the challenger.
+EXAMPLE = {
     "amount": 12000,
     "income": 58000,
     "credit_score": 742,
@@ -64,7 +65,7 @@ def offer_challenger(engine: Engine, home: Path) -> None:
             "training_data": "synthetic applications, seed 7",
             "holdout_accuracy": round(trained.accuracy, 4),
         },
-        smoke_input=SMOKE_INPUT,
+        smoke_input=EXAMPLE,
     )
 
 
