@@ -46,7 +46,14 @@ from warden.rollout.registry import Registry
 from warden.rollout.rollouts import Rollouts
 from warden.rollout.shadow import ShadowCall, ShadowRunner
 from warden.store import queries
-from warden.store.recorder import GLOBAL_SCOPE, Change, DuplicateKey, GuardState, Recorder
+from warden.store.recorder import (
+    GLOBAL_SCOPE,
+    Change,
+    DuplicateKey,
+    GuardState,
+    Recorder,
+    is_killed,
+)
 from warden.store.schema import decisions, kill_switches, review_tasks
 
 KILL_REASON = "kill switch engaged"
@@ -569,8 +576,7 @@ class Engine:
             return queries.kill_switch_rows(conn)
 
     def _is_killed(self, point: str) -> bool:
-        killed = self._killed
-        return bool(killed) and (GLOBAL_SCOPE in killed or point in killed)
+        return is_killed(self._killed, point)
 
     def _on_guard_state(self, guard: GuardState) -> None:
         """After each commit: kill switches, rollouts and live policies as of the ledger head."""

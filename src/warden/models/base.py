@@ -11,6 +11,9 @@ MODEL_TIMEOUT = "model_timeout"
 INVALID_OUTPUT = "invalid_output"
 BREAKER_OPEN = "breaker_open"
 MODEL_SATURATED = "model_saturated"
+MODEL_FAILURES = frozenset(
+    {MODEL_ERROR, MODEL_TIMEOUT, INVALID_OUTPUT, BREAKER_OPEN, MODEL_SATURATED}
+)
 
 
 @dataclass(frozen=True, slots=True)

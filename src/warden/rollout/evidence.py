@@ -7,13 +7,10 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from warden.models.base import MODEL_FAILURES
 from warden.rollout.analysis import Arm, StepEvidence
 from warden.rollout.rollouts import Rollout
 from warden.store.schema import decisions, shadow_results
-
-MODEL_FAILURES = frozenset(
-    {"model_error", "model_timeout", "invalid_output", "breaker_open", "model_saturated"}
-)
 
 
 def collect(db: sa.Engine, rollout: Rollout) -> StepEvidence:

@@ -52,7 +52,12 @@ class GuardState:
         return any(r[0] == rollout_id and r[2] == "canary" for r in self.rollouts)
 
     def is_killed(self, point: str) -> bool:
-        return bool(self.killed) and (GLOBAL_SCOPE in self.killed or point in self.killed)
+        return is_killed(self.killed, point)
+
+
+def is_killed(killed: frozenset[str], point: str) -> bool:
+    """Whether the point's own or the global kill switch is among the engaged ones."""
+    return bool(killed) and (GLOBAL_SCOPE in killed or point in killed)
 
 
 @dataclass(eq=False)
