@@ -11,7 +11,7 @@ import sqlalchemy as sa
 
 from warden.decision import Route, Status
 from warden.engine import Engine, Proposal
-from warden.errors import Conflict, InvalidInput, InvalidRequest, NotFound
+from warden.errors import Conflict, InvalidInput, InvalidRequest, NotFound, PolicyError
 from warden.ledger.chain import verify_rows
 from warden.policy.loader import load_points
 from warden.store.schema import decisions, events
@@ -221,3 +221,12 @@ def test_integers_beyond_64_bits_are_refused_not_crashed(engine: Engine) -> None
 def test_values_that_are_not_json_are_refused(engine: Engine) -> None:
     with pytest.raises(InvalidInput, match="only JSON values"):
         engine.decide("loan_approval", {**GOOD, "country": {"a", "b"}})
+
+
+def test_a_point_whose_model_cannot_load_names_its_file(tmp_path: Path, db: sa.Engine) -> None:
+    from tests.test_rollout import POINT
+
+    (tmp_path / "credit.yaml").write_text(POINT)  # its model file base.joblib does not exist
+    with pytest.raises(PolicyError) as info:
+        Engine(load_points(tmp_path), db, actor="test")
+    assert info.value.file.endswith("credit.yaml") and "base.joblib" in info.value.message

@@ -98,10 +98,14 @@ class Engine:
         self.tightened: dict[str, str] = {}
         self.recorder = Recorder(db, on_guard_state=self._on_guard_state)
         self.policies = PolicyVersions(db, self.recorder)
-        self.points = self.policies.register(dict(points), actor)
-        self.models: dict[str, GuardedModel | None] = {
-            name: _load_guarded(point) for name, point in self.points.items()
-        }
+        try:
+            self.points = self.policies.register(dict(points), actor)
+            self.models: dict[str, GuardedModel | None] = {
+                name: _load_guarded(point) for name, point in self.points.items()
+            }
+        except BaseException:
+            self.recorder.close()  # a point that cannot start leaves no writer behind
+            raise
         cache = model_cache or Path(tempfile.gettempdir()) / "warden-models"
         self.registry = Registry(db, self.recorder, cache)
         self.rollouts = Rollouts(db, self.recorder, self.registry)
