@@ -20,6 +20,7 @@ from typing import Any
 import fastjsonschema
 import sqlalchemy as sa
 
+from warden import flow
 from warden.decision import Decision, Reason, Route, Status
 from warden.errors import (
     Conflict,
@@ -29,6 +30,7 @@ from warden.errors import (
     PolicyError,
     WardenError,
 )
+from warden.flow import Blocking, CallModel, Commit, Flow
 from warden.ids import new_id
 from warden.ledger.canonical import NotCanonical, canonical_bytes
 from warden.ledger.chain import EventDraft
@@ -133,35 +135,78 @@ class Engine:
         `callback_url` receives the decision as a signed webhook if it goes to review and
         becomes final later.
         """
+        return flow.run(
+            self._decision(point, input, context, idempotency_key, actor, proposal, callback_url)
+        )
+
+    async def decide_async(
+        self,
+        point: str,
+        input: Any,
+        *,
+        context: Mapping[str, Any] | None = None,
+        idempotency_key: str | None = None,
+        actor: str = "anonymous",
+        proposal: Proposal | None = None,
+        callback_url: str | None = None,
+    ) -> Decision:
+        """`decide` on an asyncio event loop: the same flow, awaiting the model and the commit
+        instead of blocking a thread on them (the HTTP server decides this way)."""
+        return await flow.run_async(
+            self._decision(point, input, context, idempotency_key, actor, proposal, callback_url)
+        )
+
+    def _decision(
+        self,
+        point: str,
+        input: Any,
+        context: Mapping[str, Any] | None,
+        idempotency_key: str | None,
+        actor: str,
+        proposal: Proposal | None,
+        callback_url: str | None,
+    ) -> Flow[Decision]:
+        """The flow of one decision; it yields where it waits (see `warden.flow`)."""
         started = time.perf_counter_ns()
         if self._policies_stale:
-            self._sync_policies()
+            yield Blocking(self._sync_policies)
         compiled = self._point(point)
         if callback_url is not None:
             check_callback_url(callback_url)
         ctx = _json_object(context or {}, "context")
         request_hash = _request_hash(input, ctx, proposal) if idempotency_key else None
         if idempotency_key is not None:
-            existing = self._existing(compiled.name, idempotency_key, request_hash)
+            key = idempotency_key
+            existing = yield Blocking(lambda: self._existing(compiled.name, key, request_hash))
             if existing is not None:
-                return existing
+                return existing  # type: ignore[no-any-return]
         decision_id = new_id()
         now = datetime.now(UTC)
         try:
             data = _json_object(input, "input")
             compiled.validate_input(data)
-        except fastjsonschema.JsonSchemaValueException as exc:
-            error = _schema_error(compiled, exc)
-            return self._refuse_invalid(
-                compiled, decision_id, now, input, ctx, error, idempotency_key, request_hash, actor
-            )
-        except InvalidInput as error:
-            return self._refuse_invalid(
-                compiled, decision_id, now, input, ctx, error, idempotency_key, request_hash, actor
+        except (fastjsonschema.JsonSchemaValueException, InvalidInput) as exc:
+            error = exc if isinstance(exc, InvalidInput) else _schema_error(compiled, exc)
+            return (
+                yield from self._refuse_invalid(
+                    compiled,
+                    decision_id,
+                    now,
+                    input,
+                    ctx,
+                    error,
+                    idempotency_key,
+                    request_hash,
+                    actor,
+                )
             )
         validated = time.perf_counter_ns()
+        if self.deployments.stale:
+            yield Blocking(self.deployments.refresh)
         selection = self._select(compiled, data, ctx, decision_id, proposal)
-        prediction, failure, model_version = self._predict(compiled, data, proposal, selection)
+        prediction, failure, model_version = yield from self._predict(
+            compiled, data, proposal, selection
+        )
         predicted = time.perf_counter_ns()
         routing = self._route(compiled, decision_id, data, ctx, prediction, failure)
         routed = time.perf_counter_ns()
@@ -179,7 +224,7 @@ class Engine:
             actor,
         )
         variant = selection.variant if selection else None
-        decision = self._record_decision(compiled, row, actor, callback_url, variant)
+        decision = yield from self._record_decision(compiled, row, actor, callback_url, variant)
         if selection is not None and selection.shadows and failure is None:
             self._shadow_calls(compiled, decision_id, data, selection)
         if self.observers:
@@ -238,7 +283,7 @@ class Engine:
         data: dict[str, Any],
         proposal: Proposal | None,
         selection: Selection | None,
-    ) -> tuple[Prediction | None, Failure | None, str | None]:
+    ) -> Flow[tuple[Prediction | None, Failure | None, str | None]]:
         spec = compiled.spec.model
         if self._is_killed(compiled.name):
             version = proposal.model_version if proposal else spec.version
@@ -267,9 +312,10 @@ class Engine:
             )
         assert selection is not None and selection.model is not None
         try:
-            return selection.model.call(data), None, selection.version
+            prediction: Prediction = yield CallModel(selection.model, data)
         except ModelFailure as exc:
             return None, Failure(exc.code, exc.message), selection.version
+        return prediction, None, selection.version
 
     def _record_decision(
         self,
@@ -278,17 +324,18 @@ class Engine:
         actor: str,
         callback_url: str | None = None,
         variant: str | None = None,
-    ) -> Decision:
+    ) -> Flow[Decision]:
         change = self._change(compiled, row, actor, callback_url, variant)
         try:
-            recorded = self.recorder.record(change)
-        except DuplicateKey:
+            recorded = yield Commit(self.recorder, change)
+        except DuplicateKey:  # a concurrent retry with the same key committed first
             if row["idempotency_key"] is None:
                 raise
-            existing = self._existing(compiled.name, row["idempotency_key"], row["request_hash"])
+            key, request_hash = row["idempotency_key"], row["request_hash"]
+            existing = yield Blocking(lambda: self._existing(compiled.name, key, request_hash))
             if existing is None:
                 raise
-            return existing
+            return existing  # type: ignore[no-any-return]
         return queries.to_decision(recorded)
 
     def _change(
@@ -371,8 +418,10 @@ class Engine:
             except (fastjsonschema.JsonSchemaValueException, InvalidInput) as exc:
                 error = exc if isinstance(exc, InvalidInput) else _schema_error(compiled, exc)
                 try:
-                    self._refuse_invalid(
-                        compiled, decision_id, now, raw, ctx, error, None, None, actor
+                    flow.run(
+                        self._refuse_invalid(
+                            compiled, decision_id, now, raw, ctx, error, None, None, actor
+                        )
                     )
                 except InvalidInput as refusal:
                     refused[index] = self.get(refusal.extra["decision_id"])
@@ -428,7 +477,7 @@ class Engine:
             answers = []
             for data, ctx, decision_id in items:
                 selection = self.deployments.select(compiled, data, ctx, decision_id)
-                answers.append(self._predict(compiled, data, None, selection))
+                answers.append(flow.run(self._predict(compiled, data, None, selection)))
             return answers
         assert state.champion is not None
         results = state.champion.call_many([data for data, _, _ in items])
@@ -450,7 +499,7 @@ class Engine:
         idempotency_key: str | None,
         request_hash: str | None,
         actor: str,
-    ) -> Decision:
+    ) -> Flow[Decision]:
         """Invalid input is refused and recorded, then reported with the decision id."""
         stored_input = (
             raw
@@ -474,7 +523,7 @@ class Engine:
             request_hash,
             actor,
         )
-        decision = self._record_decision(compiled, row, actor)
+        decision = yield from self._record_decision(compiled, row, actor)
         if self.observers:
             observe(self, row)
         error.extra["decision_id"] = decision.id

@@ -109,8 +109,7 @@ async def create_decision(request: Request) -> FastJSONResponse:
     if body.output is not None or body.confidence is not None:
         proposal = Proposal(body.output, body.confidence, body.model_version)
     engine = _engine(request)
-    decision = await run_in_threadpool(
-        engine.decide,
+    decision = await engine.decide_async(
         body.point,
         body.input,
         context=body.context,

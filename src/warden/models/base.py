@@ -35,6 +35,18 @@ class ModelFailure(Exception):
         self.message = message
 
 
+def timeout_failure(timeout_ms: float) -> ModelFailure:
+    return ModelFailure(MODEL_TIMEOUT, f"the model did not answer within {timeout_ms:g} ms")
+
+
+def saturated_failure() -> ModelFailure:
+    return ModelFailure(
+        MODEL_SATURATED,
+        "every model worker is busy (calls that timed out keep theirs until they return); the "
+        "model is too slow for the load",
+    )
+
+
 class ModelLoadError(Exception):
     """A model could not be loaded; the message names the file or function and how to fix it."""
 

@@ -20,7 +20,10 @@ from warden.models.base import (
     ModelFailure,
     Prediction,
     describe,
+    saturated_failure,
+    timeout_failure,
 )
+from warden.models.batching import Batcher
 from warden.models.breaker import CircuitBreaker
 from warden.models.workers import CallTimeout, PoolSaturated, WorkerPool
 from warden.policy.schema import FailureSpec, ModelSpec
@@ -52,6 +55,8 @@ class GuardedModel:
         self._open_for = failure.breaker.open_for
         self._timeout_ms = spec.timeout_ms
         self._pool = None if spec.timeout_ms is None else WorkerPool(max_concurrency)
+        timeout = None if spec.timeout_ms is None else spec.timeout_ms / 1000
+        self._batcher = Batcher(self._predict_many, self._pool, timeout)
 
     @property
     def breaker(self) -> CircuitBreaker:
@@ -63,27 +68,47 @@ class GuardedModel:
 
     def call(self, input: Mapping[str, Any]) -> Prediction:
         """A checked prediction, or ModelFailure saying why there is none."""
+        self._admit()
+        succeeded = False
+        try:
+            raw = self._predict(input) if self._pool is None else self._predict_in_time(input)
+            prediction = self._checked(raw)
+            succeeded = True
+            return prediction
+        finally:
+            self._settle(succeeded)
+
+    async def call_async(self, input: Mapping[str, Any]) -> Prediction:
+        """`call` for a caller on an event loop: the model runs on a worker thread under the
+        same timeout, no thread waits for it, and concurrent calls share one vectorised model
+        call (see `warden.models.batching`)."""
+        self._admit()
+        succeeded = False
+        try:
+            prediction = self._checked(await self._batcher.predict(input))
+            succeeded = True
+            return prediction
+        finally:
+            self._settle(succeeded)
+
+    def _admit(self) -> None:
         if not self._breaker.try_acquire():
             raise ModelFailure(
                 BREAKER_OPEN,
                 f"the circuit breaker is open after repeated model failures; the model is tried "
                 f"again {self._open_for:g}s after it opened",
             )
-        succeeded = False
-        try:
-            raw = self._predict(input) if self._pool is None else self._predict_in_time(input)
-            if not isinstance(raw, Prediction):
-                raise ModelFailure(
-                    INVALID_OUTPUT, f"model returned {describe(raw)}, not a Prediction"
-                )
-            prediction = check_prediction(raw.outcome, raw.confidence, self._outcomes)
-            succeeded = True
-            return prediction
-        finally:
-            if succeeded:
-                self._breaker.on_success()
-            else:
-                self._breaker.on_failure()
+
+    def _checked(self, raw: object) -> Prediction:
+        if not isinstance(raw, Prediction):
+            raise ModelFailure(INVALID_OUTPUT, f"model returned {describe(raw)}, not a Prediction")
+        return check_prediction(raw.outcome, raw.confidence, self._outcomes)
+
+    def _settle(self, succeeded: bool) -> None:
+        if succeeded:
+            self._breaker.on_success()
+        else:
+            self._breaker.on_failure()
 
     def call_many(self, inputs: Sequence[Mapping[str, Any]]) -> list[Prediction | ModelFailure]:
         """A batch as one guarded call: one breaker permit, one timeout, one model invocation
@@ -170,15 +195,9 @@ class GuardedModel:
         try:
             return self._pool.run(self._predict, input, self._timeout_ms / 1000)
         except CallTimeout:
-            raise ModelFailure(
-                MODEL_TIMEOUT, f"the model did not answer within {self._timeout_ms} ms"
-            ) from None
+            raise timeout_failure(self._timeout_ms) from None
         except PoolSaturated:
-            raise ModelFailure(
-                MODEL_SATURATED,
-                "every model worker is busy (calls that timed out keep theirs until they "
-                "return); the model is too slow for the load",
-            ) from None
+            raise saturated_failure() from None
 
 
 def check_prediction(outcome: object, confidence: object, outcomes: Collection[str]) -> Prediction:

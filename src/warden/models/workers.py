@@ -9,6 +9,7 @@ dropped (say, on a policy reload) does not leak threads.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import threading
 from collections.abc import Callable
@@ -28,16 +29,30 @@ class CallTimeout(Exception):
     """The call did not return in time; it keeps running on its worker."""
 
 
-class _Job(Generic[A, R]):
-    __slots__ = ("arg", "done", "error", "function", "result")
+class Job(Generic[A, R]):
+    """One call handed to a worker."""
 
-    def __init__(self, function: Callable[[A], R], arg: A) -> None:
+    __slots__ = ("arg", "done", "error", "function", "notify", "result")
+
+    def __init__(
+        self,
+        function: Callable[[A], R],
+        arg: A,
+        notify: Callable[[Job[A, R]], object] | None = None,
+    ) -> None:
         self.function = function
         self.arg = arg
         self.result: R | None = None
         self.error: BaseException | None = None
         self.done = threading.Lock()
         self.done.acquire()
+        self.notify = notify  # called on the worker once the job is done (async callers)
+
+    def outcome(self) -> R:
+        """What the call returned; raises what it raised."""
+        if self.error is not None:
+            raise self.error
+        return self.result  # type: ignore[return-value]  # set, since no error was stored
 
 
 class WorkerPool:
@@ -57,13 +72,21 @@ class WorkerPool:
         Raises PoolSaturated when no worker is free, CallTimeout when the call is too slow, and
         whatever the function raised.
         """
-        job: _Job[A, R] = _Job(function, arg)
+        job: Job[A, R] = Job(function, arg)
         self._worker().start(job)
         if not job.done.acquire(timeout=timeout):
             raise CallTimeout
-        if job.error is not None:
-            raise job.error
-        return job.result  # type: ignore[return-value]  # set, since no error was stored
+        return job.outcome()
+
+    def submit(
+        self, function: Callable[[A], R], arg: A, notify: Callable[[Job[A, R]], object]
+    ) -> Job[A, R]:
+        """Start `function(arg)` on a worker and return at once; `notify` is called on the
+        worker when it is done (event-loop callers wake themselves with it). Raises
+        PoolSaturated when no worker is free."""
+        job: Job[A, R] = Job(function, arg, notify)
+        self._worker().start(job)
+        return job
 
     def _worker(self) -> _Worker:
         with self._lock:
@@ -96,12 +119,12 @@ class WorkerPool:
 class _Worker:
     def __init__(self, pool: WorkerPool, name: str) -> None:
         self._pool = pool
-        self._job: _Job[Any, Any] | None = None
+        self._job: Job[Any, Any] | None = None
         self._wake = threading.Lock()
         self._wake.acquire()
         threading.Thread(target=self._loop, name=name, daemon=True).start()
 
-    def start(self, job: _Job[Any, Any]) -> None:
+    def start(self, job: Job[Any, Any]) -> None:
         self._job = job
         self._wake.release()
 
@@ -120,4 +143,8 @@ class _Worker:
                 job.error = exc
             pool._rest(self)  # before waking the caller, so its next call finds this worker idle
             job.done.release()
+            if job.notify is not None:
+                # RuntimeError: the caller's event loop has closed, so nobody is waiting
+                with contextlib.suppress(RuntimeError):
+                    job.notify(job)
             del job  # do not keep the last input alive while idle

@@ -16,7 +16,7 @@ from typing import Any
 from warden.models.guard import GuardedModel
 from warden.policy.point import CompiledPoint
 from warden.rollout.assignment import in_canary
-from warden.rollout.registry import Registry
+from warden.rollout.registry import ARTIFACT_KINDS, Registry
 from warden.rollout.rollouts import Mode, Rollout, Rollouts
 from warden.store.recorder import GuardState
 
@@ -74,6 +74,11 @@ class Deployments:
             self._seen = seen
             self._stale = True
 
+    @property
+    def stale(self) -> bool:
+        """Whether the next selection must first re-read aliases and rollouts (`refresh`)."""
+        return self._stale
+
     def refresh(self) -> None:
         """Re-read aliases and active rollouts; load any version not loaded yet."""
         with self._lock:
@@ -82,7 +87,7 @@ class Deployments:
             state: dict[str, _PointState] = {}
             for name, point in self.points.items():
                 current = self._state[name]
-                if point.spec.model.kind.value not in ("sklearn", "onnx"):
+                if point.spec.model.kind not in ARTIFACT_KINDS:
                     state[name] = current
                     continue
                 champion_version = self.registry.aliases(name).get(

@@ -1,0 +1,124 @@
+"""One decision flow, two ways to run it: on the caller's thread, or on an asyncio event loop.
+
+The engine writes the decision flow once, as a generator that yields a `Step` wherever it must
+wait — for the model, for the commit, for a database read — and receives the answer back (or
+has the step's exception thrown in, where it is handled like any other). `run` drives it by
+blocking, for in-process callers; `run_async` drives it by awaiting, so the HTTP server decides
+on its event loop without parking a thread per request: waits for the model worker and the
+group commit resolve through the loop, many per wake-up under load.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Generator, Mapping
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeVar
+
+if TYPE_CHECKING:
+    from warden.models.guard import GuardedModel
+    from warden.store.recorder import Change, Recorder
+
+T = TypeVar("T")
+
+COMMIT_TIMEOUT = 60.0  # seconds a caller waits for its commit before giving up on it
+
+
+class Step:
+    """Something the flow waits for. Subclasses answer it blocking and awaiting."""
+
+    def run(self) -> Any:
+        raise NotImplementedError
+
+    async def run_async(self) -> Any:
+        raise NotImplementedError
+
+
+@dataclass(slots=True)
+class CallModel(Step):
+    """A guarded model call; raises ModelFailure."""
+
+    model: GuardedModel
+    input: Mapping[str, Any]
+
+    def run(self) -> Any:
+        return self.model.call(self.input)
+
+    async def run_async(self) -> Any:
+        return await self.model.call_async(self.input)
+
+
+@dataclass(slots=True)
+class Commit(Step):
+    """A change handed to the group-commit writer; answered once it is durable."""
+
+    recorder: Recorder
+    change: Change
+
+    def run(self) -> Any:
+        return self.recorder.record(self.change, COMMIT_TIMEOUT)
+
+    async def run_async(self) -> Any:
+        return await wait_for_future(self.recorder.submit(self.change), COMMIT_TIMEOUT)
+
+
+@dataclass(slots=True)
+class Blocking(Step):
+    """Blocking work off the hot path (a database read, a refresh); a worker thread runs it
+    when the flow is on an event loop."""
+
+    function: Callable[[], Any]
+
+    def run(self) -> Any:
+        return self.function()
+
+    async def run_async(self) -> Any:
+        return await asyncio.to_thread(self.function)
+
+
+Flow = Generator[Step, Any, T]
+
+
+def run(flow: Flow[T]) -> T:
+    """Drive a flow on this thread, blocking at each step."""
+    reply: Any = None
+    error: BaseException | None = None
+    while True:
+        try:
+            step = flow.send(reply) if error is None else flow.throw(error)
+        except StopIteration as done:
+            return done.value  # type: ignore[no-any-return]
+        reply, error = None, None
+        try:
+            reply = step.run()
+        except Exception as exc:
+            error = exc
+
+
+async def run_async(flow: Flow[T]) -> T:
+    """Drive a flow on the running event loop, awaiting each step."""
+    reply: Any = None
+    error: BaseException | None = None
+    while True:
+        try:
+            step = flow.send(reply) if error is None else flow.throw(error)
+        except StopIteration as done:
+            return done.value  # type: ignore[no-any-return]
+        reply, error = None, None
+        try:
+            reply = await step.run_async()
+        except Exception as exc:
+            error = exc
+
+
+async def wait_for_future(future: Future[T], timeout: float) -> T:
+    """Await a thread's future without ever cancelling it: the writer owns its futures, and a
+    caller that goes away (a client disconnect) must not withdraw a change being committed."""
+    waiter = asyncio.shield(asyncio.wrap_future(future))
+    try:
+        return await asyncio.wait_for(waiter, timeout)
+    except TimeoutError:
+        raise TimeoutError(
+            f"no commit within {timeout:g}s; the database is not keeping up"
+        ) from None

@@ -1,0 +1,189 @@
+"""The decision flow on an event loop: the same decisions as `decide`, model calls gathered
+into batches, per-caller timeouts, and commits a departing caller cannot withdraw."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import Future
+from typing import Any
+
+import pytest
+
+from warden.decision import Route
+from warden.engine import Engine
+from warden.errors import InvalidInput
+from warden.flow import wait_for_future
+from warden.models import GuardedModel, ModelFailure, Prediction
+from warden.models.callable import CallableModel
+from warden.policy.schema import BreakerSpec, FailureSpec, ModelSpec
+
+OUTCOMES = ["approve", "decline"]
+
+
+def application(score: int, **extra: Any) -> dict[str, Any]:
+    return {"amount": 1000, "income": 50000, "credit_score": score, **extra}
+
+
+def test_decide_async_routes_and_records_like_decide(engine: Engine) -> None:
+    inputs = [application(score) for score in (320, 500, 700, 849)]
+    expected = [engine.decide("loan_approval", item) for item in inputs]
+
+    async def all_at_once() -> list[Any]:
+        return await asyncio.gather(*(engine.decide_async("loan_approval", i) for i in inputs))
+
+    got = asyncio.run(all_at_once())
+    for before, after in zip(expected, got, strict=True):
+        assert (after.route, after.outcome, after.confidence) == (
+            before.route,
+            before.outcome,
+            before.confidence,
+        )
+        assert engine.get(after.id) == after  # committed before it was returned
+
+
+def test_concurrent_async_calls_share_model_calls_and_keep_their_own_answers(
+    engine: Engine,
+) -> None:
+    guarded = engine.models["loan_approval"]
+    assert guarded is not None
+    sizes: list[int] = []
+    original = guarded._predict_many
+
+    def counting(inputs: Sequence[Mapping[str, Any]]) -> list[Prediction | ModelFailure]:
+        sizes.append(len(inputs))
+        time.sleep(0.02)  # long enough for the other callers to queue behind this call
+        return original(inputs)
+
+    guarded._batcher._predict_many = counting
+    scores = list(range(400, 840, 11))
+
+    async def burst() -> list[Any]:
+        return await asyncio.gather(
+            *(engine.decide_async("loan_approval", application(s)) for s in scores)
+        )
+
+    decisions = asyncio.run(burst())
+    assert sum(sizes) == len(scores)
+    assert len(sizes) < len(scores) / 2, sizes  # gathered, not one call each
+    for score, decision in zip(scores, decisions, strict=True):
+        assert decision.confidence == pytest.approx((score - 300) / 550)
+
+
+def test_a_failing_row_fails_alone_in_its_batch(engine: Engine) -> None:
+    async def mixed() -> list[Any]:
+        items = [application(800), application(800, mode="error"), application(810)]
+        return await asyncio.gather(*(engine.decide_async("loan_approval", i) for i in items))
+
+    good, bad, other = asyncio.run(mixed())
+    assert good.route is Route.AUTO and other.route is Route.AUTO
+    assert bad.route is Route.REVIEW
+    assert [r.code for r in bad.reasons] == ["model_error"]
+
+
+def test_invalid_input_is_refused_and_recorded_on_the_async_path(engine: Engine) -> None:
+    with pytest.raises(InvalidInput) as raised:
+        asyncio.run(engine.decide_async("loan_approval", {"amount": "lots"}))
+    refused = engine.get(raised.value.extra["decision_id"])
+    assert refused.route is Route.REFUSED
+
+
+def test_concurrent_async_retries_with_one_key_make_one_decision(engine: Engine) -> None:
+    async def retries() -> list[Any]:
+        return await asyncio.gather(
+            *(
+                engine.decide_async("loan_approval", application(700), idempotency_key="k-1")
+                for _ in range(8)
+            )
+        )
+
+    assert len({d.id for d in asyncio.run(retries())}) == 1
+
+
+# -- the batcher on its own ---------------------------------------------------------------------
+
+
+@pytest.fixture
+def gate() -> Iterator[threading.Event]:
+    event = threading.Event()
+    yield event
+    event.set()  # free any worker still parked on it
+
+
+def guarded(function: Any, timeout_ms: int | None, workers: int = 4) -> GuardedModel:
+    return GuardedModel(
+        CallableModel(function, name="test:function", version="v1"),
+        spec=ModelSpec(kind="callable", function="m:f", version="v1", timeout_ms=timeout_ms),
+        failure=FailureSpec(breaker=BreakerSpec(min_calls=100, window=100)),
+        outcomes=OUTCOMES,
+        max_concurrency=workers,
+    )
+
+
+def test_each_caller_times_out_and_a_hung_batch_does_not_block_the_next(
+    gate: threading.Event,
+) -> None:
+    def model(input: Mapping[str, Any]) -> tuple[str, float]:
+        if input["hang"]:
+            gate.wait(10)
+        return "approve", 0.9
+
+    model_ = guarded(model, timeout_ms=100)
+
+    async def scenario() -> tuple[str, Prediction]:
+        hung = asyncio.ensure_future(model_.call_async({"hang": True}))
+        await asyncio.sleep(0.01)  # the hung call is in flight
+        with pytest.raises(ModelFailure) as raised:
+            await hung
+        answered = await model_.call_async({"hang": False})  # goes out beside the hung one
+        return raised.value.code, answered
+
+    code, answered = asyncio.run(scenario())
+    assert code == "model_timeout"
+    assert answered == Prediction("approve", 0.9)
+
+
+def test_calls_fail_fast_when_every_worker_is_held_by_a_hung_call(gate: threading.Event) -> None:
+    def model(input: Mapping[str, Any]) -> tuple[str, float]:
+        gate.wait(10)
+        return "approve", 0.9
+
+    model_ = guarded(model, timeout_ms=50, workers=1)
+
+    async def scenario() -> list[str]:
+        codes = []
+        for _ in range(3):
+            try:
+                await model_.call_async({})
+            except ModelFailure as exc:
+                codes.append(exc.code)
+            await asyncio.sleep(0.06)  # past the deadline: the batch is abandoned
+        return codes
+
+    assert asyncio.run(scenario()) == ["model_timeout", "model_saturated", "model_saturated"]
+
+
+def test_invalid_output_fails_that_caller_and_counts_for_the_breaker() -> None:
+    model_ = guarded(lambda input: ("maybe", 0.9), timeout_ms=None)
+    with pytest.raises(ModelFailure) as raised:
+        asyncio.run(model_.call_async({}))
+    assert raised.value.code == "invalid_output"
+    assert model_.breaker._failures == 1
+
+
+def test_a_caller_that_goes_away_does_not_withdraw_its_commit() -> None:
+    future: Future[str] = Future()
+
+    async def scenario() -> None:
+        waiter = asyncio.ensure_future(wait_for_future(future, 5))
+        await asyncio.sleep(0.01)
+        waiter.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiter
+
+    asyncio.run(scenario())
+    assert not future.cancelled()
+    future.set_result("committed")  # the writer can still settle it: no InvalidStateError
+    assert future.result() == "committed"
