@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import time
 from concurrent.futures import Future
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 
 from warden.ledger.chain import EventDraft, verify_rows
+from warden.store.database import create_engine, migrate
 from warden.store.recorder import Change, DuplicateKey, Recorder
 from warden.store.schema import events, policies, tokens
 
@@ -91,3 +94,31 @@ def test_closed_recorder_refuses(db: sa.Engine) -> None:
     recorder.close()
     with pytest.raises(RuntimeError, match="closed"):
         recorder.record(Change(events=[_event(1)]))
+
+
+def test_sqlite_log_is_checkpointed_by_the_recorder_not_inside_commits(tmp_path: Path) -> None:
+    """Commits never fold the write-ahead log into the database file themselves (that would
+    stall every decision queued behind one commit); the recorder's checkpointer does it."""
+    db = create_engine(f"sqlite:///{tmp_path / 'w.db'}")
+    migrate(db)
+    with db.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar() == 0
+    main_file = tmp_path / "w.db"
+    before = main_file.stat().st_size
+    recorder = Recorder(db)
+    try:
+        payload = {"blob": "x" * 2000}
+        futures = [
+            recorder.submit(Change(events=[EventDraft("test.event", "t", payload)]))
+            for _ in range(500)
+        ]
+        for future in futures:
+            future.result(30)
+        deadline = time.monotonic() + 10
+        while main_file.stat().st_size <= before + 500_000 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert main_file.stat().st_size > before + 500_000  # the events reached the file
+    finally:
+        recorder.close()
+    with db.connect() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(events)).scalar() == 500

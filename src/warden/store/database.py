@@ -51,6 +51,8 @@ def _configure_sqlite(engine: sa.Engine, synchronous: str) -> None:
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute(f"PRAGMA synchronous={synchronous}")
+        # Checkpoints run on the recorder's WalCheckpointer thread, not inside a commit.
+        cursor.execute("PRAGMA wal_autocheckpoint=0")
         cursor.execute("PRAGMA busy_timeout=30000")
         cursor.close()
 

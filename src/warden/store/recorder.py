@@ -23,6 +23,7 @@ from warden.ledger.chain import EventDraft, SealedEvent, seal
 from warden.store.database import write_connection
 from warden.store.rawsql import RawStatements
 from warden.store.schema import decisions, events, ledger_head
+from warden.store.walcheckpoint import WalCheckpointer
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +105,7 @@ class Recorder:
         self._sql = RawStatements.for_dialect(engine.dialect.name)
         self._dbapi_integrity_error: type[Exception] = engine.dialect.loaded_dbapi.IntegrityError
         self._raw: Any = None
+        self._wal = WalCheckpointer(engine) if self._sql.sqlite else None
         self._thread.start()
 
     def submit(self, change: Change) -> Future[Any]:
@@ -129,6 +131,8 @@ class Recorder:
             if self._raw is not None:
                 self._raw.close()
                 self._raw = None
+            if self._wal is not None:
+                self._wal.close()
 
     def _run(self) -> None:
         previous = 0
