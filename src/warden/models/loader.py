@@ -25,16 +25,28 @@ def load_model(spec: ModelSpec, base_dir: Path) -> Model | None:
         from warden.models.sklearn import load_sklearn
 
         return load_sklearn(spec, path)
+    if spec.kind is ModelKind.MLFLOW:
+        from warden.models.mlflow import load_mlflow
+
+        return load_mlflow(spec, path)
     from warden.models.onnx import load_onnx
 
     return load_onnx(spec, path)
 
 
 def _artifact(spec: ModelSpec, base_dir: Path) -> Path:
-    assert spec.path is not None  # the schema requires it for sklearn and onnx
+    assert spec.path is not None  # the schema requires it for sklearn, onnx and mlflow
     path = Path(spec.path).expanduser()
     if not path.is_absolute():
         path = base_dir / path
+    if spec.kind is ModelKind.MLFLOW:
+        if not (path / "MLmodel").is_file():
+            raise ModelLoadError(
+                f"{path} is not an MLflow model folder: it has no MLmodel file (model.path "
+                f"'{spec.path}' is relative to {base_dir}); point model.path at the folder "
+                "mlflow's save_model wrote"
+            )
+        return path
     if not path.is_file():
         raise ModelLoadError(
             f"model file {path} does not exist (model.path '{spec.path}' is relative to "

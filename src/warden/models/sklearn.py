@@ -64,13 +64,13 @@ def load_sklearn(spec: ModelSpec, path: Path) -> SklearnModel:
         raise ModelLoadError(
             f"{path} holds a {type(estimator).__name__} without classes_; save it after fit()"
         )
-    _check_features(estimator, spec.features, path)
+    check_features(estimator, spec.features, path)
     return SklearnModel(
         estimator, features=spec.features, labels=spec.labels or {}, version=spec.version
     )
 
 
-def _check_features(estimator: Any, features: list[str], path: Path) -> None:
+def check_features(estimator: Any, features: list[str], path: Path) -> None:
     """Catches a feature list that is out of order, which would otherwise predict silently wrong."""
     trained_on = getattr(estimator, "feature_names_in_", None)
     if trained_on is not None:

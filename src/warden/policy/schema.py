@@ -23,6 +23,7 @@ class ModelKind(StrEnum):
     CALLABLE = "callable"
     SKLEARN = "sklearn"
     ONNX = "onnx"
+    MLFLOW = "mlflow"
     PROPOSAL = "proposal"
 
 
@@ -33,10 +34,14 @@ class ModelSpec(_Strict):
     version: str | None = Field(
         default=None, description="Model version recorded with every decision."
     )
-    path: str | None = Field(default=None, description="Artifact, relative to the point file.")
+    path: str | None = Field(
+        default=None,
+        description="Artifact, relative to the point file: a file, or an MLflow model folder.",
+    )
     function: str | None = Field(default=None, description="`module:function` for kind=callable.")
     features: list[str] | None = Field(
-        default=None, description="Input fields, in the order the model expects (sklearn, onnx)."
+        default=None,
+        description="Input fields, in the order the model expects (sklearn, onnx, mlflow).",
     )
     labels: dict[str, str] | None = Field(
         default=None, description="Model class label -> outcome, where they differ."
@@ -45,7 +50,7 @@ class ModelSpec(_Strict):
 
     @model_validator(mode="after")
     def _check_kind_fields(self) -> ModelSpec:
-        needs_path = self.kind in (ModelKind.SKLEARN, ModelKind.ONNX)
+        needs_path = self.kind in (ModelKind.SKLEARN, ModelKind.ONNX, ModelKind.MLFLOW)
         if needs_path and not self.path:
             raise ValueError(f"model.path is required for kind '{self.kind}'")
         if needs_path and not self.features:

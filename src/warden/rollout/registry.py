@@ -2,12 +2,17 @@
 
 Artifacts are stored in the database itself (content-addressed by SHA-256), so every replica
 can load any version without a shared filesystem, and a version can never change under its
-name. Each alias move is a ledger event, so "which version was live at time T" is answerable.
+name. A model folder (kind mlflow) is stored as a zip, addressed by the digest of its files
+(`warden.rollout.artifacts`). Each alias move is a ledger event, so "which version was live at
+time T" is answerable.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
+import shutil
+import tempfile
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,12 +28,20 @@ from warden.models.guard import check_prediction
 from warden.models.loader import load_model
 from warden.policy.point import CompiledPoint
 from warden.policy.schema import ModelKind
+from warden.rollout.artifacts import (
+    FolderError,
+    archive_digest,
+    digest_of,
+    pack_folder,
+    unpack_folder,
+)
 from warden.store.queries import aware, recent_decisions
 from warden.store.recorder import Change, DuplicateKey, Recorder
 from warden.store.schema import events, model_aliases, model_artifacts, model_versions
 
 ALIASES = ("champion", "challenger")
-FILE_KINDS = (ModelKind.SKLEARN, ModelKind.ONNX)
+ARTIFACT_KINDS = (ModelKind.SKLEARN, ModelKind.ONNX, ModelKind.MLFLOW)
+FOLDER_KINDS = (ModelKind.MLFLOW,)
 MAX_ARTIFACT_BYTES = 512 * 1024 * 1024
 
 
@@ -73,24 +86,24 @@ class Registry:
     ) -> ModelVersion:
         """Store an artifact as a new immutable version, after it loads and answers."""
         kind = point.spec.model.kind
-        if kind not in FILE_KINDS:
+        if kind not in ARTIFACT_KINDS:
             raise InvalidRequest(
-                f"point '{point.name}' uses a {kind} model; the registry holds file artifacts "
-                "(sklearn, onnx). A callable's version is its code: set model.version in the "
-                "point file",
+                f"point '{point.name}' uses a {kind} model; the registry holds model artifacts "
+                "(sklearn, onnx, mlflow). A callable's version is its code: set model.version "
+                "in the point file",
                 field="point",
             )
         if not version.strip():
             raise InvalidRequest("a version name is required", field="version")
-        if not artifact.is_file():
-            raise InvalidRequest(f"{artifact} is not a file", field="path")
-        content = artifact.read_bytes()
-        if len(content) > MAX_ARTIFACT_BYTES:
-            raise InvalidRequest(f"{artifact} is larger than 512 MiB", field="path")
-        digest = hashlib.sha256(content).hexdigest()
-        self._smoke_test(
-            point, version, self._materialise(digest, artifact.name, content), smoke_input
-        )
+        if kind in FOLDER_KINDS:
+            name = artifact.resolve().name  # `.` and `..` name their folder
+            digest, content = _read_folder(artifact)
+            path = self._materialise_folder(digest, name, content)
+        else:
+            name = artifact.name
+            digest, content = _read_file(artifact)
+            path = self._materialise(digest, name, content)
+        self._smoke_test(point, version, path, smoke_input)
         now = datetime.now(UTC)
         meta = dict(metadata or {})
         row = {
@@ -109,7 +122,7 @@ class Registry:
             if exists is None:
                 conn.execute(
                     model_artifacts.insert().values(
-                        sha256=digest, filename=artifact.name, size=len(content), content=content
+                        sha256=digest, filename=name, size=len(content), content=content
                     )
                 )
             conn.execute(model_versions.insert().values(**row))
@@ -122,7 +135,7 @@ class Registry:
             payload={
                 "version": version,
                 "sha256": digest,
-                "filename": artifact.name,
+                "filename": name,
                 "size": len(content),
                 "metadata": meta,
             },
@@ -209,6 +222,12 @@ class Registry:
                 sa.select(model_artifacts).where(model_artifacts.c.sha256 == registered.sha256)
             ).one()
         content = bytes(row.content)
+        if point.spec.model.kind in FOLDER_KINDS:
+            try:
+                path = self._materialise_folder(registered.sha256, row.filename, content)
+            except FolderError as exc:
+                raise ModelLoadError(f"artifact of {point.name} {version}: {exc}") from None
+            return self._load_file(point, version, path)
         if hashlib.sha256(content).hexdigest() != registered.sha256:
             raise ModelLoadError(
                 f"artifact of {point.name} {version} does not match its "
@@ -232,6 +251,28 @@ class Registry:
             partial = path.with_suffix(path.suffix + ".partial")
             partial.write_bytes(content)
             partial.replace(path)
+        return path
+
+    def _materialise_folder(self, digest: str, name: str, archive: bytes) -> Path:
+        """The archive unpacked as `<cache>/<digest>/<name>`; its files must match the digest."""
+        if archive_digest(archive) != digest:
+            raise FolderError("its files do not match its SHA-256; the database was altered")
+        folder = self.cache / digest
+        name = Path(name).name
+        path = folder / (name if name not in ("", ".", "..") else "model")
+        if _holds(path, digest):
+            return path
+        folder.mkdir(parents=True, exist_ok=True)
+        partial = Path(tempfile.mkdtemp(prefix=".partial-", dir=folder))
+        try:
+            unpack_folder(archive, partial)
+            shutil.rmtree(path, ignore_errors=True)
+            os.replace(partial, path)
+        except OSError:
+            if not _holds(path, digest):
+                raise  # not a concurrent load that unpacked the same files first
+        finally:
+            shutil.rmtree(partial, ignore_errors=True)
         return path
 
     # -- aliases -------------------------------------------------------------------------
@@ -319,3 +360,33 @@ class Registry:
             if move.alias == alias:
                 live = move.version
         return live
+
+
+def _read_file(artifact: Path) -> tuple[str, bytes]:
+    if not artifact.is_file():
+        raise InvalidRequest(f"{artifact} is not a file", field="path")
+    content = artifact.read_bytes()
+    if len(content) > MAX_ARTIFACT_BYTES:
+        raise InvalidRequest(f"{artifact} is larger than 512 MiB", field="path")
+    return hashlib.sha256(content).hexdigest(), content
+
+
+def _read_folder(artifact: Path) -> tuple[str, bytes]:
+    """The digest of the folder's files and the archive the database stores."""
+    if not (artifact / "MLmodel").is_file():
+        raise InvalidRequest(
+            f"{artifact} is not an MLflow model folder: it has no MLmodel file; pass the "
+            "folder mlflow's save_model wrote",
+            field="path",
+        )
+    try:
+        return pack_folder(artifact, MAX_ARTIFACT_BYTES)
+    except FolderError as exc:
+        raise InvalidRequest(str(exc), field="path") from None
+
+
+def _holds(folder: Path, digest: str) -> bool:
+    try:
+        return folder.is_dir() and digest_of(folder, MAX_ARTIFACT_BYTES) == digest
+    except (FolderError, OSError):
+        return False
