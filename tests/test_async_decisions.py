@@ -4,6 +4,7 @@ into batches, per-caller timeouts, and commits a departing caller cannot withdra
 from __future__ import annotations
 
 import asyncio
+import gc
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -11,14 +12,18 @@ from concurrent.futures import Future
 from typing import Any
 
 import pytest
+from fastapi.testclient import TestClient
 
+from warden.api.app import create_app
 from warden.decision import Route
 from warden.engine import Engine
 from warden.errors import InvalidInput
 from warden.flow import wait_for_future
+from warden.ledger.chain import EventDraft
 from warden.models import GuardedModel, ModelFailure, Prediction
 from warden.models.callable import CallableModel
 from warden.policy.schema import BreakerSpec, FailureSpec, ModelSpec
+from warden.store.recorder import Change
 
 OUTCOMES = ["approve", "decline"]
 
@@ -187,3 +192,35 @@ def test_a_caller_that_goes_away_does_not_withdraw_its_commit() -> None:
     assert not future.cancelled()
     future.set_result("committed")  # the writer can still settle it: no InvalidStateError
     assert future.result() == "committed"
+
+
+# -- garbage -------------------------------------------------------------------------------
+
+
+def test_a_decision_leaves_no_reference_cycles(engine: Engine) -> None:
+    """Cycles are freed only by the collector's passes, which pause every request; a cycle per
+    decision made those passes frequent and long (see warden.api.heap)."""
+    engine.decide("loan_approval", application(700))  # warm: lazily built state is not garbage
+    gc.collect()
+    gc.disable()
+    gc.set_debug(gc.DEBUG_SAVEALL)
+    try:
+        for score in (400, 700, 820):
+            engine.decide("loan_approval", application(score))
+            asyncio.run(engine.decide_async("loan_approval", application(score)))
+        gc.collect()
+        ours = [o for o in gc.garbage if isinstance(o, Change | EventDraft | Future)]
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+        gc.enable()
+    assert ours == []
+
+
+def test_the_server_freezes_its_start_up_heap(engine: Engine) -> None:
+    try:
+        with TestClient(create_app(engine, workers=[], freeze_heap=True)) as client:
+            assert client.get("/healthz").status_code == 200
+            assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()

@@ -234,8 +234,7 @@ def test_a_registered_version_decides_once_it_is_champion(
     )
     assert engine.decide("credit", SMOKE).proposed_outcome == "approve"
     engine.registry.set_alias("credit", "champion", "strict-2", actor="test", reason="stricter")
-    engine.deployments.refresh()
-    decision = engine.decide("credit", SMOKE)
+    decision = engine.decide("credit", SMOKE)  # the very next decision follows the move
     assert (decision.model_version, decision.proposed_outcome) == ("strict-2", "decline")
 
 

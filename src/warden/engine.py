@@ -357,7 +357,11 @@ class Engine:
             checked=True,  # input and context passed _check_finite, confidence check_prediction
         )
 
-        def revoke(decision: dict[str, Any], event: EventDraft, code: str) -> None:
+        def revoke(change: Change, code: str) -> None:
+            # The change comes in as an argument, not from this scope: a closure over it would
+            # make every decision a reference cycle, left to the garbage collector's pauses.
+            decision, event = change.decision, change.events[0]
+            assert decision is not None
             routing = route(
                 compiled,
                 decision_id=decision["id"],

@@ -11,6 +11,7 @@ import warden
 from warden.api import errors
 from warden.api.audit import router as audit_router
 from warden.api.auth import TokenCache
+from warden.api.heap import freeze_startup_heap
 from warden.api.limits import BodyLimit
 from warden.api.monitoring import router as monitoring_router
 from warden.api.responses import FastJSONResponse
@@ -37,8 +38,10 @@ def create_app(
     close_engine: bool = False,
     desk: ReviewDesk | None = None,
     workers: Sequence[Worker] | None = None,
+    freeze_heap: bool = False,
 ) -> FastAPI:
-    """The app. `workers` (default: review expiry and webhooks) run while it serves."""
+    """The app. `workers` (default: review expiry and webhooks) run while it serves;
+    `freeze_heap` is for a server process (see `warden.api.heap`)."""
     desk = desk or ReviewDesk(engine)
     background = list(review_workers(desk) if workers is None else workers)
 
@@ -46,6 +49,8 @@ def create_app(
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         for worker in background:
             worker.start()
+        if freeze_heap:
+            freeze_startup_heap()
         yield
         for worker in reversed(background):
             worker.stop()
@@ -90,6 +95,7 @@ def create_app_from_env() -> FastAPI:
         max_body_bytes=settings.max_body_bytes,
         close_engine=True,
         desk=desk,
+        freeze_heap=True,
         workers=[
             *review_workers(desk),
             Monitor(engine),

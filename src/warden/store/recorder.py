@@ -77,7 +77,7 @@ class Change:
     events: list[EventDraft]
     decision: dict[str, Any] | None = None
     apply: Callable[[sa.Connection], Any] | None = None
-    revoke: Callable[[dict[str, Any], EventDraft, str], None] | None = None
+    revoke: Callable[[Change, str], None] | None = None
     variant: str | None = None  # the canary rollout whose challenger made this decision
     guard_update: Callable[[GuardState], GuardState] | None = None
     rows: list[tuple[sa.Table, dict[str, Any]]] = field(default_factory=list)
@@ -219,7 +219,10 @@ class Recorder:
                     .where(ledger_head.c.id == 1)
                     .values(seq=plan.seq, chain_hash=plan.chain_hash)
                 )
-        return plan.results, plan.guard
+            # These changes may have moved an alias, started a rollout or approved a policy:
+            # report the state they leave, so the very next decision already follows it.
+            after = _guard_state([tuple(r) for r in conn.execute(sa.text(self._sql.guards))])
+        return plan.results, after
 
     def _write_raw(self, batch: Sequence[Change]) -> tuple[list[Any], GuardState]:
         """Decisions and their events: the hot path, on the writer's own DBAPI connection."""
@@ -321,9 +324,9 @@ def _plan(
         if decision is not None:
             if change.revoke is not None and decision["route"] == "auto":
                 if guard.is_killed(decision["point"]):
-                    change.revoke(decision, change.events[0], "kill_switch")
+                    change.revoke(change, "kill_switch")
                 elif change.variant and not guard.canary_active(change.variant):
-                    change.revoke(decision, change.events[0], "rollout_stopped")
+                    change.revoke(change, "rollout_stopped")
             rows.append(decision)
         for table, row in change.rows:
             others.setdefault(table, []).append(row)
