@@ -19,6 +19,7 @@ from warden.auth.tokens import Principal, Role
 from warden.decision import Decision
 from warden.engine import Engine
 from warden.errors import Conflict, Forbidden, NotFound, WardenError
+from warden.ledger.chain import EventDraft
 from warden.review import actions, claims, expiry
 from warden.review.access import check_any_view, check_view, may_view
 from warden.review.changes import TaskChange
@@ -130,11 +131,12 @@ class ReviewDesk:
         allowed = sorted(self._visible_points(who))
         t = review_tasks
         picked: list[ReviewTask] = []
-        change = Change(events=[])
+        events: list[EventDraft] = []  # the change's list; a closure over the change itself
+        # would make every claim a reference cycle
 
         def apply(conn: sa.Connection) -> None:
             picked.clear()
-            change.events.clear()
+            events.clear()
             now = self.clock()
             query = (
                 sa.select(t)
@@ -153,12 +155,11 @@ class ReviewDesk:
                 if claims.claimable(task, who, now):
                     planned = claims.claim(task, who, now)
                     _update(conn, task, planned)
-                    change.events.extend(planned.events)
+                    events.extend(planned.events)
                     picked.append(_updated(task, planned))
                     return
 
-        change.apply = apply
-        self.engine.recorder.record(change)
+        self.engine.recorder.record(Change(events=events, apply=apply))
         if not picked:
             where = f" of point '{point}'" if point else ""
             raise NotFound(f"no open review task{where} is free for {who.actor}", field="point")
