@@ -23,6 +23,7 @@ from warden.ledger.chain import EventDraft
 from warden.models import GuardedModel, ModelFailure, Prediction
 from warden.models.callable import CallableModel
 from warden.policy.schema import BreakerSpec, FailureSpec, ModelSpec
+from warden.sdk.local import Warden
 from warden.store.recorder import Change
 
 OUTCOMES = ["approve", "decline"]
@@ -224,3 +225,18 @@ def test_the_server_freezes_its_start_up_heap(engine: Engine) -> None:
             assert gc.get_freeze_count() > 0
     finally:
         gc.unfreeze()
+
+
+def test_the_sdk_decides_on_an_event_loop(engine: Engine) -> None:
+    warden = Warden(engine)
+    sync = warden.decide("loan_approval", application(800), idempotency_key="sdk-1")
+
+    async def again() -> list[Any]:
+        return await asyncio.gather(
+            warden.decide_async("loan_approval", application(800), idempotency_key="sdk-1"),
+            warden.decide_async("loan_approval", application(330)),
+        )
+
+    retried, other = asyncio.run(again())
+    assert retried.id == sync.id  # the same idempotency rules on either path
+    assert other.route is Route.REVIEW and engine.get(other.id) == other

@@ -136,7 +136,15 @@ class Engine:
         becomes final later.
         """
         return flow.run(
-            self._decision(point, input, context, idempotency_key, actor, proposal, callback_url)
+            self.decision_flow(
+                point,
+                input,
+                context=context,
+                idempotency_key=idempotency_key,
+                actor=actor,
+                proposal=proposal,
+                callback_url=callback_url,
+            )
         )
 
     async def decide_async(
@@ -153,20 +161,30 @@ class Engine:
         """`decide` on an asyncio event loop: the same flow, awaiting the model and the commit
         instead of blocking a thread on them (the HTTP server decides this way)."""
         return await flow.run_async(
-            self._decision(point, input, context, idempotency_key, actor, proposal, callback_url)
+            self.decision_flow(
+                point,
+                input,
+                context=context,
+                idempotency_key=idempotency_key,
+                actor=actor,
+                proposal=proposal,
+                callback_url=callback_url,
+            )
         )
 
-    def _decision(
+    def decision_flow(
         self,
         point: str,
         input: Any,
-        context: Mapping[str, Any] | None,
-        idempotency_key: str | None,
-        actor: str,
-        proposal: Proposal | None,
-        callback_url: str | None,
+        *,
+        context: Mapping[str, Any] | None = None,
+        idempotency_key: str | None = None,
+        actor: str = "anonymous",
+        proposal: Proposal | None = None,
+        callback_url: str | None = None,
     ) -> Flow[Decision]:
-        """The flow of one decision; it yields where it waits (see `warden.flow`)."""
+        """The flow of one decision, to be driven by `flow.run` or `flow.run_async`; it yields
+        where it waits (see `warden.flow`)."""
         started = time.perf_counter_ns()
         if self._policies_stale:
             yield Blocking(self._sync_policies)

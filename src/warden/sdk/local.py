@@ -7,6 +7,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from warden import flow
 from warden.decision import Decision
 from warden.engine import Engine, Proposal
 from warden.policy.loader import load_points
@@ -56,17 +57,43 @@ class Warden:
         callback_url: str | None = None,
     ) -> Decision:
         """Run one governed decision. In proposal mode pass the AI's `output` and `confidence`."""
-        proposal = None
-        if output is not None or confidence is not None:
-            proposal = Proposal(output, confidence, model_version)
-        return self.engine.decide(
-            point,
-            dict(input),
-            context=context,
-            idempotency_key=idempotency_key,
-            actor=actor,
-            proposal=proposal,
-            callback_url=callback_url,
+        return flow.run(
+            self.engine.decision_flow(
+                point,
+                dict(input),
+                context=context,
+                idempotency_key=idempotency_key,
+                actor=actor,
+                proposal=_proposal(output, confidence, model_version),
+                callback_url=callback_url,
+            )
+        )
+
+    async def decide_async(
+        self,
+        point: str,
+        input: Mapping[str, Any],
+        *,
+        context: Mapping[str, Any] | None = None,
+        idempotency_key: str | None = None,
+        output: Any = None,
+        confidence: Any = None,
+        model_version: str | None = None,
+        actor: str = "sdk",
+        callback_url: str | None = None,
+    ) -> Decision:
+        """`decide` for asyncio applications: awaits the model and the commit without holding
+        a thread, and concurrent calls share vectorised model calls."""
+        return await flow.run_async(
+            self.engine.decision_flow(
+                point,
+                dict(input),
+                context=context,
+                idempotency_key=idempotency_key,
+                actor=actor,
+                proposal=_proposal(output, confidence, model_version),
+                callback_url=callback_url,
+            )
         )
 
     def decide_many(
@@ -118,3 +145,9 @@ class Warden:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+def _proposal(output: Any, confidence: Any, model_version: str | None) -> Proposal | None:
+    if output is None and confidence is None:
+        return None
+    return Proposal(output, confidence, model_version)
