@@ -11,6 +11,7 @@ from tests.conftest import LOAN_POINT, write_points
 from warden.decision import Route
 from warden.policy.loader import load_point
 from warden.policy.router import Failure, in_sample, route
+from warden.policy.rules import CompiledRule, bind, binder_for, compile_rule
 
 POINT = load_point(
     write_points(Path(__import__("tempfile").mkdtemp()), LOAN_POINT) / "loan_approval.yaml"
@@ -124,3 +125,64 @@ def test_never_auto_when_a_human_or_refusal_rule_matches(
         assert route_ is Route.REFUSED
     if route_ is Route.AUTO:
         assert codes == ["confident"]
+
+
+# -- binding only what rules read ------------------------------------------------------------
+
+RULES = [
+    "input.amount > 50000",
+    "has(input.country) && input.country in ['XX']",
+    "input['credit_score'] < 600 || confidence < 0.5",
+    "size(input) > 3",
+    "'country' in input",
+    "input.tags.exists(t, t == 'vip')",
+    "context.channel == 'web' && output == 'approve'",
+    "input.missing > 1",
+    "[1, 2].exists(input, input > 1) && input.amount > 0",
+    "input.nested.level >= 2",
+]
+
+values = st.one_of(st.integers(-5, 100_000), st.floats(-1e6, 1e6), st.text(max_size=3))
+inputs = st.fixed_dictionaries(
+    {"amount": st.floats(0, 1e6), "credit_score": st.integers(300, 850)},
+    optional={
+        "country": st.sampled_from(["XX", "FR"]),
+        "tags": st.lists(st.sampled_from(["vip", "new"]), max_size=3),
+        "nested": st.fixed_dictionaries({"level": st.integers(0, 5)}),
+        "extra": values,
+    },
+)
+
+
+def _evaluate(rule: CompiledRule, bound: object) -> object:
+    try:
+        return rule.matches(bound)
+    except Exception:
+        return "error"
+
+
+@given(
+    when=st.sampled_from(RULES),
+    input=inputs,
+    confidence=st.floats(0, 1),
+    output=st.sampled_from(["approve", "decline"]),
+    channel=st.sampled_from(["web", "branch"]),
+)
+@settings(max_examples=300, deadline=None)
+def test_the_narrow_binding_evaluates_every_rule_as_the_full_one(
+    when: str, input: dict[str, object], confidence: float, output: str, channel: str
+) -> None:
+    rule = compile_rule(
+        "review", "r", when, None, input_fields=None, outcomes=["approve", "decline"]
+    )
+    context = {"channel": channel}
+    full = bind(input, output, confidence, context)
+    narrow = binder_for([rule]).bind(input, output, confidence, context)
+    assert _evaluate(rule, narrow) == _evaluate(rule, full)
+
+
+def test_the_binder_names_only_what_rules_read() -> None:
+    assert POINT.binder.variables == {"input", "confidence"}
+    assert POINT.binder.input_fields == {"amount", "country"}
+    whole = compile_rule("auto", "w", "size(input) > 1", None, input_fields=None, outcomes=[])
+    assert binder_for([whole]).input_fields is None

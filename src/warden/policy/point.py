@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from warden.policy.rules import CompiledRule
+from warden.policy.rules import Binder, CompiledRule, binder_for
 from warden.policy.schema import DecisionPointSpec
 
 
@@ -19,6 +20,11 @@ class CompiledPoint:
     validate_input: Callable[[Any], Any]
     rules: tuple[CompiledRule, ...]
     four_eyes: CompiledRule | None = None
+
+    @cached_property
+    def binder(self) -> Binder:
+        """Binds the variables (and input fields) this point's routing rules read."""
+        return binder_for(self.rules)
 
     @property
     def name(self) -> str:

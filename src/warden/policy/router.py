@@ -12,7 +12,6 @@ from typing import Any
 
 from warden.decision import Reason, Route
 from warden.policy.point import CompiledPoint
-from warden.policy.rules import bind
 from warden.policy.schema import REVIEW
 
 
@@ -51,7 +50,7 @@ def route(
     failure: Failure | None = None,
 ) -> Routing:
     """Decide the route of one decision from its input, the model's output and the rules."""
-    bound = bind(input, outcome, confidence, context)
+    bound = point.binder.bind(input, outcome, confidence, context)
     reasons: list[Reason] = []
     refused = _fired(point, "refuse", bound, reasons, tolerate_errors=failure is not None)
     if refused:
