@@ -19,7 +19,7 @@ from _setup import applications, write_point
 
 from warden.engine import Engine
 from warden.policy.loader import load_point, load_points
-from warden.policy.replay import replay
+from warden.policy.replay import replay, same_input_schema
 from warden.store import queries
 from warden.store.database import create_engine, migrate
 
@@ -47,9 +47,10 @@ def main() -> None:
         began = time.perf_counter()
         with db.connect() as conn:
             decisions = queries.replay_rows(conn, "loan_approval", args.decisions)
+            schemas = queries.input_schemas(conn, "loan_approval")
         read_in = time.perf_counter() - began
         began = time.perf_counter()
-        result = replay(point, decisions)
+        result = replay(point, decisions, validated_under=same_input_schema(point, schemas))
         routed_in = time.perf_counter() - began
         n = result.total
         print(f"recorded {n:,} decisions in {recorded_in:.1f} s (decide_many)")

@@ -15,7 +15,7 @@ from warden.decision import Route
 from warden.engine import Engine
 from warden.policy.diff import diff_specs
 from warden.policy.loader import load_point, load_points
-from warden.policy.replay import replay, reroute
+from warden.policy.replay import replay, reroute, same_input_schema
 from warden.store import queries
 
 SCORES = [700, 780, 800, 830, 840]  # toy model confidence = (score - 300) / 550
@@ -131,3 +131,28 @@ def test_a_decision_tightened_by_an_alert_stays_tightened(engine: Engine, tmp_pa
     assert tightened.route is Route.REVIEW and tightened.reasons[0].code == "alert_tighten"
     looser = load_point(_new_policy(tmp_path, threshold="0.5"))
     assert reroute(looser, tightened)[0] == "review"
+
+
+def test_inputs_are_checked_again_only_where_the_schema_changed(
+    engine: Engine, tmp_path: Path
+) -> None:
+    _decide_all(engine)
+    with engine.db.connect() as conn:
+        recorded = queries.replay_rows(conn, "loan_approval", 100)
+        schemas = queries.input_schemas(conn, "loan_approval")
+    old_version = recorded[0].policy_version
+    same = load_point(_new_policy(tmp_path))  # other thresholds, the same input schema
+    assert same_input_schema(same, schemas) == {old_version}
+    assert replay(same, recorded, validated_under={old_version}).after == (
+        replay(same, recorded).after
+    )
+    stricter_file = write_points(tmp_path / "strict") / "loan_approval.yaml"
+    stricter_file.write_text(
+        LOAN_POINT.replace(
+            "required: [amount, income, credit_score]", "required: [amount, term]"
+        ).replace("mode: {type: string}", "mode: {type: string}\n    term: {type: integer}")
+    )
+    stricter = load_point(stricter_file)
+    assert same_input_schema(stricter, schemas) == frozenset()
+    result = replay(stricter, recorded, validated_under=same_input_schema(stricter, schemas))
+    assert result.after == {"refused": len(recorded)}  # none of them sent a term

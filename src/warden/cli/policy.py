@@ -15,7 +15,7 @@ from warden.cli import context
 from warden.errors import PolicyError
 from warden.policy.diff import diff_specs
 from warden.policy.loader import load_point
-from warden.policy.replay import ReplayResult, replay
+from warden.policy.replay import ReplayResult, replay, same_input_schema
 from warden.policy.schema import DecisionPointSpec
 from warden.store import queries
 
@@ -95,6 +95,7 @@ def policy_replay(
     try:
         with db.connect() as conn:
             recorded = queries.replay_rows(conn, point.name, last)
+            validated_under = same_input_schema(point, queries.input_schemas(conn, point.name))
     finally:
         db.dispose()
     if not recorded:
@@ -102,7 +103,12 @@ def policy_replay(
         raise typer.Exit(1)
     with Progress(console=err, transient=True, disable=as_json) as progress:
         task = progress.add_task("replaying", total=len(recorded))
-        result = replay(point, recorded, progress=lambda n: progress.advance(task, n))
+        result = replay(
+            point,
+            recorded,
+            progress=lambda n: progress.advance(task, n),
+            validated_under=validated_under,
+        )
     if as_json:
         print(orjson.dumps(result.to_dict(), option=orjson.OPT_INDENT_2).decode())
         return

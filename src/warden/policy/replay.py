@@ -8,7 +8,7 @@ live.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -102,11 +102,17 @@ def replay(
     *,
     examples: int = 3,
     progress: Callable[[int], None] | None = None,
+    validated_under: Collection[str] = (),
 ) -> ReplayResult:
-    """How each recorded decision would be routed by `point` (a new version of its policy)."""
+    """How each recorded decision would be routed by `point` (a new version of its policy).
+
+    `validated_under` names old policy versions with this point's input schema (see
+    `same_input_schema`): inputs they accepted are valid here too and are not checked again.
+    """
     result = ReplayResult(point=point.name, old_versions=Counter(), new_version=point.version)
+    trusted = frozenset(validated_under)
     for decision in decisions:
-        new_route, codes = reroute(point, decision)
+        new_route, codes = reroute(point, decision, validated=decision.policy_version in trusted)
         old_route = str(decision.route)
         result.total += 1
         result.old_versions[decision.policy_version] += 1
@@ -123,15 +129,26 @@ def replay(
     return result
 
 
-def reroute(point: CompiledPoint, decision: Recorded) -> tuple[str, list[str]]:
+def same_input_schema(point: CompiledPoint, schemas: Mapping[str, Any]) -> frozenset[str]:
+    """The policy versions, of `schemas` (version -> input schema), whose input schema is
+    `point`'s: validation is deterministic, so what they accepted `point` accepts."""
+    mine = point.spec.model_dump(mode="json")["input"]
+    return frozenset(version for version, schema in schemas.items() if schema == mine)
+
+
+def reroute(
+    point: CompiledPoint, decision: Recorded, *, validated: bool = False
+) -> tuple[str, list[str]]:
     """The route and reason codes `point` gives a recorded decision, with the model output it
-    had, and with the failure, kill switch or protective alert that was in force then."""
+    had, and with the failure, kill switch or protective alert that was in force then.
+    `validated`: the input is known to satisfy `point`'s schema."""
     if any(r.code == "invalid_input" for r in decision.reasons):
         return Route.REFUSED.value, ["invalid_input"]
-    try:
-        point.validate_input(decision.input)
-    except fastjsonschema.JsonSchemaValueException:
-        return Route.REFUSED.value, ["invalid_input"]
+    if not validated:
+        try:
+            point.validate_input(decision.input)
+        except fastjsonschema.JsonSchemaValueException:
+            return Route.REFUSED.value, ["invalid_input"]
     failure = next(
         (
             Failure(r.code, r.message, kill=r.kind == "kill")

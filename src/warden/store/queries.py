@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import gc
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 import sqlalchemy as sa
 
 from warden.decision import Decision, Reason, Route, Status
-from warden.store.schema import decisions, kill_switches
+from warden.store.schema import decisions, kill_switches, policies
 
 
 def aware(value: datetime | None) -> datetime | None:
@@ -156,33 +160,59 @@ class RecordedDecision:
 
 
 def replay_rows(conn: sa.Connection, point: str, last: int) -> list[RecordedDecision]:
-    """The `last` most recent decisions of a point, oldest first, read lean for replay."""
-    c = decisions.c
+    """The `last` most recent decisions of a point, oldest first, read lean for replay.
+
+    A plain DBAPI cursor, JSON decoded here, and the cyclic garbage collector paused while the
+    rows become objects: through SQLAlchemy's typed results, and with the collector walking
+    the growing list again and again, reading cost more than re-routing.
+    """
+    mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+    cursor = conn.connection.cursor()
+    try:
+        cursor.execute(
+            "SELECT id, route, policy_version, input, context, proposed_outcome, confidence, "
+            f"reasons FROM decisions WHERE point = {mark} ORDER BY id DESC LIMIT {mark}",
+            (point, last),
+        )
+        rows = cursor.fetchall()
+    finally:
+        cursor.close()
+    with collector_paused():  # only acyclic objects are made here
+        return [
+            RecordedDecision(
+                r[0],
+                r[1],
+                r[2],
+                _json(r[3]),
+                _json(r[4]),
+                r[5],
+                r[6],
+                [RecordedReason(x["code"], x["kind"], x.get("message", "")) for x in _json(r[7])],
+            )
+            for r in reversed(rows)
+        ]
+
+
+@contextmanager
+def collector_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector while building many objects that form no cycles."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+def input_schemas(conn: sa.Connection, point: str) -> dict[str, Any]:
+    """Each stored policy version of a point, with its input schema."""
     rows = conn.execute(
-        sa.select(
-            c.id,
-            c.route,
-            c.policy_version,
-            c.input,
-            c.context,
-            c.proposed_outcome,
-            c.confidence,
-            c.reasons,
-        )
-        .where(c.point == point)
-        .order_by(c.id.desc())
-        .limit(last)
+        sa.select(policies.c.version, policies.c.content).where(policies.c.point == point)
     ).all()
-    return [
-        RecordedDecision(
-            r[0],
-            r[1],
-            r[2],
-            r[3],
-            r[4],
-            r[5],
-            r[6],
-            [RecordedReason(x["code"], x["kind"], x.get("message", "")) for x in r[7]],
-        )
-        for r in reversed(rows)
-    ]
+    return {version: content.get("input") for version, content in rows}
+
+
+def _json(value: Any) -> Any:
+    """JSON columns come back as text from SQLite and already decoded from PostgreSQL."""
+    return orjson.loads(value) if isinstance(value, str | bytes) else value
