@@ -200,7 +200,7 @@ def test_a_caller_that_goes_away_does_not_withdraw_its_commit() -> None:
 
 def test_a_decision_leaves_no_reference_cycles(engine: Engine) -> None:
     """Cycles are freed only by the collector's passes, which pause every request; a cycle per
-    decision made those passes frequent and long (see warden.api.heap)."""
+    decision made those passes frequent and long (see warden.heap)."""
     engine.decide("loan_approval", application(700))  # warm: lazily built state is not garbage
     gc.collect()
     gc.disable()

@@ -31,6 +31,7 @@ from warden.errors import (
     WardenError,
 )
 from warden.flow import Blocking, CallModel, Commit, Flow
+from warden.heap import collector_paused
 from warden.ids import new_id
 from warden.ledger.canonical import NotCanonical, canonical_bytes
 from warden.ledger.chain import EventDraft
@@ -414,6 +415,16 @@ class Engine:
         fails its schema is refused and recorded, and comes back as that refused decision
         (rather than raised, so one bad row does not hide the others).
         """
+        with collector_paused():  # a batch builds thousands of objects, none in a cycle
+            return self._decide_many(point, inputs, contexts, actor)
+
+    def _decide_many(
+        self,
+        point: str,
+        inputs: Sequence[Any],
+        contexts: Sequence[Mapping[str, Any]] | None,
+        actor: str,
+    ) -> list[Decision]:
         if self._policies_stale:
             self._sync_policies()
         compiled = self._point(point)

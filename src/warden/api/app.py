@@ -11,7 +11,6 @@ import warden
 from warden.api import errors
 from warden.api.audit import router as audit_router
 from warden.api.auth import TokenCache
-from warden.api.heap import freeze_startup_heap
 from warden.api.limits import BodyLimit
 from warden.api.monitoring import router as monitoring_router
 from warden.api.responses import FastJSONResponse
@@ -20,6 +19,7 @@ from warden.api.rollouts import router as rollouts_router
 from warden.api.routes import router
 from warden.console.app import mount_console
 from warden.engine import Engine
+from warden.heap import freeze_startup_heap
 from warden.ledger.checkpointer import Checkpointer
 from warden.monitor.observer import attach
 from warden.monitor.worker import Monitor
@@ -41,7 +41,7 @@ def create_app(
     freeze_heap: bool = False,
 ) -> FastAPI:
     """The app. `workers` (default: review expiry and webhooks) run while it serves;
-    `freeze_heap` is for a server process (see `warden.api.heap`)."""
+    `freeze_heap` is for a server process (see `warden.heap`)."""
     desk = desk or ReviewDesk(engine)
     background = list(review_workers(desk) if workers is None else workers)
 

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import gc
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -13,6 +10,7 @@ import orjson
 import sqlalchemy as sa
 
 from warden.decision import Decision, Reason, Route, Status
+from warden.heap import collector_paused
 from warden.store.schema import decisions, kill_switches, policies
 
 
@@ -191,18 +189,6 @@ def replay_rows(conn: sa.Connection, point: str, last: int) -> list[RecordedDeci
             )
             for r in reversed(rows)
         ]
-
-
-@contextmanager
-def collector_paused() -> Iterator[None]:
-    """Pause the cyclic garbage collector while building many objects that form no cycles."""
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
 
 
 def input_schemas(conn: sa.Connection, point: str) -> dict[str, Any]:

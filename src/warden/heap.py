@@ -1,4 +1,4 @@
-"""Keep the garbage collector's full passes off the request path.
+"""Keep the cyclic garbage collector's passes off the decision path.
 
 A server process imports a great deal at start — numpy, scikit-learn, SciPy, pydantic models,
 compiled rules, the route table — and never frees it. CPython's full collection walks every
@@ -11,6 +11,8 @@ the collector's view for good; what requests allocate is still collected as usua
 from __future__ import annotations
 
 import gc
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 
 def freeze_startup_heap() -> None:
@@ -21,3 +23,17 @@ def freeze_startup_heap() -> None:
     """
     gc.collect()
     gc.freeze()
+
+
+@contextmanager
+def collector_paused() -> Iterator[None]:
+    """Pause the cyclic collector while building many objects that form no cycles (a batch of
+    decisions, a replay's rows): it would otherwise walk the growing heap again and again,
+    with nothing to free. It runs again, as due, once the batch is built."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
