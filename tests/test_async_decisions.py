@@ -17,7 +17,7 @@ from fastapi.testclient import TestClient
 from warden.api.app import create_app
 from warden.decision import Route
 from warden.engine import Engine
-from warden.errors import InvalidInput
+from warden.errors import InvalidInput, InvalidRequest
 from warden.flow import wait_for_future
 from warden.ledger.chain import EventDraft
 from warden.models import GuardedModel, ModelFailure, Prediction
@@ -240,3 +240,27 @@ def test_the_sdk_decides_on_an_event_loop(engine: Engine) -> None:
     retried, other = asyncio.run(again())
     assert retried.id == sync.id  # the same idempotency rules on either path
     assert other.route is Route.REVIEW and engine.get(other.id) == other
+
+
+def test_the_collector_is_paused_only_while_a_batch_is_built(engine: Engine) -> None:
+    seen: list[bool] = []
+    guarded = engine.models["loan_approval"]
+    assert guarded is not None
+    original = guarded._predict_many
+
+    def spying(inputs: Sequence[Mapping[str, Any]]) -> list[Prediction | ModelFailure]:
+        seen.append(gc.isenabled())
+        return original(inputs)
+
+    guarded._predict_many = spying  # type: ignore[method-assign]
+    engine.decide_many("loan_approval", [application(700), application(720)])
+    assert seen == [False] and gc.isenabled()
+    with pytest.raises(InvalidRequest):
+        engine.decide_many("loan_approval", [application(700)], contexts=[{}, {}])
+    assert gc.isenabled()
+    gc.disable()
+    try:  # an application that turned the collector off keeps it off
+        engine.decide_many("loan_approval", [application(700)])
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
