@@ -2,14 +2,16 @@
 and proofs at scale.
 
 Run: .venv/bin/python benchmarks/bench_ledger.py [--events 1000000] [--seconds 5]
-With WARDEN_DB_URL pointing at PostgreSQL, appends are also measured there.
+     [--verify-only] [--repeat 3]
+With WARDEN_DB_URL pointing at PostgreSQL, appends and verification are also measured there.
+`--verify-only` fills the ledger and measures only the chain check and `warden audit verify`;
+`--repeat` runs those several times and prints the median.
 Every append is durably committed (SQLite WAL, synchronous=FULL) before its future resolves.
 """
 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import os
 import statistics
 import sys
@@ -17,7 +19,9 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from concurrent.futures import Future
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -30,10 +34,10 @@ from _setup import applications, write_point
 from warden.engine import Engine
 from warden.ledger.chain import EventDraft
 from warden.ledger.checkpoint import make_checkpoint
-from warden.ledger.keys import load_or_create
+from warden.ledger.keys import SigningKey, load_or_create
 from warden.ledger.merkle import inclusion_proof, verify_inclusion
 from warden.ledger.tree import LedgerTree
-from warden.ledger.verify import verify_ledger
+from warden.ledger.verify import chain_hashes, verify_ledger
 from warden.policy.loader import load_points
 from warden.store.database import create_engine, migrate
 from warden.store.recorder import Change, Recorder
@@ -87,8 +91,9 @@ def append_alone(
     return count / elapsed
 
 
-def postgres_append(url: str, count: int) -> float:
-    """Appends on PostgreSQL, in a throwaway schema so the database's own ledger is untouched."""
+@contextmanager
+def postgres_schema(url: str) -> Iterator[sa.Engine]:
+    """A migrated throwaway schema, so the database's own ledger is untouched."""
     schema = f"bench_{uuid.uuid4().hex[:12]}"
     admin = sa.create_engine(url)
     with admin.begin() as conn:
@@ -97,7 +102,7 @@ def postgres_append(url: str, count: int) -> float:
     pg = create_engine(f"{url}{separator}options=-csearch_path%3D{schema}")
     try:
         migrate(pg)
-        return append_alone(pg, count)
+        yield pg
     finally:
         pg.dispose()
         with admin.begin() as conn:
@@ -130,21 +135,46 @@ def decision_flow(folder: Path, db: sa.Engine, threads: int, seconds: float) -> 
     return rate
 
 
-def chain_check_rate(db: sa.Engine, limit: int) -> float:
-    """The bare chain check — hash each stored body, link it — over rows already in memory."""
+def chain_check_rate(db: sa.Engine) -> float:
+    """The chain check as verify does it — hash each stored body, link it, compare both hashes
+    with the stored ones — over rows already in memory."""
     with db.connect() as conn:
-        rows = conn.execute(
-            sa.select(events.c.body, events.c.chain_hash).order_by(events.c.seq).limit(limit)
-        ).all()
-    sha256 = hashlib.sha256
+        rows = [
+            tuple(row)  # as the driver hands them to verify
+            for row in conn.execute(
+                sa.select(events.c.body, events.c.leaf_hash, events.c.chain_hash).order_by(
+                    events.c.seq
+                )
+            )
+        ]
+    batches = [rows[i : i + 1000] for i in range(0, len(rows), 1000)]
     began = time.perf_counter()
     prev = bytes(32)
-    for body, chain_hex in rows:
-        leaf = sha256(b"\x00" + body.encode()).digest()
-        prev = sha256(prev + leaf).digest()
-        if prev.hex() != chain_hex:
+    for batch in batches:
+        bodies, leaf_hexes, chain_hexes = zip(*batch, strict=True)
+        leaves, links = chain_hashes(prev, bodies)
+        if (
+            tuple(map(bytes.hex, leaves)) != leaf_hexes
+            or tuple(map(bytes.hex, links)) != chain_hexes
+        ):
             raise AssertionError("chain broken")
+        prev = links[-1]
     return len(rows) / (time.perf_counter() - began)
+
+
+def verification(db: sa.Engine, key: SigningKey, repeat: int, backend: str) -> None:
+    """The chain check and `warden audit verify`, the median of `repeat` runs each."""
+    rate = statistics.median(chain_check_rate(db) for _ in range(repeat))
+    print(f"chain check (hash over stored bytes) {rate:10,.0f} events/s  ({backend})")
+    reports = [verify_ledger(db, [key.public]) for _ in range(repeat)]
+    for report in reports:
+        assert report.ok, report.problems
+    seconds = statistics.median(report.seconds for report in reports)
+    count = reports[0].events
+    print(
+        f"warden audit verify, {count:,} events ({backend}): {seconds:.2f} s "
+        f"({count / seconds:,.0f} events/s, chain + columns + Merkle + tiles + signatures)"
+    )
 
 
 def proofs(db: sa.Engine, size: int, root: bytes, samples: int = 2000) -> tuple[float, float]:
@@ -178,71 +208,77 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--threads", type=int, default=32)
+    parser.add_argument("--verify-only", action="store_true")
+    parser.add_argument("--repeat", type=int, default=1)
     args = parser.parse_args()
+    pg_url = os.environ.get("WARDEN_DB_URL", "")
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
+        key = load_or_create(folder / "home")
         db = create_engine(f"sqlite:///{folder / 'ledger.db'}")
         migrate(db)
-        rate = append_alone(db, 200_000)
-        print(
-            f"append, ledger alone (SQLite)        {rate:10,.0f} events/s  (one event per change)"
-        )
-        rate = append_alone(db, 200_000, window=64, per_change=16)
-        print(
-            f"append, ledger alone (SQLite)        {rate:10,.0f} events/s  (16 events per change)"
-        )
-        pg_url = os.environ.get("WARDEN_DB_URL", "")
-        if pg_url.startswith("postgresql"):
-            pg_rate = postgres_append(pg_url, 50_000)
-            print(
-                f"append, ledger alone (PostgreSQL)    {pg_rate:10,.0f} events/s  (50,000 events)"
-            )
-        flow_db = create_engine(f"sqlite:///{folder / 'flow.db'}")
-        migrate(flow_db)
-        flow = decision_flow(folder, flow_db, args.threads, args.seconds)
-        print(
-            f"append, full decision flow (SQLite)  {flow:10,.0f} decisions/s "
-            f"({args.threads} callers, one event each)"
-        )
-        flow_db.dispose()
-
-        remaining = args.events - 400_000
-        if remaining > 0:
-            append_alone(db, remaining)
-        size = args.events
-        key = load_or_create(folder / "home")
-        tree = LedgerTree()  # what the background checkpointer keeps between checkpoints
-        began = time.perf_counter()
-        first = make_checkpoint(db, key, tree)
-        full = time.perf_counter() - began
-        assert first.size == size
-        append_alone(db, 1000)
-        began = time.perf_counter()
-        second = make_checkpoint(db, key, tree)
-        incremental = time.perf_counter() - began
-        append_alone(db, 1000)
-        began = time.perf_counter()
-        make_checkpoint(db, key)
-        cold = time.perf_counter() - began
-        print(
-            f"checkpoint at {size:,} events: first {full:.2f} s (hashes every tile once); "
-            f"after 1,000 more: {incremental * 1000:.1f} ms (warm tree), "
-            f"{cold * 1000:.1f} ms (new process)"
-        )
-        print(f"chain check (hash over stored bytes) {chain_check_rate(db, size):10,.0f} events/s")
-        report = verify_ledger(db, [key.public])
-        assert report.ok, report.problems
-        print(
-            f"warden audit verify, {report.events:,} events: {report.seconds:.2f} s "
-            f"({report.events / report.seconds:,.0f} events/s, chain + columns + Merkle "
-            "+ tiles + signatures)"
-        )
-        make, check = proofs(db, second.size, second.root_bytes)
-        print(
-            f"inclusion proof at {second.size:,} events: make {make:.0f} µs, "
-            f"check {check:.0f} µs (median)"
-        )
+        if args.verify_only:
+            append_alone(db, args.events)
+            make_checkpoint(db, key)
+            verification(db, key, args.repeat, "SQLite")
+        else:
+            full_run(folder, db, key, args)
         db.dispose()
+    if pg_url.startswith("postgresql"):
+        with postgres_schema(pg_url) as pg:
+            append_alone(pg, args.events)
+            make_checkpoint(pg, key)
+            verification(pg, key, args.repeat, "PostgreSQL")
+
+
+def full_run(folder: Path, db: sa.Engine, key: SigningKey, args: argparse.Namespace) -> None:
+    """Appends (alone and in the decision flow), checkpoints, verification and proofs."""
+    rate = append_alone(db, 200_000)
+    print(f"append, ledger alone (SQLite)        {rate:10,.0f} events/s  (one event per change)")
+    rate = append_alone(db, 200_000, window=64, per_change=16)
+    print(f"append, ledger alone (SQLite)        {rate:10,.0f} events/s  (16 events per change)")
+    pg_url = os.environ.get("WARDEN_DB_URL", "")
+    if pg_url.startswith("postgresql"):
+        with postgres_schema(pg_url) as pg:
+            pg_rate = append_alone(pg, 50_000)
+        print(f"append, ledger alone (PostgreSQL)    {pg_rate:10,.0f} events/s  (50,000 events)")
+    flow_db = create_engine(f"sqlite:///{folder / 'flow.db'}")
+    migrate(flow_db)
+    flow = decision_flow(folder, flow_db, args.threads, args.seconds)
+    print(
+        f"append, full decision flow (SQLite)  {flow:10,.0f} decisions/s "
+        f"({args.threads} callers, one event each)"
+    )
+    flow_db.dispose()
+
+    remaining = args.events - 400_000
+    if remaining > 0:
+        append_alone(db, remaining)
+    size = args.events
+    tree = LedgerTree()  # what the background checkpointer keeps between checkpoints
+    began = time.perf_counter()
+    first = make_checkpoint(db, key, tree)
+    full = time.perf_counter() - began
+    assert first.size == size
+    append_alone(db, 1000)
+    began = time.perf_counter()
+    second = make_checkpoint(db, key, tree)
+    incremental = time.perf_counter() - began
+    append_alone(db, 1000)
+    began = time.perf_counter()
+    make_checkpoint(db, key)
+    cold = time.perf_counter() - began
+    print(
+        f"checkpoint at {size:,} events: first {full:.2f} s (hashes every tile once); "
+        f"after 1,000 more: {incremental * 1000:.1f} ms (warm tree), "
+        f"{cold * 1000:.1f} ms (new process)"
+    )
+    verification(db, key, args.repeat, "SQLite")
+    make, check = proofs(db, second.size, second.root_bytes)
+    print(
+        f"inclusion proof at {second.size:,} events: make {make:.0f} µs, "
+        f"check {check:.0f} µs (median)"
+    )
 
 
 if __name__ == "__main__":

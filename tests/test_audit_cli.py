@@ -135,6 +135,7 @@ def test_export_jsonl_and_parquet(env: Path, tmp_path: Path) -> None:
     lines = [json.loads(line) for line in target.read_text().splitlines()]
     assert all(row["point"] == "loan_approval" for row in lines)
     assert sum(row["type"] == "decision.created" for row in lines) == 5
+    assert all(row["ts"] == json.loads(row["body"])["ts"] for row in lines)
     manifest = json.loads((tmp_path / "out" / "events.jsonl.manifest.json").read_text())
     assert manifest["events"] == len(lines) and manifest["checkpoint"]["size"] >= 7
     empty = _audit("export", "--out", str(tmp_path / "none.jsonl"), "--since", "2999-01-01")

@@ -16,10 +16,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests import ledger_helpers as lh
+from warden.ledger import verify
 from warden.ledger.keys import SigningKey, load_or_create
 from warden.ledger.tree import TILE
 from warden.ledger.verify import Break, BreakKind, Report, verify_ledger
-from warden.store.schema import checkpoints, ledger_head, ledger_tiles
+from warden.store.schema import checkpoints, events, ledger_head, ledger_tiles
 
 N = 300
 SIZES = [100, 257, N]
@@ -29,6 +30,14 @@ examples = settings(
     suppress_health_check=[HealthCheck.function_scoped_fixture],
     derandomize=True,
 )
+
+
+@pytest.fixture(autouse=True, params=["one batch", "batches of 7"])
+def batches(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Verify checks events a batch at a time; in small batches, breaks, checkpoints and tiles
+    also fall on and across the edges of batches."""
+    if request.param == "batches of 7":
+        monkeypatch.setattr(verify, "_BATCH", 7)
 
 
 @pytest.fixture
@@ -100,6 +109,28 @@ def test_modified_column_is_found(
         first = _first(db, key)
         assert (first.kind, first.seq) == (BreakKind.MODIFIED, seq), first
         assert column in first.message
+    finally:
+        ledger.restore()
+
+
+@pytest.mark.parametrize("column", ["prev_hash", "leaf_hash", "chain_hash"])
+def test_hash_moved_into_the_next_row_is_found(
+    db: sa.Engine, key: SigningKey, ledger: lh.Snapshot, column: str
+) -> None:
+    """A stored hash cut short and the next one lengthened by the same characters: the two
+    still read the same one after the other, and each is wrong."""
+    if db.dialect.name == "postgresql":
+        pytest.skip("VARCHAR(64) keeps PostgreSQL from storing a longer hash")
+    seq = 40
+    first, second = ledger.row(seq)[column], ledger.row(seq + 1)[column]
+    with db.begin() as conn:
+        conn.execute(events.update().where(events.c.seq == seq).values({column: first[:-2]}))
+        conn.execute(
+            events.update().where(events.c.seq == seq + 1).values({column: first[-2:] + second})
+        )
+    try:
+        found = _first(db, key)
+        assert (found.kind, found.seq) == (BreakKind.MODIFIED, seq), found
     finally:
         ledger.restore()
 

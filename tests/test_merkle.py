@@ -17,9 +17,11 @@ from warden.ledger.merkle import (
     hash_children,
     hash_leaf,
     inclusion_proof,
+    subtree_hashes,
     verify_consistency,
     verify_inclusion,
 )
+from warden.ledger.tree import TILE, TILE_HEIGHT, TiledFrontier
 
 
 def _leaves(n: int) -> list[bytes]:
@@ -122,6 +124,28 @@ def test_frontier_reports_every_perfect_subtree() -> None:
         width = 1 << height
         assert node == merkle.root(LEAVES[index * width : (index + 1) * width])
     assert (10, 0) in seen and (3, 127) in seen
+
+
+@pytest.mark.parametrize("height", [0, 1, 3, TILE_HEIGHT])
+def test_subtree_hashes_are_the_roots_of_perfect_subtrees(height: int) -> None:
+    width = 1 << height
+    expected = [merkle.root(LEAVES[i * width : (i + 1) * width]) for i in range(5)]
+    assert subtree_hashes(LEAVES[: 5 * width], height) == expected
+    if height:
+        with pytest.raises(ValueError):
+            subtree_hashes(LEAVES[: 5 * width + 1], height)
+
+
+@given(st.lists(st.integers(0, 3 * TILE), max_size=12))
+def test_tiled_frontier_gives_the_root_after_every_batch(batches: list[int]) -> None:
+    tree = TiledFrontier()
+    done = 0
+    for count in batches:
+        tree.extend(LEAVES[done : done + count])
+        done += count
+        assert tree.size == done
+        assert tree.root() == _reference_root(LEAVES[:done])
+    assert tree.tiles == subtree_hashes(LEAVES[: done - done % TILE], TILE_HEIGHT)
 
 
 @given(st.integers(1, 2000), st.data())

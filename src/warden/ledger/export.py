@@ -22,7 +22,7 @@ import sqlalchemy as sa
 from warden.errors import InvalidRequest
 from warden.ledger.checkpoint import Checkpoint
 from warden.ledger.tree import LedgerDamaged
-from warden.ledger.verify import ChainPass, event_rows, instant, snapshot
+from warden.ledger.verify import ChainPass, Row, event_batches, instant, snapshot
 
 Progress = Callable[[int, int], None]
 FIELDS = ("seq", "type", "point", "decision_id", "actor", "ts", "body", "prev_hash", "leaf_hash")
@@ -94,17 +94,18 @@ def export_events(
     written = 0
     chain = ChainPass({checkpoint.size}, checkpoint.size, progress)
 
-    def tap(rows: Iterator[tuple[Any, ...]]) -> Iterator[tuple[Any, ...]]:
+    def tap(batches: Iterator[list[Row]]) -> Iterator[list[Row]]:
         nonlocal written
-        for row in rows:
-            yield row
-            if flt.selects(row):
-                writer.write(_record(row))
-                written += 1
+        for rows in batches:
+            yield rows
+            for row in rows:
+                if flt.selects(row):
+                    writer.write(_record(row))
+                    written += 1
 
     try:
         with snapshot(db) as conn:
-            chain.run(tap(event_rows(conn, db.dialect.name, checkpoint.size)))
+            chain.run(tap(event_batches(conn, db.dialect.name, checkpoint.size)))
         writer.close()
         _check(chain, checkpoint)
     except BaseException:

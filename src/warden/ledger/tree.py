@@ -10,12 +10,21 @@ them, and every proof is checked against a signed checkpoint.
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 
 import sqlalchemy as sa
 
 from warden.errors import WardenError
 from warden.ledger import merkle
-from warden.ledger.merkle import EMPTY_ROOT, MemoryTree, SubtreeHash, hash_children, split_point
+from warden.ledger.merkle import (
+    EMPTY_ROOT,
+    Frontier,
+    MemoryTree,
+    SubtreeHash,
+    hash_children,
+    split_point,
+    subtree_hashes,
+)
 from warden.store.database import write_connection
 from warden.store.schema import ledger_tiles
 
@@ -105,8 +114,8 @@ class LedgerTree:
             with db.connect() as conn:
                 leaves = read_leaves(conn, start * TILE, end * TILE)
             rows = [
-                {"tile": start + i, "hash": merkle.root(leaves[i * TILE : (i + 1) * TILE]).hex()}
-                for i in range(end - start)
+                {"tile": start + i, "hash": digest.hex()}
+                for i, digest in enumerate(subtree_hashes(leaves, TILE_HEIGHT))
             ]
             with write_connection(db) as conn, conn.begin():
                 conn.execute(_insert_ignore(db), rows)
@@ -172,6 +181,35 @@ class LedgerTree:
                 self._chunks.pop(next(iter(self._chunks)))
             self._chunks[tile] = chunk
         return chunk
+
+
+class TiledFrontier:
+    """The tree over a stream of leaf hashes that arrive in batches, as verification reads them.
+
+    Whole tiles are hashed level by level and only their hashes go through a `Frontier`, so a
+    million leaves cost six list comprehensions per batch rather than a Python call per leaf.
+    `tiles` keeps every complete tile's hash, to compare with the stored ones.
+    """
+
+    def __init__(self) -> None:
+        self.size = 0
+        self.tiles: list[bytes] = []
+        self._above = Frontier()
+        self._partial: list[bytes] = []  # the leaves of the tile not yet complete
+
+    def extend(self, leaves: Sequence[bytes]) -> None:
+        pending = [*self._partial, *leaves]
+        whole = len(pending) - len(pending) % TILE
+        for tile in subtree_hashes(pending[:whole], TILE_HEIGHT):
+            self.tiles.append(tile)
+            self._above.append(tile)
+        self._partial = pending[whole:]
+        self.size += len(leaves)
+
+    def root(self) -> bytes:
+        if not self._partial:
+            return self._above.root()
+        return self._above.root(tail=merkle.root(self._partial))
 
 
 def _insert_ignore(db: sa.Engine) -> sa.Insert:

@@ -9,6 +9,7 @@ the log was truncated; one whose root differs means history was rewritten after 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -23,13 +24,15 @@ import sqlalchemy as sa
 from warden.ledger.chain import GENESIS
 from warden.ledger.checkpoint import Checkpoint, all_checkpoints
 from warden.ledger.keys import PublicKey
-from warden.ledger.merkle import Frontier
-from warden.ledger.tree import TILE, TILE_HEIGHT
+from warden.ledger.tree import TILE, TiledFrontier
 from warden.store.schema import ledger_head, ledger_tiles
 
 Progress = Callable[[int, int], None]
-_COLUMNS = "seq, type, point, decision_id, actor, ts, body, prev_hash, leaf_hash, chain_hash"
-_FETCH = 5000
+Row = tuple[Any, ...]
+_COLUMNS = "seq, type, point, decision_id, actor, {ts}, body, prev_hash, leaf_hash, chain_hash"
+# Times read as SQLite keeps them, naive UTC text with microseconds: no datetime per row.
+_UTC_TEXT = {"postgresql": "pg_catalog.to_char(ts AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US')"}
+_BATCH = 1000  # rows: a batch that stays in the CPU's cache is checked fastest
 
 
 class BreakKind(StrEnum):
@@ -119,7 +122,7 @@ def verify_ledger(
         }
         sizes = {c.size for c in stored} | {c.size for c in witnessed}
         chain = ChainPass(sizes, int(last_row or 0), progress)
-        chain.run(event_rows(conn, db.dialect.name))
+        chain.run(event_batches(conn, db.dialect.name))
     report.head = head_seq
     report.events = chain.verified
     report.checkpoints = len(stored)
@@ -130,7 +133,7 @@ def verify_ledger(
     else:
         problems += _head_problems(head_seq, head_chain, chain.verified, chain.last_chain)
         if not problems:
-            report.root = chain.frontier.root().hex()
+            report.root = chain.tree.root().hex()
     problems += _checkpoint_problems(stored, "checkpoint", keys, chain, tiles)
     problems += _checkpoint_problems(witnessed, "witnessed checkpoint", keys, chain, tiles)
     if not problems:
@@ -157,77 +160,147 @@ def snapshot(db: sa.Engine) -> Iterator[sa.Connection]:
             yield conn
 
 
-def event_rows(
+def event_batches(
     conn: sa.Connection, dialect: str, upto: int | None = None
-) -> Iterator[tuple[Any, ...]]:
-    """Events in seq order straight from the driver: row objects cost more than hashing."""
+) -> Iterator[list[Row]]:
+    """Events in seq order, a batch at a time, straight from the driver: row objects cost more
+    than hashing."""
     driver = conn.connection.driver_connection
     assert driver is not None
+    columns = _COLUMNS.format(ts=_UTC_TEXT.get(dialect, "ts"))
     where = "" if upto is None else f" WHERE seq <= {int(upto)}"
-    sql = f"SELECT {_COLUMNS} FROM events{where} ORDER BY seq"
+    sql = f"SELECT {columns} FROM events{where} ORDER BY seq"
     cursor = driver.cursor(name="warden_verify") if dialect == "postgresql" else driver.cursor()
     try:
         cursor.execute(sql)
-        while batch := cursor.fetchmany(_FETCH):
-            yield from batch
+        while batch := cursor.fetchmany(_BATCH):
+            yield batch
     finally:
         cursor.close()
 
 
+def chain_hashes(prev: bytes, bodies: Sequence[str]) -> tuple[list[bytes], list[bytes]]:
+    """The leaf and chain hashes of consecutive bodies, the first following chain hash `prev`:
+    the hash chain of `warden.ledger.chain`, in two tight loops."""
+    sha256 = hashlib.sha256
+    leaves = [sha256(b"\x00" + body.encode()).digest() for body in bodies]
+    links = []
+    for leaf in leaves:
+        prev = sha256(prev + leaf).digest()
+        links.append(prev)
+    return leaves, links
+
+
 class ChainPass:
-    """The single pass: hash chain, columns against bodies, Merkle roots, tiles."""
+    """The single pass: hash chain, columns against bodies, Merkle roots, tiles.
+
+    A batch of rows is checked a column at a time, with a few comparisons over the whole batch;
+    only a batch where something differs is walked row by row, to name the first break exactly.
+    """
 
     def __init__(self, sizes: set[int], last_row: int, progress: Progress | None) -> None:
-        self.sizes = sizes
         self.roots: dict[int, bytes] = {}
-        self.tiles: list[bytes] = []
-        self.frontier = Frontier(self._on_subtree)
+        self.tree = TiledFrontier()
         self.verified = 0
         self.last_chain = GENESIS
         self.broken: Break | None = None
         self.total = last_row
         self.progress = progress
+        self._sizes = sorted((size for size in sizes if size > 0), reverse=True)
+        self._prev = bytes.fromhex(GENESIS)
+        self._quoted = _Quoted()
 
-    def _on_subtree(self, height: int, _index: int, node: bytes) -> None:
-        if height == TILE_HEIGHT:
-            self.tiles.append(node)
+    @property
+    def tiles(self) -> list[bytes]:
+        return self.tree.tiles
 
-    def run(self, rows: Iterator[tuple[Any, ...]]) -> None:
-        sha256 = hashlib.sha256
-        append = self.frontier.append
-        sizes, roots = self.sizes, self.roots
-        progress, total = self.progress, self.total
-        quoted = _Quoted()
-        expected = 1
-        prev_hex = GENESIS
-        prev = bytes.fromhex(GENESIS)
-        for row in rows:
-            seq, _type, _point, _decision, _actor, _ts, body, prev_hash, leaf_hex, chain_hex = row
-            leaf = sha256(b"\x00" + body.encode()).digest()
-            chain = sha256(prev + leaf).digest()
-            if (
-                seq != expected
-                or prev_hash != prev_hex
-                or leaf.hex() != leaf_hex
-                or chain.hex() != chain_hex
-                or not _columns_match(row, body, quoted)
-            ):
-                self.broken = diagnose(expected, row, prev_hex, rows)
+    def run(self, batches: Iterable[list[Row]]) -> None:
+        batches = iter(batches)
+        for rows in batches:
+            if not self._take(rows):
+                self._walk(rows, batches)
                 if self.broken is not None:
-                    self.verified = expected - 1
-                    self.last_chain = prev_hex
                     return
-            append(leaf)
-            if expected in sizes:
-                roots[expected] = self.frontier.root()
-            prev, prev_hex = chain, chain_hex
-            expected += 1
-            if progress is not None and expected % 10_000 == 0:
-                progress(expected - 1, total)
-        self.verified = expected - 1
-        self.last_chain = prev_hex
-        if progress is not None:
-            progress(self.verified, total)
+            if self.progress is not None:
+                self.progress(self.verified, self.total)
+
+    def _take(self, rows: Sequence[Row]) -> bool:
+        """Add the rows if every one of them holds, checked a column at a time."""
+        columns = tuple(zip(*rows, strict=True))
+        seqs, bodies, prevs, leaf_hexes, chain_hexes = columns[0], *columns[6:]
+        first = self.verified + 1
+        linked = (self.last_chain, *chain_hexes[:-1])
+        if seqs != tuple(range(first, first + len(rows))) or prevs != linked:
+            return False
+        leaves, links = chain_hashes(self._prev, bodies)
+        if _hexes(leaves) != leaf_hexes or _hexes(links) != chain_hexes:
+            return False
+        try:
+            if not self._columns_hold(*columns[:7]):
+                return False
+        except (TypeError, AttributeError):  # a value of the wrong type: the walk names its row
+            return False
+        self._add(leaves, links[-1], chain_hexes[-1])
+        return True
+
+    def _columns_hold(
+        self,
+        seqs: Sequence[int],
+        types: Sequence[str],
+        points: Sequence[str | None],
+        decision_ids: Sequence[str | None],
+        actors: Sequence[str],
+        stamps: Sequence[str],
+        bodies: Sequence[str],
+    ) -> bool:
+        """Whether each row's columns say what its canonical body says, compared as text.
+
+        The body is canonical JSON with sorted keys, so all but the payload sits at fixed places:
+        the columns, written as JSON, must spell how each body starts and ends. A mismatch is not
+        yet a break (the body leaves out zero microseconds, the stored time does not): the walk
+        compares values.
+        """
+        quoted, dumps = self._quoted, orjson.dumps
+        heads = [
+            f'{{"actor":{quoted[actor]},"decision_id":{dumps(decision).decode()},"payload":'
+            for actor, decision in zip(actors, decision_ids, strict=True)
+        ]
+        tails = [
+            f',"point":{quoted[point]},"seq":{seq},"ts":"{stamp.replace(" ", "T", 1)}+00:00",'
+            f'"type":{quoted[type_]}}}'
+            for point, seq, stamp, type_ in zip(points, seqs, stamps, types, strict=True)
+        ]
+        return all(map(str.startswith, bodies, heads)) and all(map(str.endswith, bodies, tails))
+
+    def _walk(self, rows: list[Row], later: Iterator[list[Row]]) -> None:
+        """Row by row through a batch that did not hold: the first break, or a false alarm."""
+        for at, row in enumerate(rows):
+            if self._take([row]):
+                continue
+            after = itertools.chain(rows[at + 1 :], itertools.chain.from_iterable(later))
+            self.broken = diagnose(self.verified + 1, row, self.last_chain, after)
+            if self.broken is not None:
+                return
+            leaf = _hash(row[6])
+            self._add([leaf], hashlib.sha256(self._prev + leaf).digest(), row[9])
+
+    def _add(self, leaves: list[bytes], last_link: bytes, last_hex: str) -> None:
+        """Grow the tree by verified leaves, keeping the root at each checkpoint size passed."""
+        start = self.verified
+        end = start + len(leaves)
+        while self._sizes and self._sizes[-1] <= end:
+            size = self._sizes.pop()
+            self.tree.extend(leaves[self.tree.size - start : size - start])
+            self.roots[size] = self.tree.root()
+        self.tree.extend(leaves[self.tree.size - start :])
+        self.verified = end
+        self._prev, self.last_chain = last_link, last_hex
+
+
+def _hexes(digests: list[bytes]) -> tuple[str, ...]:
+    """Hex digests to compare with stored ones one by one: joined, a stored hash cut short
+    and the next lengthened to match would pass."""
+    return tuple(map(bytes.hex, digests))
 
 
 class _Quoted(dict[Any, str]):
@@ -238,32 +311,6 @@ class _Quoted(dict[Any, str]):
         if len(self) < 10_000:
             self[value] = text
         return text
-
-
-def _columns_match(row: tuple[Any, ...], body: str, quoted: _Quoted) -> bool:
-    """Fast check that the row's columns say what its canonical body says.
-
-    The body is canonical JSON with sorted keys, so everything but the payload sits at fixed
-    places: build those two pieces from the columns and compare text. A mismatch goes to the
-    slow, exact comparison in `diagnose`.
-    """
-    seq, type_, point, decision_id, actor, ts = row[:6]
-    did = "null" if decision_id is None else orjson.dumps(decision_id).decode()
-    return body.startswith(
-        f'{{"actor":{quoted[actor]},"decision_id":{did},"payload":'
-    ) and body.endswith(
-        f',"point":{quoted[point]},"seq":{seq},"ts":"{_iso(ts)}","type":{quoted[type_]}}}'
-    )
-
-
-def _iso(ts: Any) -> str:
-    """A stored timestamp as the body writes it (`datetime.isoformat()` of the UTC time)."""
-    if isinstance(ts, str):  # SQLite keeps naive UTC text, with microseconds
-        if len(ts) == 26:
-            return ts.replace(" ", "T", 1) + "+00:00"
-        return datetime.fromisoformat(ts).replace(tzinfo=UTC).isoformat()
-    assert isinstance(ts, datetime)
-    return ts.astimezone(UTC).isoformat()
 
 
 def instant(value: Any) -> datetime | None:
