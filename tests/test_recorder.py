@@ -122,3 +122,22 @@ def test_sqlite_log_is_checkpointed_by_the_recorder_not_inside_commits(tmp_path:
         recorder.close()
     with db.connect() as conn:
         assert conn.execute(sa.select(sa.func.count()).select_from(events)).scalar() == 500
+
+
+def test_riders_are_committed_with_the_next_change_or_alone_when_idle(db: sa.Engine) -> None:
+    recorder = Recorder(db)
+    try:
+        recorder.ride(tokens, [_token_row("r1"), _token_row("r2")])
+        assert recorder.riding == 2
+        recorder.record(Change(events=[_event(1)]))  # carries them along
+        assert recorder.riding == 0
+        recorder.ride(tokens, [_token_row("r3")])  # nothing else comes: committed alone
+        deadline = time.monotonic() + 10
+        while recorder.riding and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert recorder.riding == 0
+    finally:
+        recorder.close()
+    with db.connect() as conn:
+        ids = conn.execute(sa.select(tokens.c.id).order_by(tokens.c.id)).scalars().all()
+    assert ids == ["r1", "r2", "r3"]

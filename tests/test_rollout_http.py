@@ -222,10 +222,12 @@ def test_rollout_commands_need_the_owner_role(
     assert response.json()["error"]["type"] == "forbidden"
 
 
+@pytest.mark.parametrize("in_child_process", [False, True], ids=["thread", "process"])
 def test_shadow_never_decides_and_is_compared(
-    setup: tuple[Engine, TestClient, dict[str, str]], tmp_path: Path
+    setup: tuple[Engine, TestClient, dict[str, str]], tmp_path: Path, in_child_process: bool
 ) -> None:
     engine, client, auth = setup
+    engine.shadow_process = in_child_process  # the server's setting: a child process
     _register(engine, tmp_path, "flipped", flip=True)
     client.post(
         "/v1/points/credit/rollout",
@@ -235,7 +237,8 @@ def test_shadow_never_decides_and_is_compared(
     before = Counter(_traffic(client, auth, 60))
     assert before == {"v1": 60}  # the champion decides everything
     assert engine._shadow is not None
-    engine._shadow.drain()
+    engine._shadow.drain(30)
+    assert (engine._shadow._child is not None) is in_child_process
     status = client.get("/v1/points/credit/rollout", headers=auth).json()
     comparison = status["comparison"]
     assert comparison["compared"] == 60

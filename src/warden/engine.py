@@ -88,8 +88,12 @@ class Engine:
         *,
         actor: str = "system",
         model_cache: Path | None = None,
+        shadow_process: bool = False,
     ) -> None:
+        """`shadow_process`: shadow models answer in a child process rather than on a thread
+        of this one (see `warden.rollout.shadow_process`); the server turns it on."""
         self.db = db
+        self.shadow_process = shadow_process
         self._killed: frozenset[str] = frozenset()
         self._kill_lock = threading.Lock()
         self._policy_lock = threading.Lock()
@@ -292,7 +296,7 @@ class Engine:
         self, compiled: CompiledPoint, decision_id: str, data: dict[str, Any], selection: Selection
     ) -> None:
         if self._shadow is None:
-            self._shadow = ShadowRunner(self.recorder)
+            self._shadow = ShadowRunner(self.recorder, isolated=self.shadow_process)
         for version, model in selection.shadows:
             self._shadow.submit(ShadowCall(decision_id, compiled.name, version, model, data))
 

@@ -15,6 +15,7 @@ class Settings:
     config: Path
     db_url: str
     max_body_bytes: int = 1_048_576
+    shadow_process: bool = True  # WARDEN_SHADOW_PROCESS=0 keeps shadow models on a thread
 
     @property
     def model_cache(self) -> Path:
@@ -29,4 +30,11 @@ class Settings:
         config = config or Path(os.environ.get("WARDEN_CONFIG", "points"))
         url = db_url or os.environ.get("WARDEN_DB_URL") or sqlite_url(home)
         limit = int(os.environ.get("WARDEN_MAX_BODY_BYTES", "1048576"))
-        return cls(home=home, config=config, db_url=url, max_body_bytes=limit)
+        shadow_process = os.environ.get("WARDEN_SHADOW_PROCESS", "1") != "0"
+        return cls(
+            home=home,
+            config=config,
+            db_url=url,
+            max_body_bytes=limit,
+            shadow_process=shadow_process,
+        )

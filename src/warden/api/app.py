@@ -86,7 +86,11 @@ def create_app_from_env() -> FastAPI:
     db = create_engine(settings.db_url)
     migrate(db)
     engine = Engine(
-        load_points(settings.config), db, actor="warden serve", model_cache=settings.model_cache
+        load_points(settings.config),
+        db,
+        actor="warden serve",
+        model_cache=settings.model_cache,
+        shadow_process=settings.shadow_process,
     )
     attach(engine)  # metrics, traces and protective actions; the monitor runs beside review
     desk = ReviewDesk(engine)

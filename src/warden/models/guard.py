@@ -8,6 +8,7 @@ import math
 import numbers
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from warden.models.base import (
@@ -18,6 +19,7 @@ from warden.models.base import (
     MODEL_TIMEOUT,
     Model,
     ModelFailure,
+    ModelLoadError,
     Prediction,
     describe,
     saturated_failure,
@@ -25,6 +27,7 @@ from warden.models.base import (
 )
 from warden.models.batching import Batcher
 from warden.models.breaker import CircuitBreaker
+from warden.models.loader import ModelSource, load_model, source_of
 from warden.models.workers import CallTimeout, PoolSaturated, WorkerPool
 from warden.policy.schema import FailureSpec, ModelSpec
 
@@ -50,6 +53,9 @@ class GuardedModel:
         max_concurrency: int = 16,
     ) -> None:
         self._model = model
+        self._spec = spec
+        self._failure = failure
+        self._outcome_list = tuple(outcomes)
         self._outcomes = frozenset(outcomes)
         self._breaker = CircuitBreaker(failure.breaker, clock)
         self._open_for = failure.breaker.open_for
@@ -65,6 +71,14 @@ class GuardedModel:
     @property
     def version(self) -> str | None:
         return self._model.version
+
+    def recipe(self) -> ModelRecipe | None:
+        """How to build this guarded model again in another process; None when the model was
+        not loaded from a decision point's `model:` section (a test's function, say)."""
+        source = source_of(self._model)
+        if source is None:
+            return None
+        return ModelRecipe(source, self._spec.timeout_ms, self._failure, self._outcome_list)
 
     def call(self, input: Mapping[str, Any]) -> Prediction:
         """A checked prediction, or ModelFailure saying why there is none."""
@@ -198,6 +212,28 @@ class GuardedModel:
             raise timeout_failure(self._timeout_ms) from None
         except PoolSaturated:
             raise saturated_failure() from None
+
+
+@dataclass(frozen=True)
+class ModelRecipe:
+    """A guarded model as plain, picklable data (see `GuardedModel.recipe`)."""
+
+    source: ModelSource
+    timeout_ms: int | None
+    failure: FailureSpec
+    outcomes: tuple[str, ...]
+
+    @property
+    def key(self) -> str:
+        """Stable name of what the recipe builds, for caching the built model."""
+        return f"{self.source.base_dir}|{self.source.spec.model_dump_json()}"
+
+    def build(self) -> GuardedModel:
+        spec = self.source.spec.model_copy(update={"timeout_ms": self.timeout_ms})
+        model = load_model(self.source.spec, self.source.base_dir)
+        if model is None:
+            raise ModelLoadError(f"{self.source.spec.kind} has no model to load")
+        return GuardedModel(model, spec=spec, failure=self.failure, outcomes=self.outcomes)
 
 
 def check_prediction(outcome: object, confidence: object, outcomes: Collection[str]) -> Prediction:

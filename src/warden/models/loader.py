@@ -2,18 +2,43 @@
 
 from __future__ import annotations
 
+import weakref
+from dataclasses import dataclass
 from pathlib import Path
 
 from warden.models.base import Model, ModelLoadError
 from warden.policy.schema import ModelKind, ModelSpec
 
-__all__ = ["ModelLoadError", "load_model"]
+__all__ = ["ModelLoadError", "ModelSource", "load_model", "source_of"]
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """What a model was loaded from: enough for another process to load the very same one."""
+
+    spec: ModelSpec
+    base_dir: Path
+
+
+_sources: weakref.WeakKeyDictionary[Model, ModelSource] = weakref.WeakKeyDictionary()
+
+
+def source_of(model: Model) -> ModelSource | None:
+    """Where `load_model` loaded `model` from; None for a model built some other way."""
+    return _sources.get(model)
 
 
 def load_model(spec: ModelSpec, base_dir: Path) -> Model | None:
     """The model for `spec`, or None for kind 'proposal', where the caller submits the output
     and confidence itself. `base_dir` is the folder of the decision point file.
     """
+    model = _load(spec, base_dir)
+    if model is not None:
+        _sources[model] = ModelSource(spec, base_dir.resolve())
+    return model
+
+
+def _load(spec: ModelSpec, base_dir: Path) -> Model | None:
     if spec.kind is ModelKind.PROPOSAL:
         return None
     if spec.kind is ModelKind.CALLABLE:

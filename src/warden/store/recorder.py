@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -106,6 +107,10 @@ class Recorder:
         self._dbapi_integrity_error: type[Exception] = engine.dialect.loaded_dbapi.IntegrityError
         self._raw: Any = None
         self._wal = WalCheckpointer(engine) if self._sql.sqlite else None
+        self._riders: list[tuple[sa.Table, dict[str, Any]]] = []
+        self._riders_since = 0.0
+        self._riders_committing = 0
+        self._riders_lock = threading.Lock()
         self._thread.start()
 
     def submit(self, change: Change) -> Future[Any]:
@@ -118,6 +123,26 @@ class Recorder:
     def record(self, change: Change, timeout: float | None = 60.0) -> Any:
         """Submit and wait until committed; returns what `apply` returned (or the decision row)."""
         return self.submit(change).result(timeout)
+
+    def ride(self, table: sa.Table, rows: Sequence[dict[str, Any]]) -> None:
+        """Rows nobody waits for (shadow results): they ride along, a few at a time, in the
+        commits that decisions make anyway, instead of committing — and syncing to disk — on
+        their own while a decision waits behind them. With no decisions flowing they are
+        committed alone after `RIDER_WAIT` seconds. Lost in a crash before that, like anything
+        not yet committed; nothing acknowledged rides."""
+        with self._riders_lock:
+            first = not self._riders
+            if first:
+                self._riders_since = time.monotonic()
+            self._riders.extend((table, row) for row in rows)
+        if first:
+            self._queue.put(_WAKE)  # an idle writer waits without a deadline; give it one
+
+    @property
+    def riding(self) -> int:
+        """How many rows are waiting to ride along, or riding in a commit not yet done."""
+        with self._riders_lock:
+            return len(self._riders) + self._riders_committing
 
     @property
     def alive(self) -> bool:
@@ -137,8 +162,16 @@ class Recorder:
     def _run(self) -> None:
         previous = 0
         while True:
-            first = self._queue.get()
+            try:
+                first = self._queue.get(timeout=self._rider_wait())
+            except queue.Empty:  # riders are due and no decision came to carry them
+                self._commit([self._riders_change(len(self._riders))])
+                continue
+            if first is _WAKE:
+                continue
             if first is None:
+                if self._riders:
+                    self._commit([self._riders_change(len(self._riders))])
                 return
             batch = [first]
             stop = False
@@ -154,13 +187,38 @@ class Recorder:
                 if item is None:
                     stop = True
                     break
-                batch.append(item)
+                if item is not _WAKE:
+                    batch.append(item)
             previous = len(batch)
+            if self._riders:
+                batch.append(self._riders_change(RIDERS_PER_COMMIT))
             self._commit(batch)
             if stop:
+                if self._riders:
+                    self._commit([self._riders_change(len(self._riders))])
                 return
 
+    def _rider_wait(self) -> float | None:
+        with self._riders_lock:
+            if not self._riders:
+                return None
+            return max(0.0, self._riders_since + RIDER_WAIT - time.monotonic())
+
+    def _riders_change(self, limit: int) -> Change:
+        with self._riders_lock:
+            rows, self._riders = self._riders[:limit], self._riders[limit:]
+            self._riders_since = time.monotonic()
+            self._riders_committing = len(rows)  # until the writer's next _commit returns
+        return Change(events=[], rows=rows)
+
     def _commit(self, batch: list[Change]) -> None:
+        try:
+            self._commit_batch(batch)
+        finally:
+            with self._riders_lock:
+                self._riders_committing = 0
+
+    def _commit_batch(self, batch: list[Change]) -> None:
         try:
             results = self._write(batch)
         except Exception:
@@ -169,8 +227,11 @@ class Recorder:
                 self._fail_alone(batch[0])
                 return
             for change in batch:  # isolate the change that failed; the others still commit
-                self._commit([change])
+                self._commit_batch([change])
             return
+        if self._riders_committing:
+            with self._riders_lock:
+                self._riders_committing = 0  # committed: before anyone waiting is told
         for change, result in zip(batch, results, strict=True):
             change.future.set_result(result)
 
@@ -280,6 +341,10 @@ class Recorder:
             finally:
                 self._raw = None
 
+
+_WAKE = Change(events=[])  # wakes the writer to look at its riders; never committed
+RIDERS_PER_COMMIT = 16  # a few rows more per commit cost little; many would delay it
+RIDER_WAIT = 1.0  # seconds riders wait for a decision's commit before committing alone
 
 _NO_HEAD = "ledger_head is missing; run `warden init` to migrate the database"
 
