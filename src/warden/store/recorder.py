@@ -106,6 +106,7 @@ class Recorder:
         self._sql = RawStatements.for_dialect(engine.dialect.name)
         self._dbapi_integrity_error: type[Exception] = engine.dialect.loaded_dbapi.IntegrityError
         self._raw: Any = None
+        self._core: sa.Connection | None = None
         self._wal = WalCheckpointer(engine) if self._sql.sqlite else None
         self._riders: list[tuple[sa.Table, dict[str, Any]]] = []
         self._riders_since = 0.0
@@ -156,6 +157,7 @@ class Recorder:
             if self._raw is not None:
                 self._raw.close()
                 self._raw = None
+            self._drop_core_connection()
             if self._wal is not None:
                 self._wal.close()
 
@@ -259,31 +261,54 @@ class Recorder:
 
     def _write_with_core(self, batch: Sequence[Change]) -> tuple[list[Any], GuardState]:
         """Changes that write other state (kill switches, tokens...) run through SQLAlchemy."""
-        with write_connection(self.engine) as conn, conn.begin():
-            head = conn.execute(
-                sa.select(ledger_head.c.seq, ledger_head.c.chain_hash)
-                .where(ledger_head.c.id == 1)
-                .with_for_update()
-            ).first()
-            if head is None:
-                raise RuntimeError(_NO_HEAD)
-            guard = _guard_state([tuple(r) for r in conn.execute(sa.text(self._sql.guards))])
-            plan = _plan(batch, head.seq, head.chain_hash, guard, conn)
-            if plan.decisions:
-                conn.execute(decisions.insert(), plan.decisions)
-            for table, rows in plan.rows.items():
-                conn.execute(table.insert(), rows)
-            if plan.events:
-                conn.execute(events.insert(), [e.row() for e in plan.events])
-                conn.execute(
-                    ledger_head.update()
+        conn = self._core_connection()
+        try:
+            with conn.begin():
+                head = conn.execute(
+                    sa.select(ledger_head.c.seq, ledger_head.c.chain_hash)
                     .where(ledger_head.c.id == 1)
-                    .values(seq=plan.seq, chain_hash=plan.chain_hash)
-                )
-            # These changes may have moved an alias, started a rollout or approved a policy:
-            # report the state they leave, so the very next decision already follows it.
-            after = _guard_state([tuple(r) for r in conn.execute(sa.text(self._sql.guards))])
+                    .with_for_update()
+                ).first()
+                if head is None:
+                    raise RuntimeError(_NO_HEAD)
+                guard = _guard_state([tuple(r) for r in conn.execute(sa.text(self._sql.guards))])
+                plan = _plan(batch, head.seq, head.chain_hash, guard, conn)
+                if plan.decisions:
+                    conn.execute(decisions.insert(), plan.decisions)
+                for table, rows in plan.rows.items():
+                    conn.execute(table.insert(), rows)
+                if plan.events:
+                    conn.execute(events.insert(), [e.row() for e in plan.events])
+                    conn.execute(
+                        ledger_head.update()
+                        .where(ledger_head.c.id == 1)
+                        .values(seq=plan.seq, chain_hash=plan.chain_hash)
+                    )
+                after = plan.guard
+                if any(e.type.startswith(GUARD_EVENTS) for c in batch for e in c.events):
+                    # An alias moved, a rollout or policy changed: report the state these
+                    # changes leave, so the very next decision already follows it.
+                    current = conn.execute(sa.text(self._sql.guards))
+                    after = _guard_state([tuple(r) for r in current])
+        except BaseException:
+            self._drop_core_connection()
+            raise
         return plan.results, after
+
+    def _core_connection(self) -> sa.Connection:
+        """The writer's own SQLAlchemy connection, kept between batches: checking one out of
+        the pool (and pinging it) for every batch cost a round trip each time."""
+        if self._core is None:
+            self._core = write_connection(self.engine)
+        return self._core
+
+    def _drop_core_connection(self) -> None:
+        if self._core is not None:
+            try:
+                self._core.close()
+            except Exception:  # a broken connection: the pool discards it
+                log.debug("closing the recorder's connection failed", exc_info=True)
+            self._core = None
 
     def _write_raw(self, batch: Sequence[Change]) -> tuple[list[Any], GuardState]:
         """Decisions and their events: the hot path, on the writer's own DBAPI connection."""
@@ -342,6 +367,9 @@ class Recorder:
                 self._raw = None
 
 
+# Event types of changes to what the guard state holds (kill switches, rollouts, aliases, live
+# policies); every state change writes its event in its transaction, so these tell.
+GUARD_EVENTS = ("kill_switch.", "model.alias", "policy.", "rollout.")
 _WAKE = Change(events=[])  # wakes the writer to look at its riders; never committed
 RIDERS_PER_COMMIT = 16  # a few rows more per commit cost little; many would delay it
 RIDER_WAIT = 1.0  # seconds riders wait for a decision's commit before committing alone
