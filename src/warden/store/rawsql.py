@@ -33,7 +33,19 @@ def _sqlite_time(value: datetime | None) -> str | None:
     """The text form SQLAlchemy's SQLite DateTime type reads back (naive UTC)."""
     if value is None:
         return None
-    return value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
+    text = _times.get(value)
+    if text is None:
+        # A batch shares one timestamp across its decisions, decided_at and events: format
+        # it once. The cache only ever holds the last few.
+        if len(_times) > 64:
+            _times.clear()
+        text = _times[value] = (
+            value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
+        )
+    return text
+
+
+_times: dict[datetime, str] = {}
 
 
 def _json_text(value: Any) -> str:
