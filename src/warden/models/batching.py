@@ -28,7 +28,7 @@ from warden.models.base import (
     saturated_failure,
     timeout_failure,
 )
-from warden.models.workers import Job, PoolSaturated, WorkerPool
+from warden.models.workers import PoolSaturated, WorkerPool
 
 PredictMany = Callable[[Sequence[Mapping[str, Any]]], list[Prediction | ModelFailure]]
 Answer = Prediction | ModelFailure
@@ -98,17 +98,19 @@ class Batcher:
             return
         inputs = [item for item, _ in batch]
         loop = queue.loop
+        token = object()
         if self._pool is None:  # no timeout set: an ordinary thread, off the loop
             running = loop.run_in_executor(None, self._predict_many, inputs)
-            queue.in_flight = running
-            running.add_done_callback(lambda done: self._finish(queue, running, batch, done))
+            queue.in_flight = token
+            running.add_done_callback(lambda done: self._finish(queue, token, batch, done.result))
             return
-        token = object()
         try:
             self._pool.submit(
                 self._predict_many,
                 inputs,
-                lambda job: loop.call_soon_threadsafe(self._finish_job, queue, token, batch, job),
+                lambda job: loop.call_soon_threadsafe(
+                    self._finish, queue, token, batch, job.outcome
+                ),
             )
         except PoolSaturated:
             _settle(batch, saturated_failure())
@@ -118,9 +120,12 @@ class Batcher:
         assert self._timeout is not None
         queue.deadline = loop.call_later(self._timeout, self._abandon, queue, token)
 
-    def _finish_job(self, queue: _Queue, token: object, batch: _Batch, job: Job[Any, Any]) -> None:
+    def _finish(
+        self, queue: _Queue, token: object, batch: _Batch, outcome: Callable[[], Any]
+    ) -> None:
+        """On the loop, once the batch's call returned: `outcome()` gives its answers."""
         try:
-            answers = job.outcome()
+            answers = outcome()
         except Exception as exc:
             answers = ModelFailure(MODEL_ERROR, f"{type(exc).__name__}: {exc}")
         self._answer(batch, answers)
@@ -128,18 +133,6 @@ class Batcher:
             queue.in_flight = None
             if queue.deadline is not None:
                 queue.deadline.cancel()
-            self._next(queue)
-
-    def _finish(
-        self, queue: _Queue, running: object, batch: _Batch, done: asyncio.Future[Any]
-    ) -> None:
-        try:
-            answers = done.result()
-        except Exception as exc:
-            answers = ModelFailure(MODEL_ERROR, f"{type(exc).__name__}: {exc}")
-        self._answer(batch, answers)
-        if queue.in_flight is running:
-            queue.in_flight = None
             self._next(queue)
 
     def _abandon(self, queue: _Queue, token: object) -> None:
