@@ -9,6 +9,7 @@ import numbers
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 from warden.models.base import (
@@ -56,6 +57,8 @@ class GuardedModel:
         self._spec = spec
         self._failure = failure
         self._outcome_list = tuple(outcomes)
+        self._recipe: ModelRecipe | None = None
+        self._recipe_known = False  # built on first use, then kept: calls ask for it per call
         self._outcomes = frozenset(outcomes)
         self._breaker = CircuitBreaker(failure.breaker, clock)
         self._open_for = failure.breaker.open_for
@@ -75,10 +78,14 @@ class GuardedModel:
     def recipe(self) -> ModelRecipe | None:
         """How to build this guarded model again in another process; None when the model was
         not loaded from a decision point's `model:` section (a test's function, say)."""
-        source = source_of(self._model)
-        if source is None:
-            return None
-        return ModelRecipe(source, self._spec.timeout_ms, self._failure, self._outcome_list)
+        if not self._recipe_known:
+            source = source_of(self._model)
+            if source is not None:
+                self._recipe = ModelRecipe(
+                    source, self._spec.timeout_ms, self._failure, self._outcome_list
+                )
+            self._recipe_known = True
+        return self._recipe
 
     def call(self, input: Mapping[str, Any]) -> Prediction:
         """A checked prediction, or ModelFailure saying why there is none."""
@@ -223,7 +230,7 @@ class ModelRecipe:
     failure: FailureSpec
     outcomes: tuple[str, ...]
 
-    @property
+    @cached_property
     def key(self) -> str:
         """Stable name of what the recipe builds, for caching the built model."""
         return f"{self.source.base_dir}|{self.source.spec.model_dump_json()}"

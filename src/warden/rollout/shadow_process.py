@@ -13,8 +13,10 @@ A challenger that crashes its process (a native library, say) takes only the chi
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -25,6 +27,7 @@ from warden.models.guard import GuardedModel, ModelRecipe
 
 log = logging.getLogger(__name__)
 
+NICENESS = 19  # the lowest priority: the child only uses CPU the server does not want
 TICK = 0.1  # seconds between the courier's rounds: few, larger hand-offs
 STUCK_AFTER = 60.0  # seconds without an answer before the child is taken for hung
 
@@ -142,12 +145,20 @@ class ChildGone(Exception):
 
 def serve(conn: Any) -> None:
     """The child's loop: build each model once, answer each batch, until told to stop."""
+    _yield_the_cpu()
     models: dict[str, GuardedModel | ModelLoadError] = {}
     while True:
         batch: list[Request] | None = conn.recv()
         if batch is None:
             return
         conn.send([_answer(models, request) for request in batch])
+
+
+def _yield_the_cpu() -> None:
+    """Shadow work is best effort: at the lowest scheduling priority the child runs on cores
+    the server leaves idle, and never takes one from a decision someone is waiting for."""
+    with contextlib.suppress(AttributeError, OSError):  # no os.nice on this platform
+        os.nice(NICENESS)
 
 
 def _answer(models: dict[str, GuardedModel | ModelLoadError], request: Request) -> Answer:
