@@ -50,34 +50,6 @@ def test_decide_async_routes_and_records_like_decide(engine: Engine) -> None:
         assert engine.get(after.id) == after  # committed before it was returned
 
 
-def test_concurrent_async_calls_share_model_calls_and_keep_their_own_answers(
-    engine: Engine,
-) -> None:
-    guarded = engine.models["loan_approval"]
-    assert guarded is not None
-    sizes: list[int] = []
-    original = guarded._predict_many
-
-    def counting(inputs: Sequence[Mapping[str, Any]]) -> list[Prediction | ModelFailure]:
-        sizes.append(len(inputs))
-        time.sleep(0.02)  # long enough for the other callers to queue behind this call
-        return original(inputs)
-
-    guarded._batcher._predict_many = counting
-    scores = list(range(400, 840, 11))
-
-    async def burst() -> list[Any]:
-        return await asyncio.gather(
-            *(engine.decide_async("loan_approval", application(s)) for s in scores)
-        )
-
-    decisions = asyncio.run(burst())
-    assert sum(sizes) == len(scores)
-    assert len(sizes) < len(scores) / 2, sizes  # gathered, not one call each
-    for score, decision in zip(scores, decisions, strict=True):
-        assert decision.confidence == pytest.approx((score - 300) / 550)
-
-
 def test_a_failing_row_fails_alone_in_its_batch(engine: Engine) -> None:
     async def mixed() -> list[Any]:
         items = [application(800), application(800, mode="error"), application(810)]
@@ -264,3 +236,107 @@ def test_the_collector_is_paused_only_while_a_batch_is_built(engine: Engine) -> 
         assert not gc.isenabled()
     finally:
         gc.enable()
+
+
+# -- gathering calls into vectorised ones ---------------------------------------------------
+
+
+class Scorer:
+    """A model with a vectorised call, which counts its batches."""
+
+    version = "v"
+
+    def __init__(self) -> None:
+        self.sizes: list[int] = []
+
+    def predict(self, input: Mapping[str, Any]) -> Prediction:
+        return Prediction("approve" if input["n"] % 2 else "decline", input["n"] / 1000)
+
+    def predict_many(self, inputs: Sequence[Mapping[str, Any]]) -> list[Prediction]:
+        self.sizes.append(len(inputs))
+        time.sleep(0.02)  # long enough for other callers to arrive behind this call
+        return [self.predict(input) for input in inputs]
+
+
+def vectorised(model: Scorer) -> GuardedModel:
+    return GuardedModel(
+        model,
+        spec=ModelSpec(kind="callable", function="m:f", version="v", timeout_ms=5000),
+        failure=FailureSpec(breaker=BreakerSpec(min_calls=100, window=100)),
+        outcomes=OUTCOMES,
+        max_concurrency=8,
+    )
+
+
+def test_concurrent_async_calls_share_vectorised_calls_and_keep_their_own_answers() -> None:
+    scorer = Scorer()
+    model = vectorised(scorer)
+
+    async def burst() -> list[Prediction]:
+        return await asyncio.gather(*(model.call_async({"n": n}) for n in range(40)))
+
+    answers = asyncio.run(burst())
+    assert answers == [scorer.predict({"n": n}) for n in range(40)]
+    assert sum(scorer.sizes) == 40 and len(scorer.sizes) < 10, scorer.sizes
+
+
+def test_concurrent_threads_share_vectorised_calls_and_keep_their_own_answers() -> None:
+    scorer = Scorer()
+    model = vectorised(scorer)
+    answers: dict[int, Prediction] = {}
+
+    def caller(n: int) -> None:
+        answers[n] = model.call({"n": n})
+
+    threads = [threading.Thread(target=caller, args=(n,)) for n in range(24)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert answers == {n: scorer.predict({"n": n}) for n in range(24)}
+    assert sum(scorer.sizes) == 24 and len(scorer.sizes) < 24, scorer.sizes
+
+
+def test_models_without_a_vectorised_call_answer_side_by_side() -> None:
+    """Gathering calls to a plain function would only queue them one behind another."""
+    running = 0
+    most = 0
+    lock = threading.Lock()
+
+    def slow(input: Mapping[str, Any]) -> tuple[str, float]:
+        nonlocal running, most
+        with lock:
+            running += 1
+            most = max(most, running)
+        time.sleep(0.05)
+        with lock:
+            running -= 1
+        return "approve", 0.5
+
+    model = guarded(slow, timeout_ms=5000, workers=8)
+
+    async def burst() -> list[Prediction]:
+        return await asyncio.gather(*(model.call_async({}) for _ in range(6)))
+
+    assert asyncio.run(burst()) == [Prediction("approve", 0.5)] * 6
+    assert most > 1
+
+
+def test_a_hung_vectorised_batch_does_not_block_the_next(gate: threading.Event) -> None:
+    class Hanging(Scorer):
+        def predict_many(self, inputs: Sequence[Mapping[str, Any]]) -> list[Prediction]:
+            if any(input.get("hang") for input in inputs):
+                gate.wait(10)
+            return super().predict_many(inputs)
+
+    model = GuardedModel(
+        Hanging(),
+        spec=ModelSpec(kind="callable", function="m:f", version="v", timeout_ms=100),
+        failure=FailureSpec(breaker=BreakerSpec(min_calls=100, window=100)),
+        outcomes=OUTCOMES,
+        max_concurrency=4,
+    )
+    with pytest.raises(ModelFailure) as raised:
+        model.call({"n": 1, "hang": True})
+    assert raised.value.code == "model_timeout"
+    assert model.call({"n": 3}) == Prediction("approve", 0.003)  # went out beside it

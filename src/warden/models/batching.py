@@ -55,11 +55,15 @@ class Batcher:
         pool: WorkerPool | None,
         timeout: float | None,
         *,
+        gather: bool = True,
         max_batch: int = MAX_BATCH,
     ) -> None:
+        """`gather=False` sends every call on its own, at once and side by side: for models
+        with no vectorised call, where gathering would only queue calls one behind another."""
         self._predict_many = predict_many
         self._pool = pool
         self._timeout = timeout
+        self._gather = gather
         self._max_batch = max_batch
         self._queues: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Queue] = (
             weakref.WeakKeyDictionary()
@@ -72,9 +76,12 @@ class Batcher:
         if queue is None:
             queue = self._queues[loop] = _Queue(loop)
         answer: asyncio.Future[Answer] = loop.create_future()
-        queue.waiting.append((input, answer))
-        if queue.in_flight is None and len(queue.waiting) == 1:
-            loop.call_soon(self._dispatch, queue)  # calls made in this turn of the loop join
+        if not self._gather:
+            self._send(queue, [(input, answer)], gate=False)
+        else:
+            queue.waiting.append((input, answer))
+            if queue.in_flight is None and len(queue.waiting) == 1:
+                loop.call_soon(self._dispatch, queue)  # calls made in this turn of the loop join
         timer = None
         if self._timeout is not None:
             timer = loop.call_later(self._timeout, _expire, answer, self._timeout)
@@ -96,12 +103,17 @@ class Batcher:
             if queue.waiting:
                 self._dispatch(queue)
             return
+        self._send(queue, batch, gate=True)
+
+    def _send(self, queue: _Queue, batch: _Batch, *, gate: bool) -> None:
+        """Start the batch's call; with `gate`, the next batch waits for it (or its deadline)."""
         inputs = [item for item, _ in batch]
         loop = queue.loop
         token = object()
         if self._pool is None:  # no timeout set: an ordinary thread, off the loop
             running = loop.run_in_executor(None, self._predict_many, inputs)
-            queue.in_flight = token
+            if gate:
+                queue.in_flight = token
             running.add_done_callback(lambda done: self._finish(queue, token, batch, done.result))
             return
         try:
@@ -114,11 +126,13 @@ class Batcher:
             )
         except PoolSaturated:
             _settle(batch, saturated_failure())
-            self._next(queue)
+            if gate:
+                self._next(queue)
             return
-        queue.in_flight = token
-        assert self._timeout is not None
-        queue.deadline = loop.call_later(self._timeout, self._abandon, queue, token)
+        if gate:
+            queue.in_flight = token
+            assert self._timeout is not None
+            queue.deadline = loop.call_later(self._timeout, self._abandon, queue, token)
 
     def _finish(
         self, queue: _Queue, token: object, batch: _Batch, outcome: Callable[[], Any]
@@ -147,24 +161,26 @@ class Batcher:
 
     @staticmethod
     def _answer(batch: _Batch, answers: list[Answer] | ModelFailure) -> None:
-        if isinstance(answers, ModelFailure):
-            _settle(batch, answers)
-        elif len(answers) != len(batch):
-            message = f"the model answered {len(answers)} rows for a batch of {len(batch)}"
-            _settle(batch, ModelFailure(INVALID_OUTPUT, message))
-        else:
-            for (_, future), answer in zip(batch, answers, strict=True):
-                if not future.done():
-                    future.set_result(answer)
+        for (_, future), answer in zip(batch, one_per_call(answers, len(batch)), strict=True):
+            if not future.done():
+                future.set_result(answer)
+
+
+def one_per_call(answers: list[Answer] | ModelFailure, calls: int) -> list[Answer]:
+    """Each call's answer from a batch's: a failure of the whole batch fails every call."""
+    if isinstance(answers, ModelFailure):
+        return [answers] * calls
+    if len(answers) != calls:
+        message = f"the model answered {len(answers)} rows for a batch of {calls}"
+        return [ModelFailure(INVALID_OUTPUT, message)] * calls
+    return answers
 
 
 _Batch = list[tuple[Mapping[str, Any], "asyncio.Future[Answer]"]]
 
 
 def _settle(batch: _Batch, failure: ModelFailure) -> None:
-    for _, future in batch:
-        if not future.done():
-            future.set_result(failure)
+    Batcher._answer(batch, failure)
 
 
 def _expire(answer: asyncio.Future[Answer], timeout: float) -> None:

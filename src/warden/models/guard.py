@@ -29,6 +29,7 @@ from warden.models.base import (
 from warden.models.batching import Batcher
 from warden.models.breaker import CircuitBreaker
 from warden.models.loader import ModelSource, load_model, source_of
+from warden.models.thread_batching import ThreadBatcher
 from warden.models.workers import CallTimeout, PoolSaturated, WorkerPool
 from warden.policy.schema import FailureSpec, ModelSpec
 
@@ -65,7 +66,15 @@ class GuardedModel:
         self._timeout_ms = spec.timeout_ms
         self._pool = None if spec.timeout_ms is None else WorkerPool(max_concurrency)
         timeout = None if spec.timeout_ms is None else spec.timeout_ms / 1000
-        self._batcher = Batcher(self._predict_many, self._pool, timeout)
+        # Calls are gathered into one vectorised call only where the model has one; others
+        # (a Python function calling a service, say) run side by side, one worker each.
+        vectorised = callable(getattr(model, "predict_many", None))
+        self._batcher = Batcher(self._predict_many, self._pool, timeout, gather=vectorised)
+        self._threads = (
+            ThreadBatcher(self._predict_many, self._pool, timeout)
+            if vectorised and self._pool is not None and timeout is not None
+            else None
+        )
 
     @property
     def breaker(self) -> CircuitBreaker:
@@ -92,7 +101,12 @@ class GuardedModel:
         self._admit()
         succeeded = False
         try:
-            raw = self._predict(input) if self._pool is None else self._predict_in_time(input)
+            if self._threads is not None:
+                raw = self._threads.predict(input)
+            elif self._pool is not None:
+                raw = self._predict_in_time(input)
+            else:
+                raw = self._predict(input)
             prediction = self._checked(raw)
             succeeded = True
             return prediction
@@ -203,14 +217,6 @@ class GuardedModel:
                 results.append(exc)
         return results
 
-    def _predict(self, input: Mapping[str, Any]) -> Prediction:
-        try:
-            return self._model.predict(input)
-        except ModelFailure:
-            raise
-        except Exception as exc:
-            raise ModelFailure(MODEL_ERROR, f"{type(exc).__name__}: {exc}") from exc
-
     def _predict_in_time(self, input: Mapping[str, Any]) -> Prediction:
         assert self._pool is not None and self._timeout_ms is not None
         try:
@@ -219,6 +225,14 @@ class GuardedModel:
             raise timeout_failure(self._timeout_ms) from None
         except PoolSaturated:
             raise saturated_failure() from None
+
+    def _predict(self, input: Mapping[str, Any]) -> Prediction:
+        try:
+            return self._model.predict(input)
+        except ModelFailure:
+            raise
+        except Exception as exc:
+            raise ModelFailure(MODEL_ERROR, f"{type(exc).__name__}: {exc}") from exc
 
 
 @dataclass(frozen=True)
