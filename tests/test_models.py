@@ -335,6 +335,11 @@ def test_onnx_matches_the_sklearn_model(tmp_path: Path, zipmap: bool) -> None:
         prediction = guarded.call(input)
         assert prediction.outcome == LABELS[str(estimator.classes_[np.argmax(probabilities)])]
         assert prediction.confidence == pytest.approx(probabilities.max(), abs=1e-5)
+    batch = guarded.call_many(ROWS)  # one session run, the same answer row by row
+    assert [(p.outcome, p.confidence) for p in batch] == [  # type: ignore[union-attr]
+        (p.outcome, pytest.approx(p.confidence, abs=1e-6)) for p in map(guarded.call, ROWS)
+    ]
+    assert guarded.call_many([ROWS[0], {}])[1].code == "model_error"  # type: ignore[union-attr]
 
 
 @pytest.mark.parametrize("zipmap", [True, False])

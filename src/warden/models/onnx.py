@@ -15,7 +15,7 @@ Labels become outcomes through `model.labels` (keys are `str(label)`), or `str(l
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -77,22 +77,38 @@ class OnnxModel:
             )
 
     def predict(self, input: Mapping[str, Any]) -> Prediction:
-        results = self._session.run(
-            self._outputs, {self._input: feature_row(input, self._features, self._dtype)}
-        )
+        return self._decode(self._run(feature_row(input, self._features, self._dtype)), 0)
+
+    def predict_many(self, inputs: Sequence[Mapping[str, Any]]) -> list[Prediction]:
+        """One session run over the whole batch: concurrent decisions share it."""
+        try:
+            matrix = np.array(
+                [[float(x[f]) for f in self._features] for x in inputs], dtype=self._dtype
+            )
+        except (KeyError, TypeError, ValueError):
+            return [self.predict(x) for x in inputs]  # raises for the first bad row, explained
+        results = self._run(matrix)
+        return [self._decode(results, row) for row in range(len(inputs))]
+
+    def _run(self, matrix: Any) -> list[Any]:
+        results: list[Any] = self._session.run(self._outputs, {self._input: matrix})
+        return results
+
+    def _decode(self, results: list[Any], row: int) -> Prediction:
+        """The outcome and confidence of one row of a session run's outputs."""
         if self._zipmap:
-            row: dict[Any, float] = results[0][0]
-            label = max(row, key=row.__getitem__)
-            return Prediction(self._outcome(label), float(row[label]))
-        probabilities = results[0][0]
-        best = int(probabilities.argmax())
+            probabilities: dict[Any, float] = results[0][row]
+            label = max(probabilities, key=probabilities.__getitem__)
+            return Prediction(self._outcome(label), float(probabilities[label]))
+        scores = results[0][row]
+        best = int(scores.argmax())
         if len(results) > 1:
-            label = results[1][0]
+            label = results[1][row]
         elif best < len(self._columns):
             label = self._columns[best]
         else:
             label = best
-        return Prediction(self._outcome(label), float(probabilities[best]))
+        return Prediction(self._outcome(label), float(scores[best]))
 
     def _outcome(self, label: object) -> str:
         key = str(label)
@@ -108,7 +124,7 @@ def load_onnx(spec: ModelSpec, path: Path) -> OnnxModel:
             "run: pip install 'warden-ai[onnx]'"
         ) from exc
     options = onnxruntime.SessionOptions()
-    # One row per call: parallelism comes from concurrent requests, not from splitting one tiny
+    # Small batches: parallelism comes from concurrent requests, not from splitting one small
     # inference over a thread pool that would spin and contend with the other requests.
     options.intra_op_num_threads = 1
     options.inter_op_num_threads = 1
