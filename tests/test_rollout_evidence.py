@@ -120,3 +120,8 @@ def test_the_reasons_text_matches_only_real_failure_codes(engine: Engine) -> Non
             )
         )
     assert collect(engine.db, _rollout(Mode.CANARY, since)).champion.errors == 0
+
+
+def test_id_floor_reads_a_naive_time_as_utc() -> None:
+    moment = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
+    assert id_floor(moment.replace(tzinfo=None)) == id_floor(moment)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -45,6 +45,8 @@ def collect(db: sa.Engine, rollout: Rollout) -> StepEvidence:
 
 def id_floor(moment: datetime) -> str:
     """The smallest UUIDv7 of `moment`'s millisecond: every id made at or after it sorts after."""
+    if moment.tzinfo is None:  # SQLite hands back naive UTC; never read it as local time
+        moment = moment.replace(tzinfo=UTC)
     ms = int(moment.timestamp() * 1000)
     digits = f"{ms:012x}"
     return f"{digits[:8]}-{digits[8:]}-0000-0000-000000000000"
