@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -14,6 +15,7 @@ from warden.engine import Engine, Proposal
 from warden.errors import Conflict, InvalidInput, InvalidRequest, NotFound, PolicyError
 from warden.ledger.chain import verify_rows
 from warden.policy.loader import load_points
+from warden.store.recorder import Recorder
 from warden.store.schema import decisions, events
 
 GOOD = {"amount": 1000, "income": 5000, "credit_score": 800}
@@ -144,6 +146,55 @@ def test_idempotency_under_concurrent_retries(engine: Engine) -> None:
             .where(decisions.c.idempotency_key == "same")
         ).scalar()
     assert count == 1
+
+
+def test_retries_in_a_busy_batch_do_not_fail_the_batch(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A retried key is refused inside the write lock, before the insert: the decisions
+    sharing its batch commit together rather than one by one after a unique-index failure."""
+    first = engine.decide("loan_approval", GOOD, idempotency_key="retried")
+    failed_writes: list[BaseException] = []
+    write = Recorder._write
+
+    def spying(self: Recorder, batch: Any) -> Any:
+        try:
+            return write(self, batch)
+        except Exception as exc:
+            failed_writes.append(exc)
+            raise
+
+    monkeypatch.setattr(Recorder, "_write", spying)
+    barrier = threading.Barrier(8)
+
+    def submit(n: int) -> str:
+        barrier.wait()
+        key = "retried" if n % 2 else f"fresh-{n}"
+        return engine.decide("loan_approval", GOOD, idempotency_key=key).id
+
+    with ThreadPoolExecutor(8) as pool:
+        ids = list(pool.map(submit, range(8)))
+    assert [ids[n] for n in (1, 3, 5, 7)] == [first.id] * 4
+    assert len({ids[n] for n in (0, 2, 4, 6)}) == 4
+    assert failed_writes == []
+
+
+def test_a_retry_is_answered_without_calling_the_model_again(
+    engine: Engine, points_dir: Path, db: sa.Engine
+) -> None:
+    guarded = engine.models["loan_approval"]
+    assert guarded is not None
+    calls: list[object] = []
+    predict = guarded._model.predict
+    guarded._model.predict = lambda input: calls.append(input) or predict(input)  # type: ignore[method-assign]
+    first = engine.decide("loan_approval", GOOD, idempotency_key="once")
+    assert engine.decide("loan_approval", GOOD, idempotency_key="once").id == first.id
+    assert len(calls) == 1
+    restarted = Engine(load_points(points_dir), db)  # knows no keys: the database does
+    try:
+        assert restarted.decide("loan_approval", GOOD, idempotency_key="once").id == first.id
+    finally:
+        restarted.close()
 
 
 def test_kill_switch_stops_auto_and_survives_restart(engine: Engine, points_dir: Path) -> None:

@@ -32,6 +32,7 @@ from warden.errors import (
 )
 from warden.flow import Blocking, CallModel, Commit, Flow
 from warden.heap import collector_paused
+from warden.idempotency import RecentKeys
 from warden.ids import new_id
 from warden.ledger.canonical import NotCanonical, canonical_bytes
 from warden.ledger.chain import EventDraft
@@ -94,6 +95,7 @@ class Engine:
         of this one (see `warden.rollout.shadow_process`); the server turns it on."""
         self.db = db
         self.shadow_process = shadow_process
+        self._keys = RecentKeys()
         self._killed: frozenset[str] = frozenset()
         self._kill_lock = threading.Lock()
         self._policy_lock = threading.Lock()
@@ -198,7 +200,10 @@ class Engine:
             check_callback_url(callback_url)
         ctx = _json_object(context or {}, "context")
         request_hash = _request_hash(input, ctx, proposal) if idempotency_key else None
-        if idempotency_key is not None:
+        if idempotency_key is not None and (compiled.name, idempotency_key) in self._keys:
+            # A retry of a decision made here: answer it without calling the model again. A
+            # key first seen elsewhere is caught by the unique index at commit instead, so a
+            # new key costs no read (`_record_decision`).
             key = idempotency_key
             existing = yield Blocking(lambda: self._existing(compiled.name, key, request_hash))
             if existing is not None:
@@ -349,16 +354,20 @@ class Engine:
         variant: str | None = None,
     ) -> Flow[Decision]:
         change = self._change(compiled, row, actor, callback_url, variant)
+        key = row["idempotency_key"]
         try:
             recorded = yield Commit(self.recorder, change)
-        except DuplicateKey:  # a concurrent retry with the same key committed first
-            if row["idempotency_key"] is None:
+        except DuplicateKey:  # the key was taken: by a concurrent retry, a replica, a restart
+            if key is None:
                 raise
-            key, request_hash = row["idempotency_key"], row["request_hash"]
+            request_hash = row["request_hash"]
             existing = yield Blocking(lambda: self._existing(compiled.name, key, request_hash))
             if existing is None:
                 raise
+            self._keys.add(compiled.name, key)
             return existing  # type: ignore[no-any-return]
+        if key is not None:
+            self._keys.add(compiled.name, key)
         return queries.to_decision(recorded)
 
     def _change(

@@ -235,7 +235,10 @@ class Recorder:
             with self._riders_lock:
                 self._riders_committing = 0  # committed: before anyone waiting is told
         for change, result in zip(batch, results, strict=True):
-            change.future.set_result(result)
+            if isinstance(result, DuplicateKey):
+                change.future.set_exception(result)
+            else:
+                change.future.set_result(result)
 
     def _fail_alone(self, change: Change) -> None:
         try:
@@ -324,7 +327,9 @@ class Recorder:
                 raise RuntimeError(_NO_HEAD)
             cursor.execute(sql.guards)
             guard = _guard_state(cursor.fetchall())
-            plan = _plan(batch, head[0], head[1], guard, None)
+            refused = self._retried_keys(cursor, batch)
+            kept = [c for c in batch if c not in refused] if refused else batch
+            plan = _plan(kept, head[0], head[1], guard, None)
             if plan.decisions:
                 cursor.executemany(
                     sql.insert_decision, [sql.decision_row(d) for d in plan.decisions]
@@ -344,7 +349,39 @@ class Recorder:
             raise
         finally:
             cursor.close()
-        return plan.results, plan.guard
+        if not refused:
+            return plan.results, plan.guard
+        answers = iter(plan.results)
+        return [refused[c] if c in refused else next(answers) for c in batch], plan.guard
+
+    def _retried_keys(self, cursor: Any, batch: Sequence[Change]) -> dict[Change, DuplicateKey]:
+        """Decisions whose idempotency key is already taken — by a committed decision or by an
+        earlier change in this batch — found inside the write lock, so the rest of the batch
+        commits together instead of one by one after a unique-index failure (a client retrying
+        under load would otherwise cost every decision in its batch a commit of its own)."""
+        keyed = [
+            (c, c.decision["point"], c.decision["idempotency_key"])
+            for c in batch
+            if c.decision is not None and c.decision.get("idempotency_key") is not None
+        ]
+        if not keyed:
+            return {}
+        mark = self._sql.mark
+        taken: set[tuple[str, str]] = set()
+        for start in range(0, len(keyed), 500):  # stay under the driver's parameter limit
+            chunk = keyed[start : start + 500]
+            cursor.execute(
+                "SELECT point, idempotency_key FROM decisions WHERE idempotency_key IN "
+                f"({', '.join([mark] * len(chunk))})",
+                [key for _, _, key in chunk],
+            )
+            taken.update((point, key) for point, key in cursor.fetchall())
+        refused: dict[Change, DuplicateKey] = {}
+        for change, point, key in keyed:
+            if (point, key) in taken:
+                refused[change] = DuplicateKey(f"idempotency key {key!r} of {point!r} is taken")
+            taken.add((point, key))
+        return refused
 
     def _raw_connection(self) -> Any:
         if self._raw is None:
