@@ -367,15 +367,19 @@ class Recorder:
         if not keyed:
             return {}
         mark = self._sql.mark
+        by_point: dict[str, list[str]] = {}
+        for _, point, key in keyed:
+            by_point.setdefault(point, []).append(key)
         taken: set[tuple[str, str]] = set()
-        for start in range(0, len(keyed), 500):  # stay under the driver's parameter limit
-            chunk = keyed[start : start + 500]
-            cursor.execute(
-                "SELECT point, idempotency_key FROM decisions WHERE idempotency_key IN "
-                f"({', '.join([mark] * len(chunk))})",
-                [key for _, _, key in chunk],
-            )
-            taken.update((point, key) for point, key in cursor.fetchall())
+        for point, keys in by_point.items():  # (point, idempotency_key) is the unique index
+            for start in range(0, len(keys), 500):  # under the driver's parameter limit
+                chunk = keys[start : start + 500]
+                cursor.execute(
+                    f"SELECT idempotency_key FROM decisions WHERE point = {mark} AND "
+                    f"idempotency_key IN ({', '.join([mark] * len(chunk))})",
+                    [point, *chunk],
+                )
+                taken.update((point, key) for (key,) in cursor.fetchall())
         refused: dict[Change, DuplicateKey] = {}
         for change, point, key in keyed:
             if (point, key) in taken:
