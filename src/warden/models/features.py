@@ -1,4 +1,4 @@
-"""The one-row matrix tabular models expect, built from the input in `model.features` order."""
+"""The matrices tabular models expect, built from inputs in `model.features` order."""
 
 from __future__ import annotations
 
@@ -19,6 +19,17 @@ def feature_row(
         return np.array([[float(input[name]) for name in features]], dtype=dtype)
     except (KeyError, TypeError, ValueError):
         raise _explain(input, features) from None
+
+
+def feature_matrix(
+    inputs: Sequence[Mapping[str, Any]], features: Sequence[str], dtype: type[np.floating[Any]]
+) -> npt.NDArray[np.floating[Any]]:
+    """A (len(inputs), n) array for one vectorised call; raises, explained, for the first input
+    that has no features."""
+    try:
+        return np.array([[float(x[name]) for name in features] for x in inputs], dtype=dtype)
+    except (KeyError, TypeError, ValueError):
+        return np.vstack([feature_row(x, features, dtype) for x in inputs])
 
 
 def _explain(input: Mapping[str, Any], features: Sequence[str]) -> ModelFailure:

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from warden.models.base import ModelLoadError, Prediction
-from warden.models.features import feature_row
+from warden.models.features import feature_matrix, feature_row
 from warden.policy.schema import ModelSpec
 
 _INPUT_DTYPES: dict[str, type[np.floating[Any]]] = {
@@ -81,13 +81,7 @@ class OnnxModel:
 
     def predict_many(self, inputs: Sequence[Mapping[str, Any]]) -> list[Prediction]:
         """One session run over the whole batch: concurrent decisions share it."""
-        try:
-            matrix = np.array(
-                [[float(x[f]) for f in self._features] for x in inputs], dtype=self._dtype
-            )
-        except (KeyError, TypeError, ValueError):
-            return [self.predict(x) for x in inputs]  # raises for the first bad row, explained
-        results = self._run(matrix)
+        results = self._run(feature_matrix(inputs, self._features, self._dtype))
         return [self._decode(results, row) for row in range(len(inputs))]
 
     def _run(self, matrix: Any) -> list[Any]:

@@ -11,7 +11,7 @@ import joblib
 import numpy as np
 
 from warden.models.base import ModelLoadError, Prediction
-from warden.models.features import feature_row
+from warden.models.features import feature_matrix, feature_row
 from warden.policy.schema import ModelSpec
 
 
@@ -32,12 +32,7 @@ class SklearnModel:
 
     def predict_many(self, inputs: Sequence[Mapping[str, Any]]) -> list[Prediction]:
         """One predict_proba over the whole batch: most of the cost is per call, not per row."""
-        try:
-            matrix = np.array(
-                [[float(x[f]) for f in self._features] for x in inputs], dtype=np.float64
-            )
-        except (KeyError, TypeError, ValueError):
-            return [self.predict(x) for x in inputs]  # raises for the first bad row, explained
+        matrix = feature_matrix(inputs, self._features, np.float64)
         probabilities = self._predict_proba(matrix)
         best = probabilities.argmax(axis=1)
         outcomes = self._outcomes
