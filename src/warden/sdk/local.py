@@ -7,7 +7,6 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from warden import flow
 from warden.decision import Decision
 from warden.engine import Engine, Proposal
 from warden.policy.loader import load_points
@@ -57,16 +56,14 @@ class Warden:
         callback_url: str | None = None,
     ) -> Decision:
         """Run one governed decision. In proposal mode pass the AI's `output` and `confidence`."""
-        return flow.run(
-            self.engine.decision_flow(
-                point,
-                dict(input),
-                context=context,
-                idempotency_key=idempotency_key,
-                actor=actor,
-                proposal=_proposal(output, confidence, model_version),
-                callback_url=callback_url,
-            )
+        return self.engine.decide(
+            point,
+            dict(input),
+            context=context,
+            idempotency_key=idempotency_key,
+            actor=actor,
+            proposal=_proposal(output, confidence, model_version),
+            callback_url=callback_url,
         )
 
     async def decide_async(
@@ -84,16 +81,14 @@ class Warden:
     ) -> Decision:
         """`decide` for asyncio applications: awaits the model and the commit without holding
         a thread, and concurrent calls share vectorised model calls."""
-        return await flow.run_async(
-            self.engine.decision_flow(
-                point,
-                dict(input),
-                context=context,
-                idempotency_key=idempotency_key,
-                actor=actor,
-                proposal=_proposal(output, confidence, model_version),
-                callback_url=callback_url,
-            )
+        return await self.engine.decide_async(
+            point,
+            dict(input),
+            context=context,
+            idempotency_key=idempotency_key,
+            actor=actor,
+            proposal=_proposal(output, confidence, model_version),
+            callback_url=callback_url,
         )
 
     def decide_many(
