@@ -167,13 +167,12 @@ class Recorder:
             try:
                 first = self._queue.get(timeout=self._rider_wait())
             except queue.Empty:  # riders are due and no decision came to carry them
-                self._commit([self._riders_change(len(self._riders))])
+                self._commit_riders()
                 continue
             if first is _WAKE:
                 continue
             if first is None:
-                if self._riders:
-                    self._commit([self._riders_change(len(self._riders))])
+                self._commit_riders()
                 return
             batch = [first]
             stop = False
@@ -196,9 +195,13 @@ class Recorder:
                 batch.append(self._riders_change(RIDERS_PER_COMMIT))
             self._commit(batch)
             if stop:
-                if self._riders:
-                    self._commit([self._riders_change(len(self._riders))])
+                self._commit_riders()
                 return
+
+    def _commit_riders(self) -> None:
+        """Every waiting rider, in a commit of its own."""
+        if self._riders:
+            self._commit([self._riders_change(len(self._riders))])
 
     def _rider_wait(self) -> float | None:
         with self._riders_lock:
