@@ -334,12 +334,19 @@ def demo(
     port: Annotated[int, typer.Option(help="Port of the demo server.")] = 8000,
     rate: Annotated[float, typer.Option(help="Decisions per second of demo traffic.")] = 20.0,
     home: Annotated[Path, typer.Option(help="Folder for the demo's data.")] = Path(".warden/demo"),
+    fresh: Annotated[
+        bool,
+        typer.Option(
+            "--fresh",
+            help="Forget earlier runs (decisions, alerts, kill switches); keep the point file.",
+        ),
+    ] = False,
 ) -> None:
     """Train a credit model on generated data, start the server and send it traffic."""
     from warden.demo import DemoError, run_demo
 
     try:
-        run_demo(home, port=port, duration=duration, rate=rate, console=out)
+        run_demo(home, port=port, duration=duration, rate=rate, console=out, fresh=fresh)
     except DemoError:
         raise typer.Exit(1) from None  # run_demo has already said what went wrong
     except PolicyError as error:
