@@ -154,3 +154,18 @@ def test_readable_values() -> None:
     stamp = datetime(2026, 11, 30, 2, 46, 32, 607425, tzinfo=UTC)
     assert moment(stamp) == "2026-11-30 02:46:32 UTC"
     assert moment(stamp.isoformat()) == "2026-11-30 02:46:32 UTC"
+
+
+def test_a_caller_token_is_refused_at_login_with_a_way_forward(
+    engine: Engine, tmp_path: Path
+) -> None:
+    headers, _ = token(engine, ["caller"], name="service")
+    secret = headers["Authorization"].removeprefix("Bearer ")
+    with TestClient(create_app(engine, workers=[]), follow_redirects=False) as fresh:
+        page = fresh.get("/console/login")
+        csrf = re.search(r'name="csrf" value="([^"]+)"', page.text)
+        assert csrf is not None
+        response = fresh.post("/console/login", data={"csrf": csrf.group(1), "token": secret})
+        assert response.status_code == 403
+        assert "only the caller role" in response.text and "warden token create" in response.text
+        assert fresh.get("/console/queue").status_code == 303  # no session was opened

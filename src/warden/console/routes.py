@@ -17,7 +17,7 @@ from starlette.responses import RedirectResponse, Response
 
 from warden.api.auth import require
 from warden.api.routes import READERS
-from warden.auth.tokens import authenticate
+from warden.auth.tokens import Role, authenticate
 from warden.auth.users import verify_password
 from warden.console.render import templates
 from warden.console.sessions import COOKIE, Session, close_session, load_session, open_session
@@ -33,6 +33,7 @@ from warden.store.queries import DecisionFilter, list_decisions
 router = APIRouter(prefix="/console", include_in_schema=False)
 LOGIN_CSRF = "warden_login_csrf"
 PAGE = 50
+CONSOLE_ROLES = frozenset({Role.REVIEWER, Role.OWNER, Role.AUDITOR, Role.ADMIN})
 SORTED_LIMIT = 1000  # tasks read to sort the queue by an input field
 
 
@@ -137,6 +138,16 @@ async def login(request: Request) -> Response:
     if principal is None:
         what = "token" if token else "username or password"
         return _login_error(request, next_url, f"That {what} is not valid.", 401)
+    if not set(principal.roles) & CONSOLE_ROLES:
+        return _login_error(
+            request,
+            next_url,
+            "That token is valid but has only the caller role, which sends decisions to the "
+            "API; the console is for people. Log in with a reviewer, owner, auditor or admin "
+            "token (`warden token create --role reviewer ...`) or a console user "
+            "(`warden user create`).",
+            403,
+        )
     secret, _ = await run_in_threadpool(open_session, db, principal, method)
     response = RedirectResponse(next_url, status_code=303)
     response.set_cookie(COOKIE, secret, max_age=12 * 3600, **_cookie_flags(request))
