@@ -527,3 +527,81 @@ rules: {{auto: [{{id: sure, when: "confidence > 0.5"}}]}}
         assert json.loads(json.dumps(input)) == input
         model = load_model(compiled.spec.model, tmp_path)
         assert model is not None and model.predict(input) == expected(input)
+
+
+# -- decisions -------------------------------------------------------------------------------------
+
+CHAT_POINT = """
+point: support_refund
+owner: support-ops@example.com
+input:
+  type: object
+  required: [message, amount]
+  properties:
+    message: {{type: string}}
+    amount: {{type: number}}
+model:
+  kind: remote
+  version: "llama-3.1-8b"
+  timeout_ms: 300
+  remote:
+    protocol: openai
+    url: "{url}/v1"
+    model: llama
+    prompt: "Refund {{{{input.amount}}}}? The customer wrote: {{{{input.message}}}}"
+outcomes: [refund, deny]
+rules:
+  auto:
+    - {{id: sure, when: "confidence >= 0.9"}}
+failure:
+  on_error: deny
+  breaker: {{failure_rate: 1.0, window: 100, min_calls: 100}}
+"""
+
+
+def test_decisions_with_a_remote_model_route_every_failure_safely(tmp_path: Path, db: Any) -> None:
+    """A sure answer is decided alone; every way the remote call fails takes failure.on_error,
+    recorded with its code, and is never auto."""
+    from warden.decision import Route
+    from warden.engine import Engine
+    from warden.policy.loader import load_points
+
+    answers: list[tuple[int, Any]] = [
+        (
+            200,
+            chat_answer(
+                '{"outcome":"refund"}', [('{"outcome":"', 0.0), ("refund", -0.01), ('"}', 0.0)]
+            ),
+        ),
+        (200, chat_answer('{"outcome":"refund_twice"}', None)),
+        (503, {"error": "overloaded"}),
+        (0, None),  # hangs past timeout_ms
+        (200, b"not json"),
+    ]
+    with fake_server(lambda path, body: answers.pop(0)) as server:
+        folder = tmp_path / "points"
+        folder.mkdir()
+        (folder / "support_refund.yaml").write_text(CHAT_POINT.format(url=server.url))
+        engine = Engine(load_points(folder), db, actor="test")
+        try:
+            input = {"message": "parcel never came", "amount": 25}
+            decisions = [engine.decide("support_refund", input) for _ in range(5)]
+        finally:
+            server.release.set()
+            engine.close()
+    first, *failed = decisions
+    assert (first.route, first.outcome, first.model_version) == (
+        Route.AUTO,
+        "refund",
+        "llama-3.1-8b",
+    )
+    assert first.confidence == pytest.approx(math.exp(-0.01))
+    assert [(d.route, d.outcome) for d in failed] == [(Route.FALLBACK, "deny")] * 4
+    assert [d.reasons[0].code for d in failed] == [
+        "invalid_output",
+        "model_error",
+        "model_timeout",
+        "invalid_output",
+    ]
+    prompt = server.requests[0][1]["messages"][-1]["content"]
+    assert prompt == "Refund 25? The customer wrote: parcel never came"
