@@ -26,7 +26,7 @@ import pytest
 from warden.models import GuardedModel, ModelFailure, Prediction, load_model
 from warden.policy.schema import BreakerSpec, DecisionPointSpec, FailureSpec
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("mlserver")]  # one server
 
 REQUIREMENTS = ["mlserver>=1.6,<2", "mlserver-sklearn>=1.6,<2"]
 OUTCOMES = ["decline", "approve", "refer"]

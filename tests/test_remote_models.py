@@ -605,3 +605,16 @@ def test_decisions_with_a_remote_model_route_every_failure_safely(tmp_path: Path
     ]
     prompt = server.requests[0][1]["messages"][-1]["content"]
     assert prompt == "Refund 25? The customer wrote: parcel never came"
+
+
+def test_a_remote_model_is_rebuilt_from_its_recipe_in_another_process(tmp_path: Path) -> None:
+    """Shadow and worker processes rebuild models from a pickled recipe: a remote one too."""
+    import pickle
+
+    with fake_server(v2_responder) as server:
+        original = guarded(point(v2_model(server.url, output="predict_proba")), tmp_path)
+        recipe = original.recipe()
+        assert recipe is not None
+        rebuilt = pickle.loads(pickle.dumps(recipe)).build()
+        input = {"income": 3000.0, "amount": 200.0}
+        assert rebuilt.call(input) == original.call(input) == expected(input)
