@@ -79,16 +79,32 @@ ConfigOption = Annotated[
 
 
 @app.command()
-def init(config: ConfigOption = None) -> None:
+def init(
+    config: ConfigOption = None,
+    origin: Annotated[
+        str | None,
+        typer.Option(
+            help="The ledger's origin, unique to this deployment and named in every signed "
+            "checkpoint (default: a random warden.ledger/...). Set once; it never changes.",
+        ),
+    ] = None,
+) -> None:
     """Create the data folder, database and ledger signing key; apply migrations."""
-    from warden.ledger.keys import load_or_create
+    from warden.errors import WardenError
+    from warden.ledger import identity
 
     s = context.settings(config)
     db = context.database(s)
-    db.dispose()
     s.home.mkdir(parents=True, exist_ok=True)
-    key = load_or_create(s.home)
+    try:
+        chosen = identity.ensure_origin(db, origin)
+        key = identity.signing_key(db, s.home)
+    except WardenError as error:
+        _fail(error)
+    finally:
+        db.dispose()
     out.print(f"Warden database ready: [bold]{s.db_url}[/bold]", highlight=False)
+    out.print(f"Ledger origin: {chosen}", highlight=False)
     out.print(
         f"Ledger signing key: {key.path} (public key id {key.public.key_id})", highlight=False
     )

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from warden.ledger import witness
+from warden.ledger import identity, witness
 from warden.ledger.checkpoint import Checkpoint, head_size, latest, make_checkpoint
-from warden.ledger.keys import SigningKey, load_or_create
+from warden.ledger.keys import SigningKey
 from warden.ledger.tree import LedgerTree
 
 log = logging.getLogger(__name__)
@@ -82,8 +82,12 @@ class Checkpointer:
         if size - signed < self.every and now - last_at < self.seconds:
             return None
         if self._key is None:
-            self._key = load_or_create(self.home)
-        checkpoint = make_checkpoint(self.db, self._key, self.tree)
+            self._key = identity.signing_key(self.db, self.home)
+        try:
+            checkpoint = make_checkpoint(self.db, self._key, self.tree)
+        except identity.KeyChanged:  # rotated by `warden audit rotate-key`: load the new key
+            self._key = identity.signing_key(self.db, self.home)
+            checkpoint = make_checkpoint(self.db, self._key, self.tree)
         self.made += 1
         if self.witness_target:
             try:
