@@ -24,6 +24,7 @@ from warden.cli.policy import (
 from warden.cli.review import review_app
 from warden.cli.rollout import rollout_app
 from warden.cli.users import user_app
+from warden.cli.witness import witness_app
 from warden.errors import PolicyError, WardenError
 
 app = typer.Typer(
@@ -47,6 +48,7 @@ app.add_typer(user_app, name="user")
 app.add_typer(audit_app, name="audit")
 app.add_typer(model_app, name="model")
 app.add_typer(rollout_app, name="rollout")
+app.add_typer(witness_app, name="witness")
 
 out = Console()
 err = Console(stderr=True)

@@ -108,6 +108,21 @@ def verify(
             "extend it; on success it is moved forward (created on the first run).",
         ),
     ] = None,
+    witness_key: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--witness-key",
+            help="A witness's cosigner key (name+keyhash+base64, as `warden witness public-key` "
+            "prints it); repeat for several.",
+        ),
+    ] = None,
+    min_witnesses: Annotated[
+        int | None,
+        typer.Option(
+            help="How many of the --witness-key witnesses must have cosigned a checkpoint "
+            "(default: 1)."
+        ),
+    ] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Re-derive every hash, link and signature; exit 0 only if the whole ledger verifies."""
@@ -115,8 +130,18 @@ def verify(
     try:
         witnessed = [cp for path in witness_file or [] for cp in witness.read(path)]
         state = remembered.load(state_file) if state_file else None
+        cosigners = [note.parse_vkey(v) for v in witness_key or []]
     except WardenError as error:
         _fail(error)
+    except note.NoteError as exc:
+        raise typer.BadParameter(f"--witness-key: {exc}") from None
+    needed = 1 if min_witnesses is None else min_witnesses
+    if cosigners and not 1 <= needed <= len(cosigners):
+        raise typer.BadParameter(
+            f"--min-witnesses must be between 1 and the {len(cosigners)} --witness-key given"
+        )
+    if min_witnesses is not None and not cosigners:
+        raise typer.BadParameter("--min-witnesses needs the witnesses' keys (--witness-key)")
     db = context.database(context.settings())
     try:
         with _progress("verifying") as progress:
@@ -127,6 +152,8 @@ def verify(
                 progress=progress,
                 require_signed=bool(public_key) or state_file is not None,
                 state=state,
+                cosigners=cosigners,
+                min_cosigners=needed,
             )
     finally:
         db.dispose()
@@ -180,6 +207,12 @@ def _print_report(report: Report, trusted: list[keys.PublicKey], explicit: bool)
             )
         if report.state:
             out.print(f"   auditor state: {report.state}", highlight=False)
+        if report.cosigned is not None:
+            by = ", ".join(f"{name} at {size:,}" for name, size in sorted(report.witnesses.items()))
+            out.print(
+                f"   witnesses: checkpoint {report.cosigned:,} is cosigned (newest by {by})",
+                highlight=False,
+            )
         if report.witnessed:
             out.print(f"   witnessed: {report.witnessed} checkpoints match", highlight=False)
         return
@@ -219,6 +252,7 @@ def checkpoint(
     finally:
         db.dispose()
     _print_json(cp.to_dict())
+    _cosign(cp)
     target = witness_target or witness.from_env()
     if target:
         try:
@@ -226,6 +260,27 @@ def checkpoint(
         except witness.WitnessError as exc:
             err.print(f"[red]error:[/red] checkpoint stored, but {exc}", highlight=False)
             raise typer.Exit(1) from None
+
+
+def _cosign(cp: checkpoints.Checkpoint) -> None:
+    """Ask the witnesses of WARDEN_WITNESSES to cosign; exit 1 if one does not."""
+    from warden.ledger.witnessing import Submitter, from_env
+
+    try:
+        targets = from_env()
+    except WardenError as error:
+        _fail(error)
+    if not targets:
+        return
+    db = context.database(context.settings())
+    try:
+        results = Submitter(db, targets).submit(cp)
+    finally:
+        db.dispose()
+    for name, outcome in results.items():
+        err.print(f"witness {name}: {outcome}", highlight=False)
+    if any(not outcome.startswith("cosigned") for outcome in results.values()):
+        raise typer.Exit(1)
 
 
 @audit_app.command("checkpoints")

@@ -26,13 +26,14 @@ import orjson
 import sqlalchemy as sa
 
 from warden.ledger import identity, remembered
+from warden.ledger import note as notes
 from warden.ledger.chain import GENESIS
 from warden.ledger.checkpoint import Checkpoint, all_checkpoints
 from warden.ledger.keys import PublicKey
 from warden.ledger.remembered import Remembered
 from warden.ledger.tree import TILE, LedgerDamaged, LedgerTree, TiledFrontier
 from warden.ledger.trust import ROTATED, KeyChain, Rotation, rotation
-from warden.store.schema import ledger_head, ledger_tiles
+from warden.store.schema import checkpoint_cosignatures, ledger_head, ledger_tiles
 
 Progress = Callable[[int, int], None]
 Row = tuple[Any, ...]
@@ -88,6 +89,8 @@ class Report:
     trusted_keys: list[str] = field(default_factory=list)
     rotations: list[str] = field(default_factory=list)
     state: str | None = None  # what the remembered checkpoint check found
+    cosigned: int | None = None  # the newest vouched checkpoint with enough cosignatures
+    witnesses: dict[str, int] = field(default_factory=dict)  # witness -> newest size cosigned
     seconds: float = 0.0
     problems: list[Break] = field(default_factory=list)
 
@@ -112,6 +115,8 @@ class Report:
             "trusted_keys": self.trusted_keys,
             "rotations": self.rotations,
             "state": self.state,
+            "cosigned": self.cosigned,
+            "witnesses": self.witnesses,
             "witnessed": self.witnessed,
             "seconds": round(self.seconds, 3),
             "first_break": self.first.to_dict() if self.first else None,
@@ -127,11 +132,14 @@ def verify_ledger(
     progress: Progress | None = None,
     require_signed: bool = False,
     state: Remembered | None = None,
+    cosigners: Sequence[notes.Verifier] = (),
+    min_cosigners: int = 0,
 ) -> Report:
     """Verify everything Warden stored, against the trusted public `keys`.
 
     `require_signed`: fail unless a checkpoint signed by a trusted key covers the ledger.
     `state`: a checkpoint remembered from an earlier run, which the ledger must extend.
+    `cosigners`, `min_cosigners`: witnesses, and how many must have cosigned a checkpoint.
     """
     began = time.perf_counter()
     report = Report(witnessed=len(witnessed))
@@ -143,6 +151,9 @@ def verify_ledger(
         head_seq, head_chain = (int(head.seq), head.chain_hash) if head else (0, GENESIS)
         last_row = conn.exec_driver_sql("SELECT max(seq) FROM events").scalar()
         stored = all_checkpoints(conn)
+        cosignatures = conn.execute(
+            sa.select(checkpoint_cosignatures.c.size, checkpoint_cosignatures.c.line)
+        ).all()
         tiles = {
             int(t): h
             for t, h in conn.execute(sa.select(ledger_tiles.c.tile, ledger_tiles.c.hash)).all()
@@ -188,6 +199,8 @@ def verify_ledger(
         )
     if state is not None:
         problems += _state_problems(db, state, report, chain)
+    if cosigners:
+        problems += _cosignature_problems(vouched, cosignatures, cosigners, min_cosigners, report)
     report.problems = sorted(problems, key=_order)
     report.seconds = time.perf_counter() - began
     return report
@@ -688,3 +701,41 @@ def _state_problems(
         f"(RFC 9162 consistency proof of {len(proof)} hashes)"
     )
     return []
+
+
+def _cosignature_problems(
+    vouched: Sequence[Checkpoint],
+    rows: Sequence[Any],
+    cosigners: Sequence[notes.Verifier],
+    needed: int,
+    report: Report,
+) -> list[Break]:
+    """The newest vouched checkpoint that at least `needed` of the witnesses cosigned."""
+    lines: dict[int, list[notes.Signature]] = {}
+    for size, line in rows:
+        try:
+            lines.setdefault(int(size), []).append(notes.parse_signature_line(line.rstrip("\n")))
+        except notes.NoteError:
+            continue
+    for cp in vouched:
+        if cp.note is None or cp.size not in lines:
+            continue
+        signed = notes.Note(notes.parse_note(cp.note).body, tuple(lines[cp.size]))
+        by = [w.name for w in cosigners if notes.cosigned_at(signed, w) is not None]
+        for name in by:
+            report.witnesses[name] = cp.size
+        if len(by) >= needed:
+            report.cosigned = cp.size
+    if report.cosigned is not None:
+        return []
+    best = max(report.witnesses.values(), default=None)
+    found = f"; the newest cosigned by any of them is {best}" if best else ""
+    return [
+        Break(
+            BreakKind.UNVOUCHED,
+            None,
+            f"no checkpoint is cosigned by {needed} of the {len(cosigners)} witness key(s) "
+            f"given{found}: the witnesses did not vouch for this ledger (were cosignatures "
+            "deleted, or did the witnesses refuse a forked history?)",
+        )
+    ]
