@@ -221,3 +221,35 @@ def test_witness_configuration_is_checked() -> None:
     ):
         with pytest.raises(Exception, match="WARDEN_WITNESSES"):
             parse_targets(bad)
+
+
+def test_with_witnesses_every_commit_is_checkpointed_and_cosigned(
+    db: sa.Engine,
+    warden_home: Path,
+    log: tuple[SigningKey, str],
+    witnesses: tuple[Running, Running],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from warden.ledger.checkpoint import head_size
+    from warden.ledger.checkpointer import Checkpointer, start_checkpointer
+
+    honest, _ = witnesses
+    monkeypatch.setenv("WARDEN_WITNESSES", f"{honest.url} {honest.witness.verifier.vkey()}")
+    configured = Checkpointer.from_env(db, warden_home)
+    assert (configured.every, configured.poll) == (1, 0.25)  # a few a second at most
+
+    checkpointer = start_checkpointer(db, warden_home, poll=0.05)
+    try:
+        for start in (0, 3, 4):  # small commits, far below the 1,000-event default
+            lh.record(db, start, start + (3 if start == 0 else 1))
+            with db.connect() as conn:
+                size = head_size(conn)
+            deadline = time.monotonic() + 30
+            while honest.witness.latest(log[1]) is None or honest.witness.latest(log[1])[0] < size:
+                assert time.monotonic() < deadline, "the commit was not checkpointed and witnessed"
+                time.sleep(0.02)
+    finally:
+        checkpointer.stop()
+    report = verify_ledger(db, [log[0].public], cosigners=[honest.witness.verifier])
+    assert report.ok, report.problems
+    assert report.cosigned == size == 5
