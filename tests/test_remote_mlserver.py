@@ -151,7 +151,7 @@ def mlserver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
         )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 180
+        deadline = time.monotonic() + 300  # MLServer imports a lot; CI machines are busy
         while True:
             if process.poll() is not None:
                 pytest.fail(f"MLServer exited: {(folder / 'mlserver.log').read_text()[-2000:]}")
