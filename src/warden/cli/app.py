@@ -124,12 +124,19 @@ def policy_check(
         list[Path] | None,
         typer.Argument(help="Files or folders (default: $WARDEN_CONFIG or ./points)."),
     ] = None,
+    no_models: Annotated[
+        bool,
+        typer.Option(
+            "--no-models", help="Do not load each point's model (e.g. where it is absent)."
+        ),
+    ] = False,
 ) -> None:
-    """Validate decision point files; print `file:line: problem` and exit 1 on any error."""
+    """Load decision point files as `serve` does, models included; print `file:line: problem`
+    for each one that cannot load and exit 1 on any error."""
     from warden.policy.loader import check_points
 
     targets = paths or [context.settings().config]
-    good, errors = check_points(targets)
+    good, errors = check_points(targets, models=not no_models)
     for error in errors:
         err.print(f"[red]{error.location}[/red]: {error.message}", highlight=False, soft_wrap=True)
     for point in good:
@@ -153,18 +160,32 @@ def serve(
     config: ConfigOption = None,
 ) -> None:
     """Run the HTTP API (OpenAPI docs at /docs)."""
+    import logging
     import os
 
     import uvicorn
 
+    from warden.demo.server import bind
     from warden.monitor.metrics import prepare_multiprocess
-    from warden.policy.loader import load_points
+    from warden.policy.loader import load_available
 
+    try:
+        bind(host, port).close()  # a taken port is said at once, before loading anything
+    except WardenError as error:
+        err.print(f"[red]cannot serve[/red]: {error.message}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s:    %(message)s")
     s = context.settings(config)
     try:
-        load_points(s.config)
+        loaded = load_available(s.config)  # logs each file that cannot load, with file:line
     except PolicyError as error:
         _fail(error)
+    if loaded.broken:
+        err.print(
+            f"[yellow]{len(loaded.broken)} decision point file(s) did not load[/yellow] (see "
+            "above); the others serve. `warden policy check` lists every problem.",
+            highlight=False,
+        )
     prepare_multiprocess(workers, s.home)  # /metrics merges every worker's samples
     os.environ["WARDEN_CONFIG"] = str(s.config.resolve())
     context.database(s).dispose()
@@ -180,7 +201,17 @@ def serve(
 
 
 def _load_json(value: str, name: str) -> Any:
-    text = Path(value[1:]).read_text(encoding="utf-8") if value.startswith("@") else value
+    if value.startswith("@"):
+        try:
+            text = Path(value[1:]).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            raise typer.BadParameter(
+                f"cannot read {value[1:]}: {reason}; give a JSON file after @, or the JSON itself",
+                param_hint=name,
+            ) from None
+    else:
+        text = value
     try:
         return orjson.loads(text)
     except orjson.JSONDecodeError as exc:
@@ -321,12 +352,19 @@ def demo(
     port: Annotated[int, typer.Option(help="Port of the demo server.")] = 8000,
     rate: Annotated[float, typer.Option(help="Decisions per second of demo traffic.")] = 20.0,
     home: Annotated[Path, typer.Option(help="Folder for the demo's data.")] = Path(".warden/demo"),
+    fresh: Annotated[
+        bool,
+        typer.Option(
+            "--fresh",
+            help="Forget earlier runs (decisions, alerts, kill switches); keep the point file.",
+        ),
+    ] = False,
 ) -> None:
     """Train a credit model on generated data, start the server and send it traffic."""
     from warden.demo import DemoError, run_demo
 
     try:
-        run_demo(home, port=port, duration=duration, rate=rate, console=out)
+        run_demo(home, port=port, duration=duration, rate=rate, console=out, fresh=fresh)
     except DemoError:
         raise typer.Exit(1) from None  # run_demo has already said what went wrong
     except PolicyError as error:

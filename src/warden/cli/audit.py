@@ -307,7 +307,9 @@ def list_checkpoints(
 
 @audit_app.command()
 def prove(
-    decision_id: Annotated[str, typer.Argument(help="The decision to prove.")],
+    decision_id: Annotated[
+        str, typer.Argument(help="The decision to prove (its id, or a unique start of it).")
+    ],
     output: Annotated[
         Path | None,
         typer.Option("--out", "-o", help="Where to write the proof (default: proof-ID.json)."),
@@ -321,9 +323,14 @@ def prove(
     ] = None,
 ) -> None:
     """Write a self-contained proof of a decision's events, checkable offline."""
-    target = output or Path(f"proof-{decision_id}.json")
+    from warden.cli.tables import resolve_prefix
+    from warden.store.schema import decisions
+
     db = context.database(context.settings())
     try:
+        with db.connect() as conn:
+            decision_id = resolve_prefix(conn, decisions.c.id, decision_id)
+        target = output or Path(f"proof-{decision_id}.json")
         bundle = build_bundle(db, decision_id, signer=lambda: _signing_key(db), since=since)
     except WardenError as error:
         _fail(error, 1)
