@@ -12,7 +12,7 @@ import mcp_types as types
 from mcp import Client
 from mcp.client.stdio import StdioServerParameters, get_default_environment
 
-from warden.errors import PolicyError
+from warden.errors import PolicyError, Unavailable
 from warden.mcp.config import GatewayConfig, Upstream
 
 
@@ -35,7 +35,14 @@ class Upstreams:
         try:
             for name, upstream in self.config.upstreams.items():
                 client = Client(_target(upstream, self.config.source))
-                self.clients[name] = await self._stack.enter_async_context(client)
+                try:
+                    self.clients[name] = await self._stack.enter_async_context(client)
+                except Exception as exc:
+                    raise Unavailable(
+                        f"cannot connect to the upstream server '{name}': {exc}; check its "
+                        "command or url in the gateway file",
+                        field=f"upstreams.{name}",
+                    ) from exc
             await self.refresh()
         except BaseException:
             await self._stack.aclose()
@@ -93,8 +100,8 @@ def _target(upstream: Upstream, source: str) -> Any:
         return upstream.url
     assert upstream.command is not None
     cwd = upstream.cwd
-    if cwd is not None and source:
-        cwd = str(Path(source).parent / cwd)
+    if source:  # relative paths in the command are relative to the gateway file
+        cwd = str(Path(source).parent / (cwd or "."))
     return StdioServerParameters(
         command=upstream.command,
         args=upstream.args,
