@@ -20,6 +20,7 @@ import sqlalchemy as sa
 import yaml
 from mcp import Client
 from mcp.client.stdio import StdioServerParameters
+from mcp.shared.exceptions import MCPError
 
 from warden.auth.tokens import Principal, Role
 from warden.engine import Engine
@@ -110,7 +111,8 @@ def warden_info(result: Any) -> dict[str, Any]:
 def event_types(engine: Engine, decision_id: str) -> list[str]:
     with engine.db.connect() as conn:
         rows = conn.execute(
-            sa.text("SELECT type FROM events WHERE decision_id = :d ORDER BY seq"), {"d": decision_id}
+            sa.text("SELECT type FROM events WHERE decision_id = :d ORDER BY seq"),
+            {"d": decision_id},
         ).all()
     return [r[0] for r in rows]
 
@@ -202,7 +204,9 @@ def test_expired_review_is_denied_and_the_agent_told(bank: Bank) -> None:
             decision_id = warden_info(held)["decision_id"]
             later = ReviewDesk(engine, clock=lambda: datetime.now(UTC) + timedelta(hours=2))
             assert await anyio.to_thread.run_sync(later.expire_due) == 1
-            answer = await client.call_tool("refund", args, meta={"warden/decision_id": decision_id})
+            answer = await client.call_tool(
+                "refund", args, meta={"warden/decision_id": decision_id}
+            )
             assert answer.is_error and "nobody approved the call in time" in text(answer)
 
     try:
@@ -226,12 +230,16 @@ def test_rate_limit_holds_and_agent_kill_switch_refuses(bank: Bank) -> None:
                 engine.get(warden_info(fourth)["decision_id"]).context
             )
             await anyio.to_thread.run_sync(
-                lambda: kill.set_switch(engine, "agent", "support-bot", True, actor="ops", reason="runaway")
+                lambda: kill.set_switch(
+                    engine, "agent", "support-bot", True, actor="ops", reason="runaway"
+                )
             )
             stopped = await client.call_tool("read_balance", {"account": "a"})
             assert stopped.is_error and "kill switch agent:support-bot is engaged" in text(stopped)
             await anyio.to_thread.run_sync(
-                lambda: kill.set_switch(engine, "agent", "support-bot", False, actor="ops", reason="ok")
+                lambda: kill.set_switch(
+                    engine, "agent", "support-bot", False, actor="ops", reason="ok"
+                )
             )
             back = await client.call_tool("read_balance", {"account": "a"})
             assert not back.is_error
@@ -273,7 +281,7 @@ def test_gateway_crash_while_held_loses_no_approval_and_runs_nothing_twice(bank:
             assert pids
             for pid in pids:
                 os.kill(pid, signal.SIGKILL)  # the gateway dies; the held call is in the database
-            with pytest.raises(Exception):
+            with pytest.raises(MCPError):
                 await client.call_tool("read_balance", {"account": "x"})
 
     async def second_life() -> None:
@@ -286,8 +294,7 @@ def test_gateway_crash_while_held_loses_no_approval_and_runs_nothing_twice(bank:
             assert "already executed" in text(again) and "not run twice" in text(again)
 
     try:
-        with pytest.raises(BaseException):
-            run(first_life)
+        run(first_life)
         approve(engine, state["id"])
         run(second_life)
     finally:
@@ -306,7 +313,9 @@ def test_changed_tool_description_after_approval_is_not_executed(bank: Bank) -> 
 
     async def after() -> None:
         async with bank.client() as client:
-            answer = await client.call_tool("refund", args, meta={"warden/decision_id": state["id"]})
+            answer = await client.call_tool(
+                "refund", args, meta={"warden/decision_id": state["id"]}
+            )
             assert answer.is_error and "description changed" in text(answer)
 
     try:

@@ -108,6 +108,7 @@ class Governor:
         self.clock = clock
         self._results: OrderedDict[str, Any] = OrderedDict()
         self._claiming: dict[str, asyncio.Lock] = {}
+        self._running: dict[str, asyncio.Future[Any]] = {}
 
     # -- entry -----------------------------------------------------------------------------
 
@@ -192,6 +193,19 @@ class Governor:
         return await self._settle(decision, call, rule, runner)
 
     async def _executed_before(self, decision: Decision) -> Answer | None:
+        running = self._running.get(decision.id)
+        if running is not None:  # it runs right now, here: answer with its result
+            try:
+                result = await asyncio.shield(running)
+            except Exception as exc:
+                return Answer(
+                    "already_executed",
+                    f"this call was already executed and failed ({exc}); it is not run twice",
+                    decision.id,
+                    None,
+                    decision.point,
+                )
+            self._results.setdefault(decision.id, result)
         history = await asyncio.to_thread(tool_events.history, self.engine.db, decision.id)
         if not any(e.type == tool_events.EXECUTED for e in history):
             return None
@@ -210,7 +224,10 @@ class Governor:
                 decision.point,
             )
         if result is None:
-            words = "its result was not recorded (the gateway stopped while it ran)"
+            words = (
+                "its result is not recorded (it may still be running in another gateway, or "
+                "the gateway stopped while it ran)"
+            )
         else:
             words = f"it ended with {result.payload.get('status')} (result {result.payload.get('digest')})"
         return Answer(
@@ -339,15 +356,23 @@ class Governor:
                 done = await self._executed_before(decision)
                 assert done is not None
                 return done
+            running: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+            self._running[decision.id] = running
         self._claiming.pop(decision.id, None)
         try:
-            result = await runner.execute()
-        except Exception as exc:
-            await self._record_result(call, decision, Outcome(False, b"", str(exc)))
-            raise
-        outcome = runner.outcome(result)
-        await self._record_result(call, decision, outcome)
-        self._results[decision.id] = result
+            try:
+                result = await runner.execute()
+            except Exception as exc:
+                running.set_exception(exc)
+                running.exception()  # retrieved: nobody need be waiting for it
+                await self._record_result(call, decision, Outcome(False, b"", str(exc)))
+                raise
+            outcome = runner.outcome(result)
+            await self._record_result(call, decision, outcome)
+            self._results[decision.id] = result
+            running.set_result(result)
+        finally:
+            self._running.pop(decision.id, None)
         while len(self._results) > RESULTS_KEPT:
             self._results.popitem(last=False)
         return Answer("executed", "executed", decision.id, result, decision.point)
