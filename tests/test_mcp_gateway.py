@@ -327,3 +327,96 @@ def test_changed_tool_description_after_approval_is_not_executed(bank: Bank) -> 
     finally:
         engine.close()
     assert bank.ran("refund") == []
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _wait_listening(port: int, proc: Any) -> None:
+    import socket
+    import time
+
+    for _ in range(600):
+        if proc.poll() is not None:
+            raise AssertionError(f"process exited: {proc.stderr.read().decode()[-2000:]}")
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.1)
+    raise AssertionError(f"nothing listens on {port}")
+
+
+def test_streamable_http_both_ways_with_token_identity(bank: Bank) -> None:
+    """Agent → gateway and gateway → upstream over Streamable HTTP; the agent is the principal
+    behind its bearer token, and a token without the caller role is turned away."""
+    import subprocess
+
+    import httpx2
+    from mcp.client.streamable_http import streamable_http_client
+
+    from warden.auth.tokens import create_token
+
+    engine = bank.engine()
+    caller, _ = create_token(
+        engine.recorder, name="helpdesk-bot", roles=["caller"], points=["agent_tools"], actor="t"
+    )
+    auditor, _ = create_token(
+        engine.recorder, name="nosy", roles=["auditor"], points=["*"], actor="t"
+    )
+    up_port, gw_port = _free_port(), _free_port()
+    env = {**bank.params().env, "BANK_RAN": str(bank.ran_file)}  # type: ignore[dict-item]
+    upstream = subprocess.Popen(
+        [sys.executable, str(bank.root / "bank_server.py"), "http", str(up_port)],
+        env=env,
+        stderr=subprocess.PIPE,
+    )
+    gateway = None
+    try:
+        _wait_listening(up_port, upstream)
+        config = yaml.safe_load((bank.root / "gateway.yaml").read_text())
+        config["upstreams"] = {"bank": {"url": f"http://127.0.0.1:{up_port}/mcp"}}
+        (bank.root / "gateway.yaml").write_text(yaml.safe_dump(config))
+        gateway = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "warden",
+                "mcp",
+                "serve",
+                str(bank.root / "gateway.yaml"),
+                "--http",
+                f"127.0.0.1:{gw_port}",
+            ],
+            env=env,
+            stderr=subprocess.PIPE,
+        )
+        _wait_listening(gw_port, gateway)
+        url = f"http://127.0.0.1:{gw_port}/mcp"
+
+        async def as_agent(secret: str) -> tuple[list[str], Any, Any]:
+            http = httpx2.AsyncClient(headers={"Authorization": f"Bearer {secret}"}, timeout=120)
+            async with Client(streamable_http_client(url, http_client=http)) as client:
+                names = [t.name for t in (await client.list_tools()).tools]
+                ok = await client.call_tool("read_balance", {"account": "h1"})
+                held = await client.call_tool("refund", {"account": "h1", "amount": 2.0})
+                return names, ok, held
+
+        names, ok, held = run(lambda: as_agent(caller))
+        assert "read_balance" in names and not ok.is_error, text(ok)
+        assert warden_info(held)["status"] == "pending"
+        decision = engine.get(warden_info(held)["decision_id"])
+        assert decision.actor is not None and decision.actor.endswith(":helpdesk-bot")
+        _, denied, _ = run(lambda: as_agent(auditor))
+        assert denied.is_error and "needs the caller role" in text(denied)
+    finally:
+        for proc in (gateway, upstream):
+            if proc is not None:
+                proc.terminate()
+                proc.wait(30)
+        engine.close()
+    assert [r["tool"] for r in bank.ran()] == ["read_balance"]

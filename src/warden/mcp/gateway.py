@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from mcp.server.context import ServerRequestContext
 from mcp.server.lowlevel.server import Server
 
-from warden.auth.tokens import Principal, authenticate
+from warden.auth.tokens import Principal, Role, authenticate
 from warden.decision import Route
 from warden.mcp.governor import Answer, Governor, Outcome, Runner, ToolCall
 from warden.mcp.upstream import Upstreams
@@ -32,6 +32,11 @@ class Identity:
 
     agent: str
     actor: str
+    principal: Principal | None = None
+
+    def may_call(self, point: str) -> bool:
+        """A token must carry the caller role for the point; the configured agent may."""
+        return self.principal is None or self.principal.can(Role.CALLER, point)
 
 
 def identity_from_token(db: sa.Engine, secret: str | None) -> Identity | None:
@@ -41,7 +46,7 @@ def identity_from_token(db: sa.Engine, secret: str | None) -> Identity | None:
         principal: Principal | None = authenticate(conn, secret)
     if principal is None:
         return None
-    return Identity(principal.name, principal.actor)
+    return Identity(principal.name, principal.actor, principal)
 
 
 class Gateway:
@@ -120,6 +125,12 @@ class Gateway:
         entry = self.upstreams.catalog.get(params.name)
         if entry is None:
             return _error(f"there is no tool '{params.name}'; list the tools to see what exists")
+        rule = self.governor.config.rule_for(entry.server, entry.tool.name)
+        if rule is not None and not who.may_call(rule.point):
+            return _error(
+                f"the token of {who.agent} may not call tools governed by '{rule.point}'; it "
+                "needs the caller role for that point"
+            )
         meta: Mapping[str, Any] = params.meta or {}
         decision_id = meta.get(DECISION_META)
         key = meta.get(KEY_META)
