@@ -54,7 +54,11 @@ class Bank:
         config = yaml.safe_load((FIXTURES / "gateway.yaml").read_text())
         config["upstreams"]["bank"].update(
             command=sys.executable,
-            env={"BANK_RAN": str(self.ran_file), "BANK_REFUND_DESCRIPTION": self.description},
+            env={
+                "BANK_RAN": str(self.ran_file),
+                "BANK_REFUND_DESCRIPTION": self.description,
+                "PYTHONPATH": str(SRC),
+            },
         )
         config.update(extra)
         (self.root / "gateway.yaml").write_text(yaml.safe_dump(config))

@@ -113,3 +113,37 @@ def kill(agent: AgentOption = None, server: ServerOption = None, *, reason: Reas
 def resume(agent: AgentOption = None, server: ServerOption = None, *, reason: ReasonOption) -> None:
     """Release an agent's or a server's kill switch."""
     _toggle(agent, server, reason, False)
+
+
+@mcp_app.command("demo")
+def demo(
+    folder: Annotated[Path, typer.Argument(help="Where to write the demo's files.")] = Path(
+        "agents-demo"
+    ),
+) -> None:
+    """Write a demo gateway file and decision point for the demo bank MCP server."""
+    from importlib.resources import files
+
+    import yaml
+
+    points = folder / "points"
+    points.mkdir(parents=True, exist_ok=True)
+    template = files("warden.mcp.demo").joinpath("agent_tools.yaml").read_text()
+    (points / "agent_tools.yaml").write_text(template)
+    gateway = {
+        "gateway": "demo",
+        "agent": "demo-agent",
+        "points": "points",
+        "upstreams": {
+            "bank": {
+                "command": sys.executable,
+                "args": ["-m", "warden.mcp.demo.bank"],
+                "env": {"BANK_RAN": str((folder / "bank-ran.jsonl").resolve())},
+            }
+        },
+        "tools": [{"server": "bank", "tool": "*", "point": "agent_tools", "hide_refused": True}],
+        "wait": {"mode": "pending"},
+        "limits": [{"tool": "send_email", "max": 20, "per": "1h", "exceed": "review"}],
+    }
+    (folder / "gateway.yaml").write_text(yaml.safe_dump(gateway, sort_keys=False))
+    out.print(f"wrote {folder}/gateway.yaml and {points}/agent_tools.yaml", highlight=False)

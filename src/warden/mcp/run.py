@@ -122,9 +122,11 @@ async def serve_stdio(gateway: Gateway) -> None:
         await server.run(read, write, server.create_initialization_options())
 
 
-async def serve_http(gateway: Gateway, host: str, port: int) -> None:
-    """Streamable HTTP at http://HOST:PORT/mcp; each request names its agent by bearer token."""
-    gateway.default = None
+async def serve_http(gateway: Gateway, host: str, port: int, *, anonymous: bool = False) -> None:
+    """Streamable HTTP at http://HOST:PORT/mcp; each request names its agent by bearer token
+    (`anonymous`: requests without one act as the configured agent)."""
+    if not anonymous:
+        gateway.default = None
     app = gateway.server.streamable_http_app(host=host)
     config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on")
     await uvicorn.Server(config).serve()
@@ -137,6 +139,8 @@ def run(gateway_file: Path, *, http: str | None = None, agent: str | None = None
                 await serve_stdio(gateway)
             else:
                 host, _, port = http.rpartition(":")
-                await serve_http(gateway, host or "127.0.0.1", int(port))
+                await serve_http(
+                    gateway, host or "127.0.0.1", int(port), anonymous=agent is not None
+                )
 
     anyio.run(main)
