@@ -8,6 +8,8 @@ exact call → executed at most once → its result recorded.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import hashlib
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
@@ -109,6 +111,7 @@ class Governor:
         self._results: OrderedDict[str, Any] = OrderedDict()
         self._claiming: dict[str, asyncio.Lock] = {}
         self._running: dict[str, asyncio.Future[Any]] = {}
+        self._unsettled: dict[str, asyncio.Future[Any]] = {}  # result events being committed
 
     # -- entry -----------------------------------------------------------------------------
 
@@ -206,6 +209,9 @@ class Governor:
                     decision.point,
                 )
             self._results.setdefault(decision.id, result)
+        unsettled = self._unsettled.get(decision.id)
+        if unsettled is not None:
+            await asyncio.shield(unsettled)
         history = await asyncio.to_thread(tool_events.history, self.engine.db, decision.id)
         if not any(e.type == tool_events.EXECUTED for e in history):
             return None
@@ -367,8 +373,12 @@ class Governor:
                 running.exception()  # retrieved: nobody need be waiting for it
                 await self._record_result(call, decision, Outcome(False, b"", str(exc)))
                 raise
+            # The agent does not wait for the result's event: it commits with the next batch
+            # (and before this gateway answers anything about this decision again).
             outcome = runner.outcome(result)
-            await self._record_result(call, decision, outcome)
+            pending = asyncio.wrap_future(self._submit_result(call, decision, outcome))
+            self._unsettled[decision.id] = pending
+            pending.add_done_callback(lambda _: self._unsettled.pop(decision.id, None))
             self._results[decision.id] = result
             running.set_result(result)
         finally:
@@ -377,10 +387,18 @@ class Governor:
             self._results.popitem(last=False)
         return Answer("executed", "executed", decision.id, result, decision.point)
 
-    async def _record_result(self, call: ToolCall, decision: Decision, outcome: Outcome) -> None:
-        import hashlib
+    async def flush(self) -> None:
+        """Wait until every result event this governor submitted is committed."""
+        while self._unsettled:
+            await asyncio.gather(*list(self._unsettled.values()), return_exceptions=True)
 
-        await self._record(
+    async def _record_result(self, call: ToolCall, decision: Decision, outcome: Outcome) -> None:
+        await asyncio.wrap_future(self._submit_result(call, decision, outcome))
+
+    def _submit_result(
+        self, call: ToolCall, decision: Decision, outcome: Outcome
+    ) -> concurrent.futures.Future[Any]:
+        return self.engine.recorder.submit(
             tool_events.result_change(
                 actor=call.actor,
                 point=decision.point,
