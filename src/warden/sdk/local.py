@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 
 from warden.decision import Decision
 from warden.engine import Engine, Proposal
-from warden.policy.loader import load_points
+from warden.policy.loader import load_available
 from warden.review.waiting import wait_final
 from warden.settings import Settings
 from warden.store.database import create_engine, migrate
@@ -41,8 +41,15 @@ class Warden:
         )
         db = create_engine(settings.db_url)
         migrate(db)
+        loaded = load_available(settings.config)  # a broken file does not stop the others
         return cls(
-            Engine(load_points(settings.config), db, actor=actor, model_cache=settings.model_cache),
+            Engine(
+                loaded.points,
+                db,
+                actor=actor,
+                model_cache=settings.model_cache,
+                broken=loaded.broken,
+            ),
             home=settings.home,
         )
 
