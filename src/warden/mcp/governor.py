@@ -19,14 +19,14 @@ from typing import Any, Literal
 
 from warden.decision import Decision, Route
 from warden.engine import Engine, Proposal
-from warden.errors import Conflict, InvalidInput, NotFound, WardenError
+from warden.errors import InvalidInput, NotFound, WardenError
 from warden.mcp import kill
 from warden.mcp import ledger as tool_events
 from warden.mcp.binding import Binding, keyed_digest, mismatch, text_digest
 from warden.mcp.config import GatewayConfig, ToolRule, Wait
 from warden.mcp.limits import Limiter
 from warden.mcp.secrets import redact
-from warden.store.recorder import Change
+from warden.store.recorder import Change, DuplicateKey
 
 EXECUTE = "execute"
 HOLD_RULE = "context.gateway.hold != ''"
@@ -357,7 +357,7 @@ class Governor:
                         now=self.clock(),
                     )
                 )
-            except Conflict:
+            except DuplicateKey:  # executed before: by this gateway or another
                 self._claiming.pop(decision.id, None)
                 done = await self._executed_before(decision)
                 assert done is not None

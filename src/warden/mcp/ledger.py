@@ -21,10 +21,9 @@ from typing import Any
 import orjson
 import sqlalchemy as sa
 
-from warden.errors import Conflict
 from warden.ledger.chain import EventDraft
 from warden.store.recorder import Change, Recorder
-from warden.store.schema import events
+from warden.store.schema import events, tool_executions
 
 DENIED = "tool_call.denied"
 APPROVED = "tool_call.approved"
@@ -61,23 +60,9 @@ def denied_change(
 def claim_change(
     *, actor: str, point: str, decision_id: str, binding: dict[str, Any], now: datetime
 ) -> Change:
-    """`approved` + `executed` for one decision; refused (Conflict) if it was executed before.
-
-    The check runs inside the ledger-locked transaction that appends the events, so two
-    gateways racing for the same approval cannot both get it."""
-
-    def apply(conn: sa.Connection) -> None:
-        taken = conn.execute(
-            sa.select(events.c.seq).where(
-                events.c.decision_id == decision_id, events.c.type == EXECUTED
-            )
-        ).first()
-        if taken is not None:
-            raise Conflict(
-                f"decision {decision_id} was already executed; an approval is single-use",
-                field="decision_id",
-            )
-
+    """`approved` + `executed` for one decision, with its `tool_executions` row: the row's
+    primary key refuses a second claim (DuplicateKey) in the same transaction, so two gateways
+    racing for one approval cannot both get it."""
     drafts = [
         EventDraft(APPROVED, actor, dict(binding), point=point, decision_id=decision_id, ts=now),
         EventDraft(
@@ -90,7 +75,8 @@ def claim_change(
             checked=True,
         ),
     ]
-    return Change(events=drafts, apply=apply)
+    row = {"decision_id": decision_id, "point": point, "actor": actor, "executed_at": now}
+    return Change(events=drafts, rows=[(tool_executions, row)])
 
 
 def result_change(
