@@ -341,3 +341,50 @@ def test_points_that_could_execute_unapproved_calls_are_refused(
             check_points(load_gateway(write(tmp_path, held)), engine)
     finally:
         engine.close()
+
+
+def test_hold_mode_keeps_the_call_open_with_progress_until_approved(warden: Warden) -> None:
+    from warden.mcp.config import ToolRule, Wait
+    from warden.mcp.governor import Outcome, Runner, ToolCall
+    from warden.mcp.tool import governor_for
+
+    governor = governor_for(
+        warden,
+        "agent_tools",
+        key=b"k" * 32,
+        wait=Wait(mode="hold", timeout=120, progress_every=0.05, poll=0.02),
+        secrets=[],
+    )
+    assert isinstance(governor.config.tools[0], ToolRule)
+    ran: list[int] = []
+    progress: list[str] = []
+
+    async def execute() -> str:
+        ran.append(1)
+        return "refunded"
+
+    async def on_progress(done: float, message: str) -> None:
+        progress.append(message)
+
+    call = ToolCall("bot", "agent:bot", "python", "refund", {"amount": 3}, {}, "Refund.")
+
+    async def scenario() -> Any:
+        task = asyncio.create_task(
+            governor.call(call, Runner(execute, lambda r: Outcome(True, b"r"), None, on_progress))
+        )
+        for _ in range(2000):
+            with warden.engine.db.connect() as conn:
+                found = conn.execute(
+                    sa.text("SELECT decision_id FROM review_tasks WHERE status = 'open'")
+                ).scalar()
+            if found and progress:
+                break
+            await asyncio.sleep(0.01)
+        assert found and not ran  # held: open, not run
+        await asyncio.to_thread(approve, warden, found)
+        return await asyncio.wait_for(task, 120)
+
+    answer = asyncio.run(scenario())
+    assert answer.status == "executed" and answer.result == "refunded"
+    assert ran == [1]
+    assert progress and "held for review as decision" in progress[0]
