@@ -12,6 +12,7 @@ from rich.console import Console
 
 from warden.cli import context
 from warden.cli.audit import audit_app
+from warden.cli.mcp import mcp_app
 from warden.cli.model import model_app
 from warden.cli.monitor import monitor_app, report
 from warden.cli.policy import (
@@ -24,6 +25,7 @@ from warden.cli.policy import (
 from warden.cli.review import review_app
 from warden.cli.rollout import rollout_app
 from warden.cli.users import user_app
+from warden.cli.witness import witness_app
 from warden.errors import PolicyError, WardenError
 
 app = typer.Typer(
@@ -47,6 +49,8 @@ app.add_typer(user_app, name="user")
 app.add_typer(audit_app, name="audit")
 app.add_typer(model_app, name="model")
 app.add_typer(rollout_app, name="rollout")
+app.add_typer(mcp_app, name="mcp")
+app.add_typer(witness_app, name="witness")
 
 out = Console()
 err = Console(stderr=True)
@@ -79,16 +83,32 @@ ConfigOption = Annotated[
 
 
 @app.command()
-def init(config: ConfigOption = None) -> None:
+def init(
+    config: ConfigOption = None,
+    origin: Annotated[
+        str | None,
+        typer.Option(
+            help="The ledger's origin, unique to this deployment and named in every signed "
+            "checkpoint (default: a random warden.ledger/...). Set once; it never changes.",
+        ),
+    ] = None,
+) -> None:
     """Create the data folder, database and ledger signing key; apply migrations."""
-    from warden.ledger.keys import load_or_create
+    from warden.errors import WardenError
+    from warden.ledger import identity
 
     s = context.settings(config)
     db = context.database(s)
-    db.dispose()
     s.home.mkdir(parents=True, exist_ok=True)
-    key = load_or_create(s.home)
+    try:
+        chosen = identity.ensure_origin(db, origin)
+        key = identity.signing_key(db, s.home)
+    except WardenError as error:
+        _fail(error)
+    finally:
+        db.dispose()
     out.print(f"Warden database ready: [bold]{s.db_url}[/bold]", highlight=False)
+    out.print(f"Ledger origin: {chosen}", highlight=False)
     out.print(
         f"Ledger signing key: {key.path} (public key id {key.public.key_id})", highlight=False
     )
