@@ -296,7 +296,10 @@ def _compile(spec: DecisionPointSpec, path: Path, lines: _LineIndex) -> Compiled
 
 def _model_key(spec: DecisionPointSpec) -> str:
     """The `model:` key a load failure is about: the artifact or function it names."""
-    return "function" if spec.model.function else "path" if spec.model.path else "kind"
+    model = spec.model
+    if model.function or model.path:
+        return "function" if model.function else "path"
+    return "remote" if getattr(model, "remote", None) is not None else "kind"
 
 
 def _first_error(exc: ValidationError, lines: _LineIndex, file: str) -> PolicyError:
