@@ -84,6 +84,10 @@ def test_go_sumdb_note_example() -> None:
     assert note.Note(GO_TEXT, (line,)).text() == GO_NOTE
     assert spec_open(GO_NOTE, GO_VKEY) == GO_TEXT
     assert not note.parse_note(GO_NOTE.replace("cryptography", "cryptographY")).signed_by(verifier)
+    # transparency-dev/formats' test key, whose base64 holds a '+' (Apache-2.0, data only)
+    assert (
+        note.parse_vkey("TEST+7997405c+AQcC+FTVKf0jlTdHDY3rbevmnKxxPjigCXlVtGe6RIr6").name == "TEST"
+    )
     for bad in (GO_VKEY.replace("c74f20a3", "c74f20a4"), "PeterNeumann+c74f20a3", "a b+00+AA=="):
         with pytest.raises(note.NoteError):
             note.parse_vkey(bad)

@@ -187,7 +187,13 @@ def _print_report(report: Report, trusted: list[keys.PublicKey], explicit: bool)
         )
         if report.root:
             out.print(f"   root at {report.events:,}: {report.root}", highlight=False)
-        signers = ", ".join(report.trusted_keys) or "no key"
+        given = {k.key_id for k in trusted}
+        signers = (
+            ", ".join(
+                k if k in given else f"{k} via a recorded rotation" for k in report.trusted_keys
+            )
+            or "no key"
+        )
         source = "given" if explicit else "the key in WARDEN_HOME; pass --public-key to check"
         latest = f", latest at {report.latest_checkpoint:,}" if report.latest_checkpoint else ""
         out.print(
@@ -216,7 +222,9 @@ def _print_report(report: Report, trusted: list[keys.PublicKey], explicit: bool)
         if report.witnessed:
             out.print(f"   witnessed: {report.witnessed} checkpoints match", highlight=False)
         return
-    if first.seq is None:
+    if first.seq is None and first.checkpoint is None:
+        where = "the witnesses"
+    elif first.seq is None:
         where = f"checkpoint {first.checkpoint}"
     elif first.last_seq and first.last_seq != first.seq:
         where = f"events {first.seq}-{first.last_seq}"

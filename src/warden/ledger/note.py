@@ -76,7 +76,7 @@ class Verifier:
 
 def parse_vkey(text: str) -> Verifier:
     """A verifier key `name+hash+base64(type || key)`, checked against its own hash."""
-    parts = text.strip().split("+")
+    parts = text.strip().split("+", 2)  # the base64 key may itself hold a '+'
     if len(parts) != 3:
         raise NoteError("a verifier key has the form name+keyhash+base64key")
     name, hash_hex, encoded = parts

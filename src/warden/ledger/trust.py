@@ -149,7 +149,8 @@ class KeyChain:
             return None
         trusted = ", ".join(sorted(self.ranges)) or "none"
         signer = ", ".join(sorted(found)) or cp.key_id
-        message = f"is signed by key {signer}, which is not trusted here (trusted keys: {trusted})"
+        which = "keys {}, neither of which is" if len(found) > 1 else "key {}, which is"
+        message = f"is signed by {which.format(signer)} not trusted here (trusted keys: {trusted})"
         named = [r for r in self.rotations if cp.key_id in (r.new.key_id, r.old_key_id)]
         if named:
             message += "; " + "; ".join(r.describe() for r in named)

@@ -192,8 +192,14 @@ def verify_ledger(
                 BreakKind.UNVOUCHED,
                 1,
                 f"no checkpoint signed by a trusted key covers the ledger: nothing vouches for "
-                f"events 1-{chain.verified} ({len(stored)} checkpoint(s) stored; were they "
-                "deleted?). If this ledger is new, sign one with `warden audit checkpoint`",
+                f"events 1-{chain.verified} ("
+                + (
+                    f"none of the {len(stored)} stored checkpoints is signed by a trusted key"
+                    if stored
+                    else "no checkpoint is stored: were they deleted? If this ledger is new, "
+                    "sign one with `warden audit checkpoint`"
+                )
+                + ")",
                 last_seq=chain.verified,
             )
         )
