@@ -294,7 +294,7 @@ def _no_answer(base_url: str, exc: httpx.TransportError, key: str | None) -> Una
         if key
         else "; check whether it took effect before retrying"
     )
-    extra = {"idempotency_key": key} if key else {}
+    extra: dict[str, Any] = {"idempotency_key": key} if key else {}
     return Unavailable(
         f"no answer from Warden at {base_url} ({type(exc).__name__}: {exc}){retry}", **extra
     )
