@@ -191,16 +191,24 @@ class Recorder:
 
     def submit_many(self, changes: Sequence[Change]) -> list[Future[Any]]:
         """Queue changes all or none: a batch is not half refused for a full queue."""
-        if not self._closed:
-            with self._queued_lock:
-                room = self._queued + len(changes) <= self.max_queue
-                if room:
-                    self._queued += len(changes)
+        if self._closed:
+            return [self.submit(change) for change in changes]  # each refused: closed
+        with self._queued_lock:
+            room = self._queued + len(changes) <= self.max_queue
             if room:
-                for change in changes:
-                    self._queue.put(change)
-                return [change.future for change in changes]
-        return [self.submit(change) for change in changes]  # each answered: closed or full
+                self._queued += len(changes)
+        if not room:
+            WRITES_REFUSED.labels("queue_full").inc(len(changes))
+            error = Unavailable(
+                f"the write queue has no room for {len(changes)} changes (it holds at most "
+                f"{self.max_queue}); nothing was recorded, retry after a moment"
+            )
+            for change in changes:
+                change.future.set_exception(error)
+        else:
+            for change in changes:
+                self._queue.put(change)
+        return [change.future for change in changes]
 
     def wait(self, future: Future[Any], timeout: float | None = None) -> Any:
         """The committed result of a submitted change, or its error.
