@@ -52,6 +52,8 @@ from warden.rollout.shadow import ShadowCall, ShadowRunner
 from warden.store import queries
 from warden.store.recorder import (
     GLOBAL_SCOPE,
+    MAX_QUEUE,
+    MAX_RIDERS,
     Change,
     DuplicateKey,
     GuardState,
@@ -112,9 +114,14 @@ class Engine:
         actor: str = "system",
         model_cache: Path | None = None,
         shadow_process: bool = False,
+        write_queue: int = MAX_QUEUE,
+        shadow_backlog: int = MAX_RIDERS,
     ) -> None:
         """`shadow_process`: shadow models answer in a child process rather than on a thread
-        of this one (see `warden.rollout.shadow_process`); the server turns it on."""
+        of this one (see `warden.rollout.shadow_process`); the server turns it on.
+        `write_queue`: changes that may wait for the writer before decisions are refused with
+        `Unavailable` (503); `shadow_backlog`: shadow results that may wait to be written
+        before more are dropped (counted, never a decision)."""
         self.db = db
         self.shadow_process = shadow_process
         self._keys = RecentKeys()
@@ -127,7 +134,12 @@ class Engine:
         # decision; `tightened` maps a point to the alert that sends all its decisions to review.
         self.observers: list[Observer] = []
         self.tightened: dict[str, str] = {}
-        self.recorder = Recorder(db, on_guard_state=self._on_guard_state)
+        self.recorder = Recorder(
+            db,
+            on_guard_state=self._on_guard_state,
+            max_queue=write_queue,
+            max_riders=shadow_backlog,
+        )
         self.policies = PolicyVersions(db, self.recorder)
         try:
             self.points = self.policies.register(dict(points), actor)

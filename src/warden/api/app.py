@@ -91,6 +91,8 @@ def create_app_from_env() -> FastAPI:
         actor="warden serve",
         model_cache=settings.model_cache,
         shadow_process=settings.shadow_process,
+        write_queue=settings.write_queue,
+        shadow_backlog=settings.shadow_backlog,
     )
     attach(engine)  # metrics, traces and protective actions; the monitor runs beside review
     desk = ReviewDesk(engine)
