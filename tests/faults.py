@@ -92,3 +92,32 @@ class _Cursor:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._real, name)
+
+
+def check_acknowledged_once(db: sa.Engine, answers: dict[str, list[Any]]) -> None:
+    """After faults: every decision a caller was given is stored under its key and in the
+    ledger; no decision or event exists twice; one decision per key; the errors callers got
+    are `Unavailable` (retry); the shipped `verify_ledger` passes."""
+    from warden.decision import Decision
+    from warden.errors import Unavailable
+    from warden.ledger.verify import verify_ledger
+    from warden.store.schema import decisions, events
+
+    with db.connect() as conn:
+        stored = dict(conn.execute(sa.select(decisions.c.id, decisions.c.idempotency_key)).all())
+        logged = (
+            conn.execute(sa.select(events.c.decision_id).where(events.c.type == "decision.created"))
+            .scalars()
+            .all()
+        )
+    assert len(logged) == len(set(logged)) == len(stored)  # no decision or event twice
+    assert set(logged) == set(stored)
+    assert len(set(stored.values())) == len(stored)  # one decision per key
+    for key, outcomes in answers.items():
+        errors = [o for o in outcomes if not isinstance(o, Decision)]
+        assert all(isinstance(e, Unavailable) for e in errors), errors
+        for decision in outcomes:
+            if isinstance(decision, Decision):
+                assert stored.get(decision.id) == key, (key, decision.id)
+    report = verify_ledger(db, [])
+    assert report.ok, report.to_dict()

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from tests.faults import AFTER, BEFORE, Faults
+from tests.faults import AFTER, BEFORE, Faults, check_acknowledged_once
 from warden.decision import Decision
 from warden.engine import Engine
 from warden.errors import Unavailable, WardenError
@@ -279,23 +279,7 @@ def test_under_random_commit_faults_every_acknowledged_decision_is_there_once(
     faults.chooser = None
     engine.close()
     assert {BEFORE, AFTER} <= set(faults.injected)
-    with db.connect() as conn:
-        stored = dict(conn.execute(sa.select(decisions.c.id, decisions.c.idempotency_key)).all())
-        logged = (
-            conn.execute(sa.select(events.c.decision_id).where(events.c.type == "decision.created"))
-            .scalars()
-            .all()
-        )
-    assert len(logged) == len(set(logged)) == len(stored)  # no decision or event twice
-    assert set(logged) == set(stored)
-    assert len(set(stored.values())) == len(stored)  # one decision per key
-    for key, outcomes in answers.items():
-        acknowledged = [o for o in outcomes if isinstance(o, Decision)]
-        errors = [o for o in outcomes if not isinstance(o, Decision)]
-        assert all(isinstance(e, Unavailable) for e in errors), errors
-        for decision in acknowledged:
-            assert stored.get(decision.id) == key
-    _ledger_ok(db)
+    check_acknowledged_once(db, answers)
 
 
 def test_a_change_queued_at_close_is_answered(db: sa.Engine) -> None:
