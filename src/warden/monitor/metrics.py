@@ -123,6 +123,12 @@ WRITES_REFUSED = Counter(
     ["reason"],
     registry=REGISTRY,
 )
+BATCH_FALLBACKS = Counter(
+    "warden_model_batch_fallbacks",
+    "Vectorised model calls that raised, so the batch was answered row by row instead.",
+    ["model_version"],
+    registry=REGISTRY,
+)
 WRITER_ERRORS = Counter(
     "warden_writer_errors",
     "Failures inside the writer after a commit (a guard-state hook, a read-back).",
