@@ -24,7 +24,7 @@ from warden.api.app import create_app
 from warden.auth.tokens import create_token
 from warden.decision import Decision
 from warden.engine import Engine
-from warden.errors import WardenError
+from warden.errors import Unavailable, WardenError
 from warden.policy.loader import load_points
 from warden.store.database import create_engine
 from warden.store.schema import decisions
@@ -67,6 +67,26 @@ def test_a_full_write_queue_is_503_with_retry_after_and_never_committed_later(
         gate.release.set()
         engine.close()
     assert _count(db, decisions) == 0  # the refused decisions were never committed
+
+
+def test_decisions_beyond_capacity_are_refused_at_once(points_dir: Path, db: sa.Engine) -> None:
+    engine = Engine(load_points(points_dir), db, actor="test", max_in_flight=1)
+    slow = threading.Thread(
+        target=engine.decide, args=("loan_approval", {**APPLICATION, "mode": "slow"})
+    )
+    try:
+        slow.start()
+        deadline = time.monotonic() + 30
+        while engine._in_flight == 0 and time.monotonic() < deadline:
+            time.sleep(0.001)
+        with pytest.raises(Unavailable, match="at capacity"):
+            engine.decide("loan_approval", APPLICATION)
+        slow.join(30)
+        assert engine.decide("loan_approval", APPLICATION).route.value == "auto"  # room again
+    finally:
+        slow.join(30)
+        engine.close()
+    assert _count(db, decisions) == 2
 
 
 # -- PostgreSQL behind a proxy -------------------------------------------------------------

@@ -28,6 +28,7 @@ from warden.errors import (
     InvalidRequest,
     NotFound,
     PolicyError,
+    Unavailable,
     WardenError,
 )
 from warden.flow import Blocking, CallModel, Commit, Flow
@@ -39,6 +40,7 @@ from warden.ledger.chain import EventDraft
 from warden.models.base import Model, ModelFailure, ModelLoadError, Prediction
 from warden.models.guard import GuardedModel, check_prediction
 from warden.models.loader import load_model
+from warden.monitor.metrics import WRITES_REFUSED
 from warden.monitor.observer import Observer, observe
 from warden.policy.point import CompiledPoint
 from warden.policy.router import Failure, Routing, route, tighten
@@ -67,6 +69,7 @@ REVOKED = {
     "kill_switch": KILL_REASON,
     "rollout_stopped": "the canary that chose this model stopped before the decision was recorded",
 }
+MAX_IN_FLIGHT = 1024  # decisions being made at once before more are refused (503)
 # Enough model workers for every concurrent caller (the HTTP server runs up to 40 at once), so
 # only a model that hangs — not ordinary load — exhausts them and fails fast.
 MODEL_WORKERS = 64
@@ -116,14 +119,20 @@ class Engine:
         shadow_process: bool = False,
         write_queue: int = MAX_QUEUE,
         shadow_backlog: int = MAX_RIDERS,
+        max_in_flight: int = MAX_IN_FLIGHT,
     ) -> None:
         """`shadow_process`: shadow models answer in a child process rather than on a thread
         of this one (see `warden.rollout.shadow_process`); the server turns it on.
         `write_queue`: changes that may wait for the writer before decisions are refused with
         `Unavailable` (503); `shadow_backlog`: shadow results that may wait to be written
-        before more are dropped (counted, never a decision)."""
+        before more are dropped (counted, never a decision); `max_in_flight`: decisions being
+        made at once before more are refused with `Unavailable` — under overload a caller is
+        told at once to come back, instead of waiting in an ever longer line."""
         self.db = db
         self.shadow_process = shadow_process
+        self.max_in_flight = max_in_flight
+        self._in_flight = 0
+        self._flight_lock = threading.Lock()
         self._keys = RecentKeys()
         self._killed: frozenset[str] = frozenset()
         self._kill_lock = threading.Lock()
@@ -176,17 +185,21 @@ class Engine:
         `callback_url` receives the decision as a signed webhook if it goes to review and
         becomes final later.
         """
-        return flow.run(
-            self.decision_flow(
-                point,
-                input,
-                context=context,
-                idempotency_key=idempotency_key,
-                actor=actor,
-                proposal=proposal,
-                callback_url=callback_url,
+        self._admit()
+        try:
+            return flow.run(
+                self.decision_flow(
+                    point,
+                    input,
+                    context=context,
+                    idempotency_key=idempotency_key,
+                    actor=actor,
+                    proposal=proposal,
+                    callback_url=callback_url,
+                )
             )
-        )
+        finally:
+            self._leave()
 
     async def decide_async(
         self,
@@ -201,17 +214,36 @@ class Engine:
     ) -> Decision:
         """`decide` on an asyncio event loop: the same flow, awaiting the model and the commit
         instead of blocking a thread on them (the HTTP server decides this way)."""
-        return await flow.run_async(
-            self.decision_flow(
-                point,
-                input,
-                context=context,
-                idempotency_key=idempotency_key,
-                actor=actor,
-                proposal=proposal,
-                callback_url=callback_url,
+        self._admit()
+        try:
+            return await flow.run_async(
+                self.decision_flow(
+                    point,
+                    input,
+                    context=context,
+                    idempotency_key=idempotency_key,
+                    actor=actor,
+                    proposal=proposal,
+                    callback_url=callback_url,
+                )
             )
-        )
+        finally:
+            self._leave()
+
+    def _admit(self) -> None:
+        """Take a place among the decisions in flight, or refuse at once when none is free."""
+        with self._flight_lock:
+            if self._in_flight >= self.max_in_flight:
+                WRITES_REFUSED.labels("at_capacity").inc()
+                raise Unavailable(
+                    f"Warden is at capacity ({self.max_in_flight} decisions in flight); "
+                    "nothing was recorded, retry after a moment"
+                )
+            self._in_flight += 1
+
+    def _leave(self) -> None:
+        with self._flight_lock:
+            self._in_flight -= 1
 
     def decision_flow(
         self,
@@ -509,8 +541,12 @@ class Engine:
         fails its schema is refused and recorded, and comes back as that refused decision
         (rather than raised, so one bad row does not hide the others).
         """
-        with collector_paused():  # a batch builds thousands of objects, none in a cycle
-            return self._decide_many(point, inputs, contexts, actor)
+        self._admit()
+        try:
+            with collector_paused():  # a batch builds thousands of objects, none in a cycle
+                return self._decide_many(point, inputs, contexts, actor)
+        finally:
+            self._leave()
 
     def _decide_many(
         self,

@@ -18,6 +18,7 @@ class Settings:
     shadow_process: bool = True  # WARDEN_SHADOW_PROCESS=0 keeps shadow models on a thread
     write_queue: int = 10_000  # WARDEN_WRITE_QUEUE: changes waiting to be written, then 503
     shadow_backlog: int = 10_000  # WARDEN_SHADOW_BACKLOG: shadow results waiting, then dropped
+    max_in_flight: int = 1024  # WARDEN_MAX_IN_FLIGHT: decisions being made at once, then 503
 
     @property
     def model_cache(self) -> Path:
@@ -41,6 +42,7 @@ class Settings:
             shadow_process=shadow_process,
             write_queue=_positive("WARDEN_WRITE_QUEUE", 10_000),
             shadow_backlog=_positive("WARDEN_SHADOW_BACKLOG", 10_000),
+            max_in_flight=_positive("WARDEN_MAX_IN_FLIGHT", 1024),
         )
 
 

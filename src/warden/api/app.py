@@ -93,6 +93,7 @@ def create_app_from_env() -> FastAPI:
         shadow_process=settings.shadow_process,
         write_queue=settings.write_queue,
         shadow_backlog=settings.shadow_backlog,
+        max_in_flight=settings.max_in_flight,
     )
     attach(engine)  # metrics, traces and protective actions; the monitor runs beside review
     desk = ReviewDesk(engine)
