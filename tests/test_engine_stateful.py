@@ -176,12 +176,21 @@ class EngineMachine(RuleBasedStateMachine):
             ),
             actor="test",
         )
+        self.world.here.deployments.refresh()  # as its next commit would tell it
 
     @precondition(lambda self: bool(self.world.here.rollouts.active("credit")))
-    @rule(elsewhere=st.booleans())
-    def abort_canary(self, elsewhere: bool) -> None:
+    @rule(
+        elsewhere=st.booleans(),
+        then=st.none() | st.sampled_from(["decide", "decide_async", "decide_many", "http"]),
+        score=st.integers(300, 850),
+    )
+    def abort_canary(self, elsewhere: bool, then: str | None, score: int) -> None:
+        """Abort, and maybe decide at once: with the abort made on the replica, this engine
+        still believes the canary runs — only the writer's re-check can stop its challenger."""
         engine = self.world.there if elsewhere else self.world.here
         engine.rollouts.abort("credit", actor="test", reason="stateful")
+        if then is not None:
+            self.decide(then, "credit", False, score, None)
 
     @rule(moment=st.sampled_from([BEFORE, AFTER]))
     def fail_next_commit(self, moment: str) -> None:
