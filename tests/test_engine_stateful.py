@@ -92,6 +92,7 @@ class EngineMachine(RuleBasedStateMachine):
         if w.here.rollouts.active("credit"):
             w.here.rollouts.abort("credit", actor="test", reason="reset")
         w.faults.commits = []
+        self.canary = False  # the model's own view, so preconditions never read the database
         self.run = uuid.uuid4().hex[:8]  # keys of earlier runs are not this run's
         self.acknowledged: dict[str, str | None] = {}  # decision id -> idempotency key
         self.by_key: dict[str, tuple[str, str]] = {}  # key -> (request, decision id)
@@ -163,7 +164,7 @@ class EngineMachine(RuleBasedStateMachine):
         engine = self.world.there if elsewhere else self.world.here
         engine.set_kill(scope, engaged, actor="test", reason="stateful")
 
-    @precondition(lambda self: not self.world.here.rollouts.active("credit"))
+    @precondition(lambda self: not self.canary)
     @rule(elsewhere=st.booleans(), share=st.sampled_from([50.0, 100.0]))
     def start_canary(self, elsewhere: bool, share: float) -> None:
         engine = self.world.there if elsewhere else self.world.here
@@ -177,8 +178,9 @@ class EngineMachine(RuleBasedStateMachine):
             actor="test",
         )
         self.world.here.deployments.refresh()  # as its next commit would tell it
+        self.canary = True
 
-    @precondition(lambda self: bool(self.world.here.rollouts.active("credit")))
+    @precondition(lambda self: self.canary)
     @rule(
         elsewhere=st.booleans(),
         then=st.none() | st.sampled_from(["decide", "decide_async", "decide_many", "http"]),
@@ -189,6 +191,7 @@ class EngineMachine(RuleBasedStateMachine):
         still believes the canary runs — only the writer's re-check can stop its challenger."""
         engine = self.world.there if elsewhere else self.world.here
         engine.rollouts.abort("credit", actor="test", reason="stateful")
+        self.canary = False
         if then is not None:
             self.decide(then, "credit", False, score, None)
 

@@ -269,7 +269,7 @@ class Engine:
         if idempotency_key is not None and (compiled.name, idempotency_key) in self._keys:
             # A retry of a decision made here: answer it without calling the model again. A
             # key first seen elsewhere is caught by the unique index at commit instead, so a
-            # new key costs no read (`_record_decision`).
+            # new key costs no read (`_commit`).
             key = idempotency_key
             existing = yield Blocking(lambda: self._existing(compiled.name, key, request_hash))
             if existing is not None:
