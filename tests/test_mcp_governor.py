@@ -423,3 +423,30 @@ def test_agent_identity_is_the_principal_behind_its_token(warden: Warden) -> Non
     assert who.may_call("agent_tools") and not who.may_call("other_point")
     assert identity_from_token(warden.engine.db, secret + "x") is None
     assert identity_from_token(warden.engine.db, None) is None
+
+
+def test_rejected_or_expired_calls_never_run_and_the_agent_is_told(warden: Warden) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    runs: list[float] = []
+
+    @warden.tool("agent_tools", annotations={"destructiveHint": True})
+    def refund(account: str, amount: float) -> str:
+        runs.append(amount)
+        return "refunded"
+
+    with pytest.raises(ToolPending) as first:
+        refund("a", 1.0)
+    desk = ReviewDesk(warden.engine)
+    desk.claim(REVIEWER, first.value.decision_id)
+    desk.reject(REVIEWER, first.value.decision_id, reason="not owed", reason_code="not_owed")
+    with pytest.raises(ToolRefused, match="a reviewer rejected the call: not owed"):
+        refund("a", 1.0, warden_decision_id=first.value.decision_id)
+
+    with pytest.raises(ToolPending) as second:
+        refund("a", 2.0)
+    later = ReviewDesk(warden.engine, clock=lambda: datetime.now(UTC) + timedelta(hours=2))
+    assert later.expire_due() == 1
+    with pytest.raises(ToolRefused, match="nobody approved the call in time"):
+        refund("a", 2.0, warden_decision_id=second.value.decision_id)
+    assert runs == []
