@@ -231,3 +231,18 @@ def test_a_threshold_between_rounded_digits_fires_in_both(tmp_path: Path) -> Non
     (tmp_path / "test.yml").write_text(yaml.safe_dump(test, sort_keys=False))
     tested = promtool("test", "rules", "test.yml", cwd=tmp_path)
     assert tested.returncode == 0, tested.stdout + tested.stderr
+
+
+@needs_promtool
+def test_annotations_show_column_names_as_written(tmp_path: Path) -> None:
+    """Prometheus expands annotations as templates: a column called `{{ .Value }}` must still
+    read as its name, not as the alert's value."""
+    column = "{{ .Value }}"
+    point = monitored_point([{"id": "odd", "metric": f"drift.{column}", "threshold": 0.25}])
+    test = promtool_test(point, [[0.5, 0.5]])
+    shown = test["tests"][0]["alert_rule_test"][1]["exp_alerts"][0]["exp_annotations"]
+    assert shown["summary"] == f"loan: drift.{column} > 0.25"
+    (tmp_path / "rules.yml").write_text(rules_yaml([point]))
+    (tmp_path / "test.yml").write_text(yaml.safe_dump(test, sort_keys=False))
+    tested = promtool("test", "rules", "test.yml", cwd=tmp_path)
+    assert tested.returncode == 0, tested.stdout + tested.stderr

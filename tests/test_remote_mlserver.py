@@ -26,7 +26,11 @@ import pytest
 from warden.models import GuardedModel, ModelFailure, Prediction, load_model
 from warden.policy.schema import BreakerSpec, DecisionPointSpec, FailureSpec
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("mlserver")]  # one server
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.xdist_group("mlserver"),  # one server per run
+    pytest.mark.timeout(1800),  # the first test may build the virtualenv and start the server
+]
 
 REQUIREMENTS = ["mlserver>=1.6,<2", "mlserver-sklearn>=1.6,<2"]
 OUTCOMES = ["decline", "approve", "refer"]
@@ -151,7 +155,7 @@ def mlserver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
         )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 180
+        deadline = time.monotonic() + 300  # MLServer imports a lot; CI machines are busy
         while True:
             if process.poll() is not None:
                 pytest.fail(f"MLServer exited: {(folder / 'mlserver.log').read_text()[-2000:]}")

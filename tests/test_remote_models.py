@@ -618,3 +618,12 @@ def test_a_remote_model_is_rebuilt_from_its_recipe_in_another_process(tmp_path: 
         rebuilt = pickle.loads(pickle.dumps(recipe)).build()
         input = {"income": 3000.0, "amount": 200.0}
         assert rebuilt.call(input) == original.call(input) == expected(input)
+
+
+def test_a_failed_batch_request_fails_its_rows_without_a_request_per_row(tmp_path: Path) -> None:
+    """A server that is down is asked once per batch, not once more for every row."""
+    with fake_server(lambda path, body: (503, {"error": "down"})) as server:
+        model = guarded(point(v2_model(server.url)), tmp_path)
+        results = model.call_many([{"income": float(i), "amount": 1.0} for i in range(6)])
+    assert len(server.requests) == 1
+    assert all(isinstance(r, ModelFailure) and r.code == "model_error" for r in results)

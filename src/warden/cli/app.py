@@ -12,6 +12,7 @@ from rich.console import Console
 
 from warden.cli import context
 from warden.cli.audit import audit_app
+from warden.cli.mcp import mcp_app
 from warden.cli.model import model_app
 from warden.cli.monitor import monitor_app, report
 from warden.cli.policy import (
@@ -48,6 +49,7 @@ app.add_typer(user_app, name="user")
 app.add_typer(audit_app, name="audit")
 app.add_typer(model_app, name="model")
 app.add_typer(rollout_app, name="rollout")
+app.add_typer(mcp_app, name="mcp")
 app.add_typer(witness_app, name="witness")
 
 out = Console()

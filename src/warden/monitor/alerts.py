@@ -3,8 +3,9 @@
 Prometheus semantics, evaluation for evaluation: a condition must hold for `for` (counted from
 the first evaluation it held at) before the alert fires, and a firing alert stays firing until
 `keep_firing_for` has passed since the first evaluation at which the condition no longer held,
-so a flapping metric neither fires on every blip nor resolves on every dip. No data is its own state, because a point whose metrics
-stopped arriving is not known to be healthy. The clock is passed in, so tests control time.
+so a flapping metric neither fires on every blip nor resolves on every dip. No data is its own
+state, because a point whose metrics stopped arriving is not known to be healthy. The clock is
+passed in, so tests control time.
 """
 
 from __future__ import annotations

@@ -371,3 +371,16 @@ monitor_leases = sa.Table(
     sa.Column("expires_at", Timestamp, nullable=False),
     sa.Column("cursor", sa.BigInteger, nullable=False),
 )
+
+# -- agents' tool calls (migration 0008) -----------------------------------------------------
+
+tool_executions = sa.Table(
+    "tool_executions",
+    metadata,
+    # One row per executed decision: the primary key makes an approval single-use, checked by
+    # the database in the transaction that records `tool_call.executed`.
+    sa.Column("decision_id", sa.String(36), primary_key=True),
+    sa.Column("point", sa.String(64), nullable=False),
+    sa.Column("actor", sa.String(255), nullable=False),
+    sa.Column("executed_at", Timestamp, nullable=False),
+)
