@@ -8,10 +8,10 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 import warden
-from warden.api import errors
+from warden.api import errors, openapi
 from warden.api.audit import router as audit_router
 from warden.api.auth import TokenCache
-from warden.api.limits import BodyLimit
+from warden.api.limits import BodyLimit, NoNul
 from warden.api.monitoring import router as monitoring_router
 from warden.api.responses import FastJSONResponse
 from warden.api.reviews import router as reviews_router
@@ -70,6 +70,7 @@ def create_app(
     app.state.tokens = TokenCache()
     app.state.review_desk = desk
     errors.install(app)
+    openapi.install(app)
     app.include_router(router)
     app.include_router(reviews_router)
     app.include_router(monitoring_router)
@@ -77,6 +78,7 @@ def create_app(
     app.include_router(rollouts_router)
     mount_console(app)
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
+    app.add_middleware(NoNul)
     return app
 
 
