@@ -11,6 +11,7 @@ import warden
 from warden.api import errors, openapi
 from warden.api.audit import router as audit_router
 from warden.api.auth import TokenCache
+from warden.api.docs import mount_docs
 from warden.api.limits import BodyLimit, NoNul
 from warden.api.monitoring import router as monitoring_router
 from warden.api.responses import FastJSONResponse
@@ -63,6 +64,8 @@ def create_app(
         version=warden.__version__,
         lifespan=lifespan,
         default_response_class=FastJSONResponse,
+        docs_url=None,  # served offline by mount_docs
+        redoc_url=None,
         description="Governed AI decisions: authority as code, human review, failure "
         "handling and a tamper-evident ledger.",
     )
@@ -77,6 +80,7 @@ def create_app(
     app.include_router(audit_router)
     app.include_router(rollouts_router)
     mount_console(app)
+    mount_docs(app)
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
     app.add_middleware(NoNul)
     return app
