@@ -17,6 +17,7 @@ from warden import jsonlimits
 from warden.api.app import create_app
 from warden.auth.tokens import create_token
 from warden.engine import Engine
+from warden.errors import WardenError
 from warden.store.schema import decisions
 
 GOOD = {"amount": 1000, "income": 5000, "credit_score": 800}
@@ -132,7 +133,7 @@ def test_depth_setting_is_checked(monkeypatch: pytest.MonkeyPatch) -> None:
     assert jsonlimits.max_depth_from_env() == 12
     for bad in ("0", "-1", "deep", str(jsonlimits.MAX_CONFIGURABLE_DEPTH + 1)):
         monkeypatch.setenv(jsonlimits.DEPTH_ENV, bad)
-        with pytest.raises(ValueError, match=jsonlimits.DEPTH_ENV):
+        with pytest.raises(WardenError, match=jsonlimits.DEPTH_ENV):
             jsonlimits.max_depth_from_env()
 
 

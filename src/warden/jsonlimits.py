@@ -9,6 +9,8 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from warden.errors import WardenError
+
 DEPTH_ENV = "WARDEN_MAX_JSON_DEPTH"
 DEFAULT_MAX_DEPTH = 64
 # The ledger's canonical encoder refuses values nested 255 levels deep, and a decision is
@@ -22,9 +24,12 @@ def max_depth_from_env() -> int:
     try:
         value = int(raw)
     except ValueError:
-        raise ValueError(f"{DEPTH_ENV}={raw!r} is not an integer") from None
+        value = 0
     if not 1 <= value <= MAX_CONFIGURABLE_DEPTH:
-        raise ValueError(f"{DEPTH_ENV}={value} must be between 1 and {MAX_CONFIGURABLE_DEPTH}")
+        raise WardenError(
+            f"{DEPTH_ENV}={raw!r} must be a whole number from 1 to {MAX_CONFIGURABLE_DEPTH}",
+            field=DEPTH_ENV,
+        )
     return value
 
 

@@ -12,7 +12,7 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 
 from warden.api.errors import ErrorResponse
 from warden.api.schemas import NO_NUL
@@ -42,9 +42,14 @@ DECIDES = frozenset({("post", "/v1/decisions"), ("post", "/v1/decisions/batch")}
 
 
 class ReadyStatus(BaseModel):
+    """/readyz: `ok`, `degraded` (some point files did not load) or `unavailable`."""
+
+    model_config = ConfigDict(extra="allow")
+
     status: str
     reason: str | None = None
     points: list[str] | None = None
+    unavailable: list[dict[str, Any]] | None = None
 
 
 def json_body(model: type[BaseModel], *, required: bool = True) -> dict[str, Any]:
