@@ -59,7 +59,11 @@ async def _json_body(request: Request, *, per_item: frozenset[str] = frozenset()
         body = orjson.loads(raw)  # rejects NaN/Infinity, unlike the standard library
     except orjson.JSONDecodeError as exc:
         raise InvalidRequest(f"the body is not valid JSON: {exc}", field="body") from None
-    check_body(body, _engine(request).max_json_depth, per_item)
+    max_depth = _engine(request).max_json_depth
+    # Walk the value only when the bytes allow a problem: no more brackets than the limit
+    # means no deeper nesting, and JSON can only carry a NUL as the escape \u0000.
+    if raw.count(b"{") + raw.count(b"[") > max_depth or b"\\u0000" in raw:
+        check_body(body, max_depth, per_item)
     return body
 
 
