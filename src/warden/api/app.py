@@ -10,10 +10,11 @@ import sqlalchemy as sa
 from fastapi import FastAPI
 
 import warden
-from warden.api import errors
+from warden.api import errors, openapi
 from warden.api.audit import router as audit_router
 from warden.api.auth import TokenCache
-from warden.api.limits import BodyLimit
+from warden.api.docs import mount_docs
+from warden.api.limits import BodyLimit, NoNul
 from warden.api.monitoring import router as monitoring_router
 from warden.api.responses import FastJSONResponse
 from warden.api.reviews import router as reviews_router
@@ -68,6 +69,8 @@ def create_app(
         version=warden.__version__,
         lifespan=lifespan,
         default_response_class=FastJSONResponse,
+        docs_url=None,  # served offline by mount_docs
+        redoc_url=None,
         description="Governed AI decisions: authority as code, human review, failure "
         "handling and a tamper-evident ledger.",
     )
@@ -75,13 +78,16 @@ def create_app(
     app.state.tokens = TokenCache()
     app.state.review_desk = desk
     errors.install(app)
+    openapi.install(app)
     app.include_router(router)
     app.include_router(reviews_router)
     app.include_router(monitoring_router)
     app.include_router(audit_router)
     app.include_router(rollouts_router)
     mount_console(app)
+    mount_docs(app)
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
+    app.add_middleware(NoNul)
     return app
 
 

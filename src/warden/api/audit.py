@@ -20,6 +20,7 @@ from warden.settings import Settings
 
 router = APIRouter(prefix="/v1/audit", tags=["audit"])
 AUDITORS = (Role.AUDITOR, Role.ADMIN)
+MAX_INT64 = 2**63 - 1  # the largest integer both databases compare without overflowing
 
 
 def _auditor(request: Request, point: str | None = None) -> Principal:
@@ -67,7 +68,9 @@ async def verify(request: Request) -> FastJSONResponse:
 @router.get("/checkpoints")
 async def list_checkpoints(
     request: Request,
-    cursor: Annotated[int | None, Query(description="`next_cursor` of the previous page")] = None,
+    cursor: Annotated[
+        int | None, Query(ge=0, le=MAX_INT64, description="`next_cursor` of the previous page")
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> FastJSONResponse:
     """Signed checkpoints, newest first, paginated by `next_cursor`."""
@@ -114,8 +117,8 @@ async def proof(
 @router.get("/consistency")
 async def consistency(
     request: Request,
-    old: Annotated[int, Query(ge=1, description="size of the older checkpoint")],
-    new: Annotated[int, Query(ge=1, description="size of the newer checkpoint")],
+    old: Annotated[int, Query(ge=1, le=MAX_INT64, description="size of the older checkpoint")],
+    new: Annotated[int, Query(ge=1, le=MAX_INT64, description="size of the newer checkpoint")],
 ) -> FastJSONResponse:
     """The RFC 9162 consistency proof that checkpoint `new` extends checkpoint `old`."""
     _auditor(request)

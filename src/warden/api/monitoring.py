@@ -9,8 +9,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
 from warden.api.auth import Authenticated, require
+from warden.api.openapi import json_body
 from warden.api.responses import FastJSONResponse
 from warden.api.routes import READERS, _engine, _json_body, _parse
+from warden.api.schemas import NOT_BLANK
 from warden.auth.tokens import Role
 from warden.errors import NotFound
 from warden.monitor import metrics, store
@@ -23,7 +25,9 @@ router = APIRouter(tags=["monitoring"])
 class ResolveRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    reason: str = Field(min_length=1, description="Why the alert is resolved; recorded.")
+    reason: str = Field(
+        min_length=1, pattern=NOT_BLANK, description="Why the alert is resolved; recorded."
+    )
 
 
 @router.get("/metrics", include_in_schema=False)
@@ -82,7 +86,7 @@ async def get_alert(request: Request, alert_id: str, who: Authenticated) -> Any:
     return FastJSONResponse(store.alert_json(row))
 
 
-@router.post("/v1/alerts/{alert_id}/resolve")
+@router.post("/v1/alerts/{alert_id}/resolve", openapi_extra=json_body(ResolveRequest))
 async def resolve(request: Request, alert_id: str, who: Authenticated) -> Any:
     """A person resolves an alert (owner role): the episode closes and a `tighten` it holds is
     lifted. If the condition still holds, the rule starts a new episode."""

@@ -9,8 +9,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
 from warden.api.auth import Authenticated, require
+from warden.api.openapi import json_body
 from warden.api.responses import FastJSONResponse
 from warden.api.routes import READERS, _engine, _json_body, _parse
+from warden.api.schemas import NOT_BLANK
 from warden.auth.tokens import Role
 from warden.rollout.comparison import compare
 from warden.rollout.controller import RolloutController
@@ -33,13 +35,13 @@ class AliasRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     version: str | None = Field(description="A registered version, or null to clear.")
-    reason: str = Field(min_length=1)
+    reason: str = Field(min_length=1, pattern=NOT_BLANK)
 
 
 class ReasonRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    reason: str = Field(min_length=1, description="Why; recorded in the ledger.")
+    reason: str = Field(min_length=1, pattern=NOT_BLANK, description="Why; recorded in the ledger.")
 
 
 def _rollout_body(request: Request, rollout: Rollout) -> dict[str, Any]:
@@ -106,7 +108,7 @@ async def models(request: Request, point: str, who: Authenticated) -> Any:
     return FastJSONResponse(await run_in_threadpool(read))
 
 
-@router.put("/v1/points/{point}/models/aliases/{alias}")
+@router.put("/v1/points/{point}/models/aliases/{alias}", openapi_extra=json_body(AliasRequest))
 async def move_alias(request: Request, point: str, alias: str, who: Authenticated) -> Any:
     """Point `champion` or `challenger` at a registered version (owner). Recorded."""
     engine = _engine(request)
@@ -129,7 +131,7 @@ async def rollout_status(request: Request, point: str, who: Authenticated) -> An
     return FastJSONResponse(await run_in_threadpool(_rollout_body, request, rollout))
 
 
-@router.post("/v1/points/{point}/rollout", status_code=201)
+@router.post("/v1/points/{point}/rollout", status_code=201, openapi_extra=json_body(StartRequest))
 async def start_rollout(request: Request, point: str, who: Authenticated) -> Any:
     """Start a shadow or canary rollout of a registered version (owner)."""
     engine = _engine(request)
@@ -158,25 +160,25 @@ async def _command(request: Request, point: str, who: Any, command: str) -> Any:
     return FastJSONResponse(rollout.to_dict())
 
 
-@router.post("/v1/points/{point}/rollout/pause")
+@router.post("/v1/points/{point}/rollout/pause", openapi_extra=json_body(ReasonRequest))
 async def pause(request: Request, point: str, who: Authenticated) -> Any:
     """Hold the rollout at its current share."""
     return await _command(request, point, who, "pause")
 
 
-@router.post("/v1/points/{point}/rollout/resume")
+@router.post("/v1/points/{point}/rollout/resume", openapi_extra=json_body(ReasonRequest))
 async def resume(request: Request, point: str, who: Authenticated) -> Any:
     """Resume analysis; the current step starts a fresh interval."""
     return await _command(request, point, who, "resume")
 
 
-@router.post("/v1/points/{point}/rollout/promote")
+@router.post("/v1/points/{point}/rollout/promote", openapi_extra=json_body(ReasonRequest))
 async def promote(request: Request, point: str, who: Authenticated) -> Any:
     """One step on now; at the last step the challenger becomes champion."""
     return await _command(request, point, who, "promote")
 
 
-@router.post("/v1/points/{point}/rollout/abort")
+@router.post("/v1/points/{point}/rollout/abort", openapi_extra=json_body(ReasonRequest))
 async def abort(request: Request, point: str, who: Authenticated) -> Any:
     """Stop now: the challenger decides nothing from the next decision on, on every replica."""
     return await _command(request, point, who, "abort")
