@@ -1,37 +1,86 @@
-"""Bearer-token authentication for the API, with a short cache so the hot path skips the DB."""
+"""Bearer-token authentication for the API, with a short cache so the hot path skips the DB.
+
+The cache is correct, not just fast: it keeps only successful lookups, drops each at the
+credential's own expiry, and re-reads the credential epoch (bumped in the transaction of
+every revocation, rotation or disabling, on any replica) at most every `EPOCH_SECONDS`;
+when the epoch moved, everything cached is forgotten. A revoked token is therefore refused
+everywhere within `EPOCH_SECONDS` plus one request.
+"""
 
 from __future__ import annotations
 
 import threading
 import time
+from collections import OrderedDict
+from datetime import UTC, datetime
 from typing import Annotated
 
+import sqlalchemy as sa
 from fastapi import Depends, Request
 
+from warden.auth.principals import read_epoch
 from warden.auth.tokens import Principal, Role, authenticate
 from warden.engine import Engine
 from warden.errors import Forbidden, Unauthenticated
 
-CACHE_SECONDS = 5.0
+CACHE_SECONDS = 30.0
+EPOCH_SECONDS = 0.25
+MAX_ENTRIES = 10_000
 
 
 class TokenCache:
-    def __init__(self) -> None:
-        self._entries: dict[str, tuple[float, Principal | None]] = {}
+    """Successful token lookups, least recently used evicted first, invalidated by the epoch."""
+
+    def __init__(
+        self,
+        *,
+        ttl: float = CACHE_SECONDS,
+        epoch_interval: float = EPOCH_SECONDS,
+        max_entries: int = MAX_ENTRIES,
+    ) -> None:
+        self.ttl = ttl
+        self.epoch_interval = epoch_interval
+        self.max_entries = max_entries
+        self._entries: OrderedDict[str, tuple[float, Principal]] = OrderedDict()
         self._lock = threading.Lock()
+        self._epoch: int | None = None
+        self._epoch_checked = float("-inf")
 
     def lookup(self, engine: Engine, secret: str) -> Principal | None:
         now = time.monotonic()
-        hit = self._entries.get(secret)
-        if hit is not None and hit[0] > now:
-            return hit[1]
+        if now - self._epoch_checked >= self.epoch_interval:
+            self._check_epoch(engine.db, now)
+        with self._lock:
+            hit = self._entries.get(secret)
+            if hit is not None:
+                if hit[0] > now and _alive(hit[1]):
+                    self._entries.move_to_end(secret)
+                    return hit[1]
+                del self._entries[secret]
         with engine.db.connect() as conn:
             principal = authenticate(conn, secret)
-        with self._lock:
-            if len(self._entries) > 10_000:
-                self._entries.clear()
-            self._entries[secret] = (now + CACHE_SECONDS, principal)
+        if principal is not None:
+            with self._lock:
+                self._entries[secret] = (now + self.ttl, principal)
+                while len(self._entries) > self.max_entries:
+                    self._entries.popitem(last=False)
         return principal
+
+    def _check_epoch(self, db: sa.Engine, now: float) -> None:
+        with db.connect() as conn:
+            epoch = read_epoch(conn)
+        with self._lock:
+            self._epoch_checked = now
+            if epoch != self._epoch:
+                self._entries.clear()
+                self._epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+def _alive(principal: Principal) -> bool:
+    return principal.expires_at is None or principal.expires_at > datetime.now(UTC)
 
 
 def authenticate_request(request: Request) -> Principal:
@@ -55,7 +104,10 @@ def authenticate_request(request: Request) -> Principal:
     state = request.app.state
     found: Principal | None = state.tokens.lookup(state.engine, secret.strip())
     if found is None:
-        raise Unauthenticated("unknown or revoked token", field="Authorization")
+        raise Unauthenticated(
+            "unknown, revoked or expired token; ask an admin for a new one (`warden token create`)",
+            field="Authorization",
+        )
     return found
 
 

@@ -8,15 +8,15 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
 import sqlalchemy as sa
 
-from warden.auth.tokens import Principal, Role
+from warden.auth.tokens import Principal, token_principal
 from warden.auth.users import user_principal
 from warden.store.database import write_connection
-from warden.store.schema import console_sessions, tokens
+from warden.store.schema import console_sessions, principals, tokens
 
 COOKIE = "warden_session"
 LIFETIME = timedelta(hours=12)
@@ -79,31 +79,26 @@ def close_session(db: sa.Engine, secret: str | None) -> None:
 
 
 def _token_principal(conn: sa.Connection, token_id: str | None, method: str) -> Principal | None:
+    """The token's principal unless it was revoked, expired, or its principal disabled."""
     row = conn.execute(
-        sa.select(tokens).where(tokens.c.id == token_id, tokens.c.revoked_at.is_(None))
+        sa.select(tokens, principals.c.name.label("principal_name"))
+        .select_from(tokens.outerjoin(principals, principals.c.id == tokens.c.principal_id))
+        .where(
+            tokens.c.id == token_id,
+            tokens.c.revoked_at.is_(None),
+            principals.c.disabled_at.is_(None),
+        )
     ).first()
     if row is None:
         return None
-    return Principal(
-        row.id,
-        row.name,
-        frozenset(Role(r) for r in row.roles),
-        frozenset(row.points),
-        frozenset(row.groups or ()),
-        method=method,
-    )
+    found = token_principal(row._mapping, method)
+    if found.expires_at is not None and found.expires_at <= datetime.now(UTC):
+        return None
+    return found
 
 
 def _with_method(principal: Principal, method: str) -> Principal:
-    return Principal(
-        principal.token_id,
-        principal.name,
-        principal.roles,
-        principal.points,
-        principal.groups,
-        method=method,
-        user=principal.user,
-    )
+    return replace(principal, method=method)
 
 
 def _aware(value: datetime) -> datetime:
