@@ -221,9 +221,7 @@ def test_events_record_principal_and_credential(client: TestClient, engine: Engi
         actor = conn.execute(
             sa.select(events.c.actor).where(events.c.decision_id == decision_id)
         ).scalar_one()
-        principal_row = conn.execute(
-            sa.select(principals).where(principals.c.name == "carl")
-        ).one()
+        principal_row = conn.execute(sa.select(principals).where(principals.c.name == "carl")).one()
         token_row = conn.execute(sa.select(tokens).where(tokens.c.id == who.token_id)).one()
     assert actor == f"principal:{principal_row.id}:carl via token:{who.token_id}:carl"
     assert token_row.principal_id == principal_row.id

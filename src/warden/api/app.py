@@ -11,6 +11,7 @@ import warden
 from warden.api import errors
 from warden.api.audit import router as audit_router
 from warden.api.auth import TokenCache
+from warden.api.credentials import router as credentials_router
 from warden.api.limits import BodyLimit
 from warden.api.monitoring import router as monitoring_router
 from warden.api.responses import FastJSONResponse
@@ -75,6 +76,7 @@ def create_app(
     app.include_router(monitoring_router)
     app.include_router(audit_router)
     app.include_router(rollouts_router)
+    app.include_router(credentials_router)
     mount_console(app)
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
     return app

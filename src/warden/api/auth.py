@@ -12,6 +12,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Annotated
 
@@ -28,6 +29,10 @@ EPOCH_SECONDS = 0.25
 MAX_ENTRIES = 10_000
 
 
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
 class TokenCache:
     """Successful token lookups, least recently used evicted first, invalidated by the epoch."""
 
@@ -37,7 +42,9 @@ class TokenCache:
         ttl: float = CACHE_SECONDS,
         epoch_interval: float = EPOCH_SECONDS,
         max_entries: int = MAX_ENTRIES,
+        clock: Callable[[], datetime] = utc_now,
     ) -> None:
+        self.clock = clock
         self.ttl = ttl
         self.epoch_interval = epoch_interval
         self.max_entries = max_entries
@@ -53,12 +60,12 @@ class TokenCache:
         with self._lock:
             hit = self._entries.get(secret)
             if hit is not None:
-                if hit[0] > now and _alive(hit[1]):
+                if hit[0] > now and _alive(hit[1], self.clock()):
                     self._entries.move_to_end(secret)
                     return hit[1]
                 del self._entries[secret]
         with engine.db.connect() as conn:
-            principal = authenticate(conn, secret)
+            principal = authenticate(conn, secret, self.clock())
         if principal is not None:
             with self._lock:
                 self._entries[secret] = (now + self.ttl, principal)
@@ -79,8 +86,8 @@ class TokenCache:
         return len(self._entries)
 
 
-def _alive(principal: Principal) -> bool:
-    return principal.expires_at is None or principal.expires_at > datetime.now(UTC)
+def _alive(principal: Principal, now: datetime) -> bool:
+    return principal.expires_at is None or principal.expires_at > now
 
 
 def authenticate_request(request: Request) -> Principal:

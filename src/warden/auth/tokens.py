@@ -194,7 +194,7 @@ def create_token(
     )
 
 
-def authenticate(conn: sa.Connection, secret: str) -> Principal | None:
+def authenticate(conn: sa.Connection, secret: str, now: datetime | None = None) -> Principal | None:
     """The token's principal, unless it is unknown, revoked, expired or its principal disabled."""
     if not secret.startswith(PREFIX):
         return None
@@ -210,7 +210,7 @@ def authenticate(conn: sa.Connection, secret: str) -> Principal | None:
     if row is None:
         return None
     found = token_principal(row._mapping)
-    if found.expires_at is not None and found.expires_at <= datetime.now(UTC):
+    if found.expires_at is not None and found.expires_at <= (now or datetime.now(UTC)):
         return None
     return found
 
