@@ -6,6 +6,7 @@ check interval, must not remember failures, and must not forget everything when 
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -234,12 +235,26 @@ def test_cli_token_lifecycle(tmp_path: Path, db_url: str, monkeypatch: pytest.Mo
     monkeypatch.setenv("WARDEN_HOME", str(tmp_path / "home"))
     made = runner.invoke(
         cli,
-        ["token", "create", "--name", "ci", "--principal", "build-bot", "--kind", "service"]
-        + ["--role", "caller", "--point", "*", "--expires", "90d"],
+        [
+            "token",
+            "create",
+            "--name",
+            "ci",
+            "--principal",
+            "build-bot",
+            "--kind",
+            "service",
+            "--role",
+            "caller",
+            "--point",
+            "*",
+            "--expires",
+            "90d",
+        ],
     )
     assert made.exit_code == 0, made.output
     listed = runner.invoke(cli, ["token", "list", "--json"])
-    tokens = __import__("json").loads(listed.stdout)
+    tokens = json.loads(listed.stdout)
     assert len(tokens) == 1 and tokens[0]["principal"] == "build-bot"
     expires = datetime.fromisoformat(tokens[0]["expires_at"])
     assert timedelta(days=89) < expires - datetime.now(UTC) <= timedelta(days=90)
@@ -250,14 +265,11 @@ def test_cli_token_lifecycle(tmp_path: Path, db_url: str, monkeypatch: pytest.Mo
     assert revoked.exit_code == 0, revoked.output
     twice = runner.invoke(cli, ["token", "revoke", token_id])
     assert twice.exit_code == 1 and "already revoked" in twice.output
-    states = __import__("json").loads(
-        runner.invoke(cli, ["token", "list", "--all", "--json"]).stdout
-    )
+    states = json.loads(runner.invoke(cli, ["token", "list", "--all", "--json"]).stdout)
     assert sorted(t["state"] for t in states) == ["active", "revoked"]
     bad = runner.invoke(
         cli,
-        ["token", "create", "--name", "x", "--role", "caller", "--point", "*"]
-        + ["--expires", "soon"],
+        ["token", "create", "--name", "x", "--role", "caller", "--point", "*", "--expires", "soon"],
     )
     assert bad.exit_code == 1 and "90d" in bad.output
     runner.invoke(
