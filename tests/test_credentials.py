@@ -7,6 +7,9 @@ check interval, must not remember failures, and must not forget everything when 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -19,7 +22,7 @@ from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
 from tests.reviewing import REVIEW_INPUT, review_points, token
-from tests.test_replicas import _serve
+from tests.test_crash import _free_port
 from warden.api.app import create_app
 from warden.api.auth import TokenCache
 from warden.auth.lifecycle import disable_principal, disable_user, revoke_token
@@ -285,8 +288,37 @@ def test_cli_token_lifecycle(tmp_path: Path, db_url: str, monkeypatch: pytest.Mo
 # -- two replicas --------------------------------------------------------------------------
 
 
+def _serve(folder: Path, db_url: str, home: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """`warden serve` on a free port; waits generously, since a loaded machine starts slowly."""
+    port = _free_port()
+    env = {
+        **os.environ,
+        "WARDEN_CONFIG": str(folder),
+        "WARDEN_DB_URL": db_url,
+        "WARDEN_HOME": str(home),
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "warden", "serve", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                return proc, url
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    proc.kill()
+    raise AssertionError("server did not start")
+
+
 @pytest.mark.slow
 def test_revocation_reaches_every_replica_within_a_second(tmp_path: Path, db_url: str) -> None:
+    if db_url.startswith("sqlite"):
+        pytest.skip("replicas share a PostgreSQL database")
     folder = review_points(tmp_path / "rep")
     db = create_engine(db_url)
     migrate(db)

@@ -66,7 +66,8 @@ def test_cli_lists_shows_and_decides(env: Path) -> None:
         assert warden.get(second).outcome == "decline"
         history = ReviewDesk(warden.engine).history(second)
     assert [e["type"] for e in history][-2:] == ["review.claimed", "review.overridden"]
-    assert history[-1]["actor"] == "cli:operator" and history[-1]["payload"]["auth"] == "cli"
+    assert history[-1]["actor"].endswith(" via cli:operator")
+    assert history[-1]["payload"]["auth"] == "cli"
 
 
 def test_cli_cannot_approve_its_own_decision(env: Path) -> None:
