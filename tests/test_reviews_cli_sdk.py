@@ -157,7 +157,9 @@ def test_http_sdk_wait(engine: Engine) -> None:
     desk = ReviewDesk(engine)
     with TestClient(create_app(engine, desk=desk, workers=[])) as http:
         client = WardenClient("http://testserver", headers["Authorization"][7:], client=http)
-        decision = client.decide("loan_approval", REVIEW_INPUT, callback_url="http://127.0.0.1:9/x")
+        decision = client.decide(
+            "loan_approval", REVIEW_INPUT, callback_url="https://hooks.example.com/x"
+        )
         with pytest.raises(TimeoutError):
             client.wait(decision.id, 0.2)
         timer = threading.Timer(

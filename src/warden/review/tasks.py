@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from pydantic import BaseModel, Field
 
 from warden.decision import Decision
-from warden.errors import InvalidRequest
+from warden.outbound.egress import check_url
 from warden.policy.point import CompiledPoint
 from warden.policy.rules import bind
 from warden.store.queries import aware
@@ -101,11 +101,8 @@ class ReviewTask(BaseModel):
 
 
 def check_callback_url(url: str) -> None:
-    if not url.startswith(("http://", "https://")) or len(url) > 2000:
-        raise InvalidRequest(
-            "callback_url must be an http:// or https:// URL of at most 2000 characters",
-            field="callback_url",
-        )
+    """Refuse, before anything is stored, a callback the egress policy would never send."""
+    check_url(url, field="callback_url")
 
 
 def new_task_row(
