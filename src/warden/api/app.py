@@ -19,6 +19,7 @@ from warden.api.reviews import router as reviews_router
 from warden.api.rollouts import router as rollouts_router
 from warden.api.routes import router
 from warden.console.app import mount_console
+from warden.console.throttle import LoginThrottle
 from warden.engine import Engine
 from warden.heap import freeze_startup_heap
 from warden.ledger.checkpointer import Checkpointer
@@ -69,6 +70,7 @@ def create_app(
     )
     app.state.engine = engine
     app.state.tokens = TokenCache()
+    app.state.login_throttle = LoginThrottle()
     app.state.review_desk = desk
     errors.install(app)
     app.include_router(router)

@@ -17,10 +17,11 @@ from starlette.responses import RedirectResponse, Response
 
 from warden.api.auth import require
 from warden.api.routes import READERS
-from warden.auth.tokens import authenticate
+from warden.auth.tokens import Role, authenticate
 from warden.auth.users import verify_password
 from warden.console.render import templates
 from warden.console.sessions import COOKIE, Session, close_session, load_session, open_session
+from warden.console.throttle import LoginThrottle
 from warden.decision import Route, Status
 from warden.engine import Engine
 from warden.errors import Forbidden, NotFound, WardenError
@@ -32,6 +33,7 @@ from warden.store.queries import DecisionFilter, list_decisions
 
 router = APIRouter(prefix="/console", include_in_schema=False)
 LOGIN_CSRF = "warden_login_csrf"
+CONSOLE_ROLES = frozenset({Role.REVIEWER, Role.OWNER, Role.AUDITOR, Role.ADMIN})
 PAGE = 50
 
 
@@ -114,6 +116,19 @@ async def login(request: Request) -> Response:
         return _login_error(request, next_url, "The login form expired; please try again.", 403)
     db = _engine(request).db
     token = form.get("token", "").strip()
+    username = None if token else form.get("username", "").strip().lower() or None
+    address = request.client.host if request.client else None
+    throttle: LoginThrottle = request.app.state.login_throttle
+    wait = throttle.retry_after(username, address)
+    if wait is not None:
+        minutes = max(1, round(wait / 60))
+        return _login_error(
+            request,
+            next_url,
+            f"Too many failed sign-ins {'for this user' if username else 'from your address'}; "
+            f"try again in about {minutes} minute{'s' if minutes != 1 else ''}.",
+            429,
+        )
     if token:
         method = "console-token"
 
@@ -134,8 +149,18 @@ async def login(request: Request) -> Response:
 
         principal = await run_in_threadpool(by_password)
     if principal is None:
+        throttle.failed(username, address)
         what = "token" if token else "username or password"
         return _login_error(request, next_url, f"That {what} is not valid.", 401)
+    throttle.succeeded(username)
+    if not principal.roles & CONSOLE_ROLES:
+        return _login_error(
+            request,
+            next_url,
+            "This token has only the caller role, which sends decisions through the API; the "
+            "console is for reviewers, owners, auditors and admins. Sign in with one of those.",
+            403,
+        )
     secret, _ = await run_in_threadpool(open_session, db, principal, method)
     response = RedirectResponse(next_url, status_code=303)
     response.set_cookie(COOKIE, secret, max_age=12 * 3600, **_cookie_flags(request))
