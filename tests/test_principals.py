@@ -156,7 +156,7 @@ def test_after_a_missed_sla_one_person_cannot_settle_four_eyes(
     try:
         desk = ReviewDesk(engine, clock=clock)
         decision = engine.decide("loan_approval", FOUR_EYES_INPUT, actor="caller")
-        clock.advance(4 * 3600 + 1)
+        clock.advance(4 * 3600 + 300)
         assert desk.expire_due() == 1
         task = desk.task(decision.id)
         assert task.level == 1 and task.required == 2
@@ -188,7 +188,7 @@ def test_escalation_approvals_can_lower_the_count_explicitly(
     try:
         desk = ReviewDesk(engine, clock=clock)
         decision = engine.decide("loan_approval", FOUR_EYES_INPUT, actor="caller")
-        clock.advance(4 * 3600 + 1)
+        clock.advance(4 * 3600 + 300)
         desk.expire_due()
         assert desk.task(decision.id).required == 1
     finally:

@@ -7,10 +7,11 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request
 from starlette.concurrency import run_in_threadpool
 
-from warden.api.auth import authenticate_request, require
+from warden.api.auth import authenticate_request, require, require_decision
 from warden.api.responses import FastJSONResponse
 from warden.auth.tokens import Principal, Role
 from warden.engine import Engine
+from warden.errors import Conflict, InvalidRequest
 from warden.ledger import checkpoint as checkpoints
 from warden.ledger import keys
 from warden.ledger.proof import build_bundle, consistency_between
@@ -86,15 +87,18 @@ async def list_checkpoints(
 @router.get("/proofs/{decision_id}")
 async def proof(request: Request, decision_id: str) -> FastJSONResponse:
     """A self-contained proof bundle of the decision's events, checkable offline with
-    `warden audit check-proof`. Makes a checkpoint first if none covers the decision yet."""
+    `warden audit check-proof`, against the newest signed checkpoint. A read never signs: when
+    no checkpoint covers the decision yet the answer is 409 until the next periodic one (or
+    `warden audit checkpoint`)."""
     who = authenticate_request(request)
     engine = _engine(request)
     decision = await run_in_threadpool(engine.get, decision_id)
-    require(who, AUDITORS, decision.point)
+    require_decision(who, AUDITORS, decision)
     tree = _tree(request)
-    bundle = await run_in_threadpool(
-        build_bundle, engine.db, decision_id, tree=tree, signer=_signing_key
-    )
+    try:
+        bundle = await run_in_threadpool(build_bundle, engine.db, decision_id, tree=tree)
+    except InvalidRequest as error:
+        raise Conflict(error.message, field="decision_id") from None
     return FastJSONResponse(bundle)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from warden.auth.principals import person_of
 from warden.auth.tokens import Principal, Role
-from warden.errors import Forbidden
+from warden.errors import Forbidden, NotFound
 from warden.review.tasks import ReviewTask
 
 VIEWERS = (Role.REVIEWER, Role.OWNER, Role.AUDITOR)
@@ -24,6 +24,10 @@ def check_any_view(who: Principal) -> None:
 
 
 def check_view(who: Principal, point: str) -> None:
+    """404 for a point outside `who`'s scope (as for one that does not exist), else 403
+    unless `who` may read its reviews."""
+    if not who.may_see(point):
+        raise NotFound(f"no decision point '{point}' among yours", field="point")
     if not may_view(who, point):
         raise Forbidden(
             f"this principal may not see reviews of point '{point}'; it needs the reviewer, "

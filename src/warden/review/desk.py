@@ -66,7 +66,7 @@ class ReviewDesk:
             if decision is None:
                 raise NotFound(f"no decision with id '{decision_id}'", field="id")
             if who is not None:
-                check_view(who, decision.point)
+                _check_visible(who, decision.point, decision_id)
             raise NotFound(
                 f"decision '{decision_id}' was not routed to review (route "
                 f"{decision.route.value}); it has no review task",
@@ -74,7 +74,7 @@ class ReviewDesk:
             )
         task = to_task(row)
         if who is not None:
-            check_view(who, task.point)
+            _check_visible(who, task.point, decision_id)
         task.decision = decision
         return task
 
@@ -268,3 +268,10 @@ def _decisions(conn: sa.Connection, ids: list[str]) -> dict[str, Decision]:
         return {}
     rows = conn.execute(sa.select(decisions).where(decisions.c.id.in_(ids))).all()
     return {r.id: queries.to_decision(r) for r in rows}
+
+
+def _check_visible(who: Principal, point: str, decision_id: str) -> None:
+    """Outside `who`'s scope a task is answered exactly like an unknown id (nothing leaks)."""
+    if not who.may_see(point):
+        raise NotFound(f"no decision with id '{decision_id}'", field="id")
+    check_view(who, point)
