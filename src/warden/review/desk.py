@@ -81,9 +81,9 @@ class ReviewDesk:
     def tasks(
         self, who: Principal, flt: TaskFilter, *, cursor: str | None = None, limit: int = 50
     ) -> tuple[list[ReviewTask], str | None]:
-        check_any_view(who)
         if flt.point is not None:
-            check_view(who, flt.point)
+            check_view(who, flt.point)  # first: a point outside the scope is 404, not 403
+        check_any_view(who)
         allowed = self._visible_points(who)
         flt = TaskFilter(**{**flt.__dict__, "points_allowed": allowed})
         with self.db.connect() as conn:
@@ -124,10 +124,10 @@ class ReviewDesk:
         PostgreSQL the candidates are read `FOR UPDATE SKIP LOCKED`, so a row another
         transaction holds is passed over rather than waited for.
         """
+        if point is not None:
+            check_view(who, point)  # first: a point outside the scope is 404, not 403
         if not who.roles & {Role.REVIEWER, Role.ADMIN}:
             raise Forbidden("claiming a task needs the reviewer role", field="Authorization")
-        if point is not None:
-            check_view(who, point)
         allowed = sorted(self._visible_points(who))
         t = review_tasks
         picked: list[ReviewTask] = []
