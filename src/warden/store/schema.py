@@ -80,7 +80,7 @@ kill_switches = sa.Table(
     sa.Column("changed_at", Timestamp, nullable=False),
 )
 
-# -- principals and credential lifecycle (migration 0007) ---------------------------------
+# -- principals and credential lifecycle (migration 0009) ---------------------------------
 
 principals = sa.Table(
     "principals",
@@ -114,8 +114,8 @@ tokens = sa.Table(
     sa.Column("created_at", Timestamp, nullable=False),
     sa.Column("revoked_at", Timestamp),
     sa.Column("groups", sa.JSON, server_default=sa.text("'[]'")),  # reviewer groups (0003)
-    sa.Column("principal_id", sa.String(32)),  # 0007: the person or service it belongs to
-    sa.Column("expires_at", Timestamp),  # 0007
+    sa.Column("principal_id", sa.String(32)),  # 0009: the person or service it belongs to
+    sa.Column("expires_at", Timestamp),  # 0009
 )
 
 policies = sa.Table(
@@ -145,7 +145,7 @@ review_tasks = sa.Table(
     sa.Column("groups", sa.JSON, nullable=False),
     sa.Column("escalate_to", sa.JSON, nullable=False),
     sa.Column("required", sa.Integer, nullable=False),
-    sa.Column("escalation_required", sa.Integer),  # 0007: agreeing votes once escalated
+    sa.Column("escalation_required", sa.Integer),  # 0009: agreeing votes once escalated
     sa.Column("four_eyes", sa.Boolean, nullable=False),
     sa.Column("votes", sa.JSON, nullable=False),
     sa.Column("excluded", sa.JSON, nullable=False),
@@ -178,7 +178,7 @@ users = sa.Table(
     sa.Column("created_by", sa.String(255), nullable=False),
     sa.Column("created_at", Timestamp, nullable=False),
     sa.Column("disabled_at", Timestamp),
-    sa.Column("principal_id", sa.String(32)),  # 0007
+    sa.Column("principal_id", sa.String(32)),  # 0009
 )
 
 console_sessions = sa.Table(
@@ -292,6 +292,7 @@ checkpoints = sa.Table(
     sa.Column("signed_at", sa.String(40), nullable=False),
     sa.Column("key_id", sa.String(64), nullable=False),
     sa.Column("signature", sa.String(128), nullable=False),
+    sa.Column("note", sa.Text),  # the same checkpoint as a C2SP signed note (migration 0007)
 )
 
 ledger_tiles = sa.Table(
@@ -299,6 +300,34 @@ ledger_tiles = sa.Table(
     metadata,
     sa.Column("tile", sa.BigInteger, primary_key=True, autoincrement=False),
     sa.Column("hash", sa.String(64), nullable=False),
+)
+
+# -- ledger trust (migration 0007) -----------------------------------------------------------
+
+ledger_identity = sa.Table(
+    "ledger_identity",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("origin", sa.String(255), nullable=False),
+    sa.Column("created_at", Timestamp, nullable=False),
+)
+
+ledger_keys = sa.Table(
+    "ledger_keys",
+    metadata,
+    sa.Column("key_id", sa.String(64), primary_key=True),
+    sa.Column("public_key", sa.String(64), nullable=False),
+    sa.Column("added_at", Timestamp, nullable=False),
+    sa.Column("replaced_by", sa.String(64)),
+)
+
+checkpoint_cosignatures = sa.Table(
+    "checkpoint_cosignatures",
+    metadata,
+    sa.Column("size", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("witness", sa.String(255), primary_key=True),
+    sa.Column("line", sa.Text, nullable=False),
+    sa.Column("received_at", Timestamp, nullable=False),
 )
 
 # -- monitoring (migration 0004) ------------------------------------------------------------
@@ -367,4 +396,17 @@ monitor_leases = sa.Table(
     sa.Column("holder", sa.String(128), nullable=False),
     sa.Column("expires_at", Timestamp, nullable=False),
     sa.Column("cursor", sa.BigInteger, nullable=False),
+)
+
+# -- agents' tool calls (migration 0008) -----------------------------------------------------
+
+tool_executions = sa.Table(
+    "tool_executions",
+    metadata,
+    # One row per executed decision: the primary key makes an approval single-use, checked by
+    # the database in the transaction that records `tool_call.executed`.
+    sa.Column("decision_id", sa.String(36), primary_key=True),
+    sa.Column("point", sa.String(64), nullable=False),
+    sa.Column("actor", sa.String(255), nullable=False),
+    sa.Column("executed_at", Timestamp, nullable=False),
 )

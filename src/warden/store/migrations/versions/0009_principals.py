@@ -6,8 +6,8 @@ and the console user of that name, are one person), with the same id `principal_
 gives new ones, so the ledger's older events still imply the rows. Tasks already open keep
 needing, once escalated, as many approvals as they do now (NULL reads as `required`).
 
-Revision ID: 0007
-Revises: 0006
+Revision ID: 0009
+Revises: 0008
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ from datetime import UTC, datetime
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0007"
-down_revision = "0006"
+revision = "0009"
+down_revision = "0008"
 branch_labels = None
 depends_on = None
 
@@ -68,7 +68,7 @@ def upgrade() -> None:
                 "id": _principal_id(n),
                 "name": n,
                 "kind": "person",
-                "created_by": "migration:0007",
+                "created_by": "migration:0009",
                 "created_at": now,
                 "disabled_at": None,
             }
