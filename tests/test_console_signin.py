@@ -90,3 +90,48 @@ def test_a_caller_token_gets_a_clear_answer_not_an_error_loop(
     assert "only the caller role" in text and "reviewers, owners, auditors and admins" in text
     assert "warden_session" not in client.cookies
     assert client.get("/console/queue").status_code == 303  # no session: back to login
+
+
+def _csrf(html: str) -> str:
+    match = re.search(r'name="csrf" value="([^"]+)"', html)
+    assert match
+    return match.group(1)
+
+
+def test_a_person_sees_and_ends_their_own_sessions_only(client: TestClient, engine: Engine) -> None:
+    app = client.app
+    laptop, _ = token(engine, ["reviewer"], name="olga")  # olga's token: the same person
+    create_user(
+        engine.recorder,
+        username="mallory",
+        password=PASSWORD,
+        roles=["reviewer"],
+        points=["*"],
+        actor="test",
+    )
+    with (
+        TestClient(app, follow_redirects=False) as phone,
+        TestClient(app, follow_redirects=False) as other,
+    ):
+        assert _post(client, username="olga", password=PASSWORD)[0] == 303
+        assert _post(phone, token=laptop["Authorization"].removeprefix("Bearer "))[0] == 303
+        assert _post(other, username="mallory", password=PASSWORD)[0] == 303
+        page = client.get("/console/sessions")
+        assert page.status_code == 200
+        assert "user:olga" in page.text and "(this one)" in page.text and "token:" in page.text
+        assert "mallory" not in page.text
+        handles = re.findall(r'name="handle" value="([0-9a-f]{16})"', page.text)
+        assert len(handles) == 2
+        theirs = re.findall(
+            r'name="handle" value="([0-9a-f]{16})"', other.get("/console/sessions").text
+        )
+        csrf = _csrf(page.text)
+        refused = client.post("/console/sessions/end", data={"csrf": csrf, "handle": theirs[0]})
+        assert refused.headers["location"].endswith("done=0")
+        assert other.get("/console/queue").status_code == 200  # mallory still signed in
+        phone_row = next(h for h in handles if f'value="{h}"' in page.text)
+        client.post("/console/sessions/end", data={"csrf": csrf, "handle": phone_row})
+        signed_in = [c.get("/console/queue").status_code for c in (client, phone)]
+        assert sorted(signed_in) == [200, 303]  # one of olga's two sessions ended
+        client.post("/console/sessions/end", data={"csrf": csrf, "all": "1"})
+        assert client.get("/console/queue").status_code == 303
