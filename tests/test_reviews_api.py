@@ -237,7 +237,7 @@ BAD_REQUESTS: list[tuple[str, str, dict[str, Any] | None, int, str, str | None]]
     ),
     ("alice!", "approve", {"unknown": 1}, 400, "invalid_request", "unknown"),
     ("alice!", "approve", {"outcome": "decline"}, 400, "invalid_request", "outcome"),
-    ("other_point", "claim", None, 403, "forbidden", "Authorization"),
+    ("other_point", "claim", None, 404, "not_found", "id"),
     ("no_group", "claim", None, 403, "forbidden", "Authorization"),
     ("submitter", "claim", None, 403, "forbidden", "Authorization"),
     ("submitter", "approve", {}, 403, "forbidden", "Authorization"),

@@ -119,14 +119,15 @@ async def login(request: Request) -> Response:
     username = None if token else form.get("username", "").strip().lower() or None
     address = request.client.host if request.client else None
     throttle: LoginThrottle = request.app.state.login_throttle
-    wait = throttle.retry_after(username, address)
-    if wait is not None:
+    blocked = throttle.blocked(username, address)
+    if blocked is not None:
+        wait, which = blocked
         minutes = max(1, round(wait / 60))
         return _login_error(
             request,
             next_url,
-            f"Too many failed sign-ins {'for this user' if username else 'from your address'}; "
-            f"try again in about {minutes} minute{'s' if minutes != 1 else ''}.",
+            f"Too many failed sign-ins {'for this user' if which == 'user' else 'from your address'}"
+            f"; try again in about {minutes} minute{'s' if minutes != 1 else ''}.",
             429,
         )
     if token:

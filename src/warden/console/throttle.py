@@ -30,13 +30,18 @@ class LoginThrottle:
 
     def retry_after(self, username: str | None, address: str | None) -> float | None:
         """Seconds until another try is allowed, or None when it is allowed now."""
+        found = self.blocked(username, address)
+        return found[0] if found else None
+
+    def blocked(self, username: str | None, address: str | None) -> tuple[float, str] | None:
+        """(seconds to wait, "user" or "address") for the longest cap reached, else None."""
         now = self.clock()
         waits = []
         with self._lock:
             for key, limit in self._keys(username, address):
                 times = self._trim(key, now)
                 if times is not None and len(times) >= limit:
-                    waits.append(times[0] + self.window - now)
+                    waits.append((times[0] + self.window - now, key.split(":", 1)[0]))
         return max(waits) if waits else None
 
     def failed(self, username: str | None, address: str | None) -> None:
@@ -59,7 +64,7 @@ class LoginThrottle:
         if username:
             keys.append((f"user:{username.lower()}", self.per_user))
         if address:
-            keys.append((f"addr:{address}", self.per_address))
+            keys.append((f"address:{address}", self.per_address))
         return keys
 
     def _trim(self, key: str, now: float) -> deque[float] | None:
