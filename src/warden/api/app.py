@@ -13,6 +13,7 @@ import warden
 from warden.api import errors, openapi
 from warden.api.audit import router as audit_router
 from warden.api.auth import TokenCache
+from warden.api.credentials import router as credentials_router
 from warden.api.docs import mount_docs
 from warden.api.limits import BodyLimit, NoNul
 from warden.api.monitoring import router as monitoring_router
@@ -21,6 +22,7 @@ from warden.api.reviews import router as reviews_router
 from warden.api.rollouts import router as rollouts_router
 from warden.api.routes import router
 from warden.console.app import mount_console
+from warden.console.throttle import LoginThrottle
 from warden.engine import Engine
 from warden.errors import WardenError
 from warden.heap import freeze_startup_heap
@@ -76,6 +78,7 @@ def create_app(
     )
     app.state.engine = engine
     app.state.tokens = TokenCache()
+    app.state.login_throttle = LoginThrottle()
     app.state.review_desk = desk
     errors.install(app)
     openapi.install(app)
@@ -84,6 +87,7 @@ def create_app(
     app.include_router(monitoring_router)
     app.include_router(audit_router)
     app.include_router(rollouts_router)
+    app.include_router(credentials_router)
     mount_console(app)
     mount_docs(app)
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes)

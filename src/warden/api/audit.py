@@ -7,10 +7,11 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request
 from starlette.concurrency import run_in_threadpool
 
-from warden.api.auth import authenticate_request, require
+from warden.api.auth import authenticate_request, require, require_decision
 from warden.api.responses import FastJSONResponse
 from warden.auth.tokens import Principal, Role
 from warden.engine import Engine
+from warden.errors import Conflict, InvalidRequest
 from warden.ledger import checkpoint as checkpoints
 from warden.ledger import identity, keys, note
 from warden.ledger.proof import build_bundle, consistency_between
@@ -97,20 +98,22 @@ async def proof(
     ] = None,
 ) -> FastJSONResponse:
     """A self-contained proof bundle of the decision's events, checkable offline with
-    `warden audit check-proof`. Makes a checkpoint first if none covers the decision yet."""
+    `warden audit check-proof`, against the newest signed checkpoint. A read never signs: when
+    no checkpoint covers the decision yet the answer is 409 until the next periodic one (or
+    `warden audit checkpoint`)."""
     who = authenticate_request(request)
     engine = _engine(request)
     decision = await run_in_threadpool(engine.get, decision_id)
-    require(who, AUDITORS, decision.point)
+    require_decision(who, AUDITORS, decision)
     tree = _tree(request)
-    bundle = await run_in_threadpool(
-        build_bundle,
-        engine.db,
-        decision_id,
-        tree=tree,
-        signer=lambda: _signing_key(request),
-        since=since,
-    )
+    try:
+        bundle = await run_in_threadpool(
+            build_bundle, engine.db, decision_id, tree=tree, since=since
+        )
+    except InvalidRequest as error:
+        if not error.message.startswith("no checkpoint covers"):
+            raise
+        raise Conflict(error.message, field="decision_id") from None
     return FastJSONResponse(bundle)
 
 

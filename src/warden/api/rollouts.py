@@ -8,7 +8,7 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
-from warden.api.auth import Authenticated, require
+from warden.api.auth import Authenticated, require_point
 from warden.api.openapi import json_body
 from warden.api.responses import FastJSONResponse
 from warden.api.routes import READERS, _engine, _json_body, _parse
@@ -74,8 +74,7 @@ def _rollout_body(request: Request, rollout: Rollout) -> dict[str, Any]:
 async def models(request: Request, point: str, who: Authenticated) -> Any:
     """Registered versions, current aliases and every alias move (which version was live when)."""
     engine = _engine(request)
-    engine._point(point)
-    require(who, READERS, point)
+    require_point(who, READERS, point, engine.points)
     registry = engine.registry
 
     def read() -> dict[str, Any]:
@@ -112,8 +111,7 @@ async def models(request: Request, point: str, who: Authenticated) -> Any:
 async def move_alias(request: Request, point: str, alias: str, who: Authenticated) -> Any:
     """Point `champion` or `challenger` at a registered version (owner). Recorded."""
     engine = _engine(request)
-    engine._point(point)
-    require(who, Role.OWNER, point)
+    require_point(who, Role.OWNER, point, engine.points)
     body = _parse(AliasRequest, await _json_body(request))
     move = await run_in_threadpool(
         engine.registry.set_alias, point, alias, body.version, actor=who.actor, reason=body.reason
@@ -125,8 +123,7 @@ async def move_alias(request: Request, point: str, alias: str, who: Authenticate
 async def rollout_status(request: Request, point: str, who: Authenticated) -> Any:
     """The latest rollout of the point, with the live analysis of its current step."""
     engine = _engine(request)
-    engine._point(point)
-    require(who, READERS, point)
+    require_point(who, READERS, point, engine.points)
     rollout = await run_in_threadpool(engine.rollouts.latest, point)
     return FastJSONResponse(await run_in_threadpool(_rollout_body, request, rollout))
 
@@ -135,8 +132,8 @@ async def rollout_status(request: Request, point: str, who: Authenticated) -> An
 async def start_rollout(request: Request, point: str, who: Authenticated) -> Any:
     """Start a shadow or canary rollout of a registered version (owner)."""
     engine = _engine(request)
+    require_point(who, Role.OWNER, point, engine.points)
     compiled = engine._point(point)
-    require(who, Role.OWNER, point)
     body = _parse(StartRequest, await _json_body(request))
     rollout = await run_in_threadpool(
         engine.rollouts.start,
@@ -152,8 +149,7 @@ async def start_rollout(request: Request, point: str, who: Authenticated) -> Any
 
 async def _command(request: Request, point: str, who: Any, command: str) -> Any:
     engine = _engine(request)
-    engine._point(point)
-    require(who, Role.OWNER, point)
+    require_point(who, Role.OWNER, point, engine.points)
     body = _parse(ReasonRequest, await _json_body(request))
     action = getattr(engine.rollouts, command)
     rollout = await run_in_threadpool(action, point, actor=who.actor, reason=body.reason)
@@ -188,8 +184,7 @@ async def abort(request: Request, point: str, who: Authenticated) -> Any:
 async def policy_versions(request: Request, point: str, who: Authenticated) -> Any:
     """Every stored version of the point's policy: live, pending approval or superseded."""
     engine = _engine(request)
-    engine._point(point)
-    require(who, READERS, point)
+    require_point(who, READERS, point, engine.points)
     versions = await run_in_threadpool(engine.policies.list, point)
     return FastJSONResponse(
         [
@@ -211,8 +206,7 @@ async def policy_versions(request: Request, point: str, who: Authenticated) -> A
 async def approve_policy(request: Request, point: str, version: str, who: Authenticated) -> Any:
     """A second person (owner) puts a pending version live; its author cannot."""
     engine = _engine(request)
-    engine._point(point)
-    require(who, Role.OWNER, point)
+    require_point(who, Role.OWNER, point, engine.points)
     approved = await run_in_threadpool(engine.approve_policy, point, version, actor=who.actor)
     return FastJSONResponse(
         {

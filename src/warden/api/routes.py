@@ -12,7 +12,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from warden import jsonlimits
-from warden.api.auth import Authenticated, authenticate_request, require
+from warden.api.auth import (
+    Authenticated,
+    authenticate_request,
+    require,
+    require_decision,
+    require_point,
+)
 from warden.api.openapi import json_body
 from warden.api.responses import FastJSONResponse
 from warden.api.schemas import (
@@ -127,7 +133,7 @@ async def create_decision(request: Request) -> FastJSONResponse:
     if idempotency_key is not None and not 0 < len(idempotency_key) <= 255:
         raise InvalidRequest("Idempotency-Key must be 1 to 255 characters", field="Idempotency-Key")
     body = _parse(DecisionRequest, await _json_body(request))
-    require(who, Role.CALLER, body.point)
+    require_point(who, Role.CALLER, body.point, _engine(request).points)
     proposal = None
     if body.output is not None or body.confidence is not None:
         proposal = Proposal(body.output, body.confidence, body.model_version)
@@ -166,7 +172,7 @@ async def create_decisions(request: Request) -> FastJSONResponse:
     body = _parse(
         BatchRequest, await _json_body(request, per_item=frozenset({"inputs", "contexts"}))
     )
-    require(who, Role.CALLER, body.point)
+    require_point(who, Role.CALLER, body.point, _engine(request).points)
     engine = _engine(request)
     decisions = await run_in_threadpool(
         engine.decide_many, body.point, body.inputs, contexts=body.contexts, actor=who.actor
@@ -186,7 +192,7 @@ async def get_decision(
     """A decision. With `wait=N` a pending one is held up to N seconds until it is final."""
     engine = _engine(request)
     decision = await run_in_threadpool(engine.get, decision_id)
-    require(who, READERS, decision.point)
+    require_decision(who, READERS, decision)
     if wait > 0 and not decision.is_final:
         decision = await await_final(lambda: run_in_threadpool(engine.get, decision_id), wait)
     return FastJSONResponse(decision.model_dump(mode="json"))
@@ -206,7 +212,7 @@ async def list_decisions_route(
 ) -> FastJSONResponse:
     """Newest first, paginated by `next_cursor`."""
     if point is not None:
-        require(who, READERS, point)
+        require_point(who, READERS, point, _engine(request).points)
     allowed = None if who.all_points else who.points
     flt = DecisionFilter(
         point=point, route=route, status=status, since=since, until=until, points_allowed=allowed
@@ -236,7 +242,7 @@ async def record_outcome(
     body = _parse(GroundTruthRequest, await _json_body(request))
     engine = _engine(request)
     decision = await run_in_threadpool(engine.get, decision_id)
-    require(who, (Role.CALLER, Role.OWNER), decision.point)
+    require_decision(who, (Role.CALLER, Role.OWNER), decision)
     updated = await run_in_threadpool(
         engine.record_ground_truth, decision_id, body.outcome, actor=who.actor
     )
@@ -253,9 +259,8 @@ async def list_points(request: Request, who: Authenticated) -> list[PointInfo]:
 @router.get("/v1/points/{point}", tags=["points"], response_model=PointInfo)
 async def get_point(request: Request, point: str, who: Authenticated) -> PointInfo:
     engine = _engine(request)
-    if not (point in engine.broken and engine.broken[point].spec):
-        engine._point(point)
-    require(who, READERS, point)
+    known = set(engine.points) | {n for n, b in engine.broken.items() if b.spec}
+    require_point(who, READERS, point, known)
     return _point_info(engine, point)
 
 
@@ -315,8 +320,7 @@ async def _toggle(
         if not who.all_points:
             require(who, Role.ADMIN, GLOBAL_SCOPE)
     else:
-        engine._point(scope)
-        require(who, Role.OWNER, scope)
+        require_point(who, Role.OWNER, scope, engine.points)
     switch = await run_in_threadpool(
         engine.set_kill, scope, engaged, actor=who.actor, reason=body.reason
     )
