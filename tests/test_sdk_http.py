@@ -251,9 +251,12 @@ def test_bad_token_is_unauthenticated(http: FlakyClient) -> None:
     assert caught.value.field == "Authorization"
 
 
-def test_token_scoped_to_another_point_is_forbidden(warden: WardenClient) -> None:
-    with pytest.raises(Forbidden):
+def test_a_point_outside_the_tokens_scope_is_not_found(warden: WardenClient) -> None:
+    """Whether it exists or not, a point outside the caller's scope answers alike: 404, with
+    suggestions only among the caller's own points."""
+    with pytest.raises(NotFound) as outside:
         warden.decide("other_point", {}, output="accept", confidence=1.0)
+    assert "other_point" not in outside.value.message.split(";")[1]
 
 
 def test_list_follows_cursors_and_filters(warden: WardenClient) -> None:

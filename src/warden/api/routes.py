@@ -42,6 +42,12 @@ router = APIRouter()
 READERS = (Role.CALLER, Role.REVIEWER, Role.OWNER, Role.AUDITOR)
 
 
+def _deciding_points(engine: Engine) -> set[str]:
+    """Points a caller may name when deciding: the loaded ones, and those whose file did not
+    load — deciding on one of those is a 503 that says why, not a 404 that hides it."""
+    return {*engine.points, *engine.broken}
+
+
 def _engine(request: Request) -> Engine:
     engine: Engine = request.app.state.engine
     return engine
@@ -133,7 +139,7 @@ async def create_decision(request: Request) -> FastJSONResponse:
     if idempotency_key is not None and not 0 < len(idempotency_key) <= 255:
         raise InvalidRequest("Idempotency-Key must be 1 to 255 characters", field="Idempotency-Key")
     body = _parse(DecisionRequest, await _json_body(request))
-    require_point(who, Role.CALLER, body.point, _engine(request).points)
+    require_point(who, Role.CALLER, body.point, _deciding_points(_engine(request)))
     proposal = None
     if body.output is not None or body.confidence is not None:
         proposal = Proposal(body.output, body.confidence, body.model_version)
@@ -172,7 +178,7 @@ async def create_decisions(request: Request) -> FastJSONResponse:
     body = _parse(
         BatchRequest, await _json_body(request, per_item=frozenset({"inputs", "contexts"}))
     )
-    require_point(who, Role.CALLER, body.point, _engine(request).points)
+    require_point(who, Role.CALLER, body.point, _deciding_points(_engine(request)))
     engine = _engine(request)
     decisions = await run_in_threadpool(
         engine.decide_many, body.point, body.inputs, contexts=body.contexts, actor=who.actor

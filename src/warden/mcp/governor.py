@@ -196,8 +196,19 @@ class Governor:
         return await self._settle(decision, call, rule, runner)
 
     async def _executed_before(self, decision: Decision) -> Answer | None:
+        # The ledger first, this gateway's memory second: a claim that commits while the ledger
+        # is read is then still found here (its lock is held until it is marked running).
+        history = await asyncio.to_thread(tool_events.history, self.engine.db, decision.id)
+        if not any(e.type == tool_events.EXECUTED for e in history):
+            return None
+        claiming = self._claiming.get(decision.id)
+        if claiming is not None:
+            async with claiming:
+                pass
+        waited = False
         running = self._running.get(decision.id)
         if running is not None:  # it runs right now, here: answer with its result
+            waited = True
             try:
                 result = await asyncio.shield(running)
             except Exception as exc:
@@ -211,10 +222,10 @@ class Governor:
             self._results.setdefault(decision.id, result)
         unsettled = self._unsettled.get(decision.id)
         if unsettled is not None:
+            waited = True
             await asyncio.shield(unsettled)
-        history = await asyncio.to_thread(tool_events.history, self.engine.db, decision.id)
-        if not any(e.type == tool_events.EXECUTED for e in history):
-            return None
+        if waited:  # its result event is committed now
+            history = await asyncio.to_thread(tool_events.history, self.engine.db, decision.id)
         result = next((e for e in history if e.type == tool_events.RESULT), None)
         if decision.id in self._results:
             ended = (
