@@ -97,6 +97,7 @@ def create_token(
     group_set = frozenset(groups or ())
     token_id = secrets.token_hex(6)
     secret = f"{PREFIX}{token_id}_{secrets.token_urlsafe(32)}"
+    now = datetime.now(UTC)
     row = {
         "id": token_id,
         "name": name,
@@ -104,19 +105,22 @@ def create_token(
         "roles": sorted(parsed),
         "points": sorted(set(points)),
         "created_by": actor,
-        "created_at": datetime.now(UTC),
+        "created_at": now,
         "revoked_at": None,
         "groups": sorted(group_set),
     }
     draft = EventDraft(
         type="token.created",
         actor=actor,
+        ts=now,
         payload={
             "token_id": token_id,
             "name": name,
             "roles": row["roles"],
             "points": row["points"],
             "groups": row["groups"],
+            # the hash of a 256-bit random secret reveals nothing, and makes the row derivable
+            "secret_hash": row["secret_hash"],
         },
     )
     recorder.record(

@@ -24,6 +24,7 @@ import sqlalchemy as sa
 from warden.ledger.chain import GENESIS
 from warden.ledger.checkpoint import Checkpoint, all_checkpoints
 from warden.ledger.keys import PublicKey
+from warden.ledger.projection import StateReport, verify_state
 from warden.ledger.tree import TILE, TiledFrontier
 from warden.store.schema import ledger_head, ledger_tiles
 
@@ -75,10 +76,11 @@ class Report:
     latest_checkpoint: int | None = None
     seconds: float = 0.0
     problems: list[Break] = field(default_factory=list)
+    state: StateReport | None = None  # the tables against what the events imply
 
     @property
     def ok(self) -> bool:
-        return not self.problems
+        return not self.problems and (self.state is None or self.state.ok)
 
     @property
     def first(self) -> Break | None:
@@ -96,6 +98,7 @@ class Report:
             "seconds": round(self.seconds, 3),
             "first_break": self.first.to_dict() if self.first else None,
             "problems": [p.to_dict() for p in self.problems],
+            "state": self.state.to_dict() if self.state is not None else None,
         }
 
 
@@ -105,8 +108,10 @@ def verify_ledger(
     *,
     witnessed: Sequence[Checkpoint] = (),
     progress: Progress | None = None,
+    state: bool = True,
 ) -> Report:
-    """Verify everything Warden stored, against the trusted public `keys`."""
+    """Verify everything Warden stored, against the trusted public `keys`; with `state`, also
+    that every state table holds what the events imply (`warden.ledger.projection`)."""
     began = time.perf_counter()
     report = Report(witnessed=len(witnessed))
     with snapshot(db) as conn:
@@ -123,6 +128,8 @@ def verify_ledger(
         sizes = {c.size for c in stored} | {c.size for c in witnessed}
         chain = ChainPass(sizes, int(last_row or 0), progress)
         chain.run(event_batches(conn, db.dialect.name))
+        if state:
+            report.state = verify_state(conn, db.dialect.name)
     report.head = head_seq
     report.events = chain.verified
     report.checkpoints = len(stored)

@@ -135,6 +135,20 @@ def new_task_row(
     }
 
 
+# Columns a task's event implies already: its decision, point, time and submitter.
+_FROM_EVENT = frozenset({"decision_id", "point", "created_at", "submitted_by"})
+
+
+def task_payload(values: dict[str, Any]) -> dict[str, Any]:
+    """Task columns as the ledger records them (times as ISO text), so that the task row is
+    derivable from its events (`warden.ledger.folds`)."""
+    return {
+        name: value.isoformat() if isinstance(value, datetime) else value
+        for name, value in values.items()
+        if name not in _FROM_EVENT
+    }
+
+
 def _four_eyes(compiled: CompiledPoint, decision: dict[str, Any]) -> bool:
     """Whether two reviewers must agree. A rule that cannot be evaluated errs on two."""
     if compiled.four_eyes is None:
