@@ -28,7 +28,18 @@ from typing import Any
 import orjson
 import sqlalchemy as sa
 
-from warden.ledger.folds import TABLES, UNKNOWN, Event, Key, Projection, StateTable, apply
+from warden.ledger.folds import (
+    DECISION_COLUMNS,
+    TABLES,
+    UNKNOWN,
+    Event,
+    Implied,
+    Key,
+    Projection,
+    StateTable,
+    apply,
+    decided_row,
+)
 
 LISTED = 1000  # disagreements listed in a report; all are counted
 _BATCH = 2000
@@ -144,18 +155,30 @@ class _Shape:
         self.stored = [(self.columns.index(c), fn) for c, fn in spec.stored.items()]
         self.key_at = [self.columns.index(k) for k in spec.key]
 
-    def stored_row(self, raw: Sequence[Any]) -> list[Any]:
+    def stored_row(self, raw: Sequence[Any]) -> tuple[Any, ...]:
         """A row as read, in comparable form: JSON parsed (times are already text)."""
         row = list(raw)
+        loads = orjson.loads
         for i in self.jsons:
             value = row[i]
-            if isinstance(value, str | bytes):
+            if type(value) is str:
                 # not JSON at all: compared as the text it is, and differs
                 with contextlib.suppress(orjson.JSONDecodeError):
-                    row[i] = orjson.loads(value)
+                    row[i] = loads(value)
         for i, fn in self.stored:
             row[i] = fn(row[i])
-        return row
+        return tuple(row)
+
+    def implied_tuple(self, values: tuple[Any, ...]) -> tuple[Any, ...]:
+        """Implied values in column order, times in their compared form."""
+        if not self.times:
+            return values
+        row = list(values)
+        for i in self.times:
+            value = row[i]
+            if type(value) is not str or len(value) != 26:
+                row[i] = time_text(value)
+        return tuple(row)
 
     def implied_row(self, values: dict[str, Any]) -> list[Any]:
         row = [values.get(name, UNKNOWN) for name in self.columns]
@@ -209,7 +232,7 @@ def _compare_small(
     count = 0
     for raw in reader.rows(shape):
         count += 1
-        stored = shape.stored_row(raw)
+        stored = list(shape.stored_row(raw))
         key = shape.key(stored)
         seen.add(key)
         found = implied.get(key)
@@ -236,9 +259,9 @@ class _Stream:
         self.count = 0
         self.row: Sequence[Any] | None = None
         self.key: str | None = None
-        self._next()
+        self.advance()
 
-    def _next(self) -> None:
+    def advance(self) -> None:
         self.row = next(self.rows, None)
         self.key = None if self.row is None else self.row[self.shape.key_at[0]]
         if self.row is not None:
@@ -249,72 +272,130 @@ class _Stream:
         while self.key is not None and (key is None or self.key < key):
             name = self.shape.spec.name
             self.report.add(Disagreement(Kind.INSERTED, name, self.shape.key_dict((self.key,))))
-            self._next()
+            self.advance()
 
     def take(self, key: str) -> Sequence[Any] | None:
         self.skip_to(key)
         if self.key != key:
             return None
         row = self.row
-        self._next()
+        self.advance()
         return row
 
 
 def _compare_by_decision(reader: _Reader, report: StateReport) -> None:
+    """Merge the events grouped by decision with the decision-keyed tables, in id order.
+
+    Most decisions are one `decision.created` event and one row, routed without review: those
+    take a short lane (the row implied straight from the event, no projection, few calls per
+    row). Any other decision is folded through the registry like every other table.
+    """
     specs = [spec for spec in TABLES.values() if spec.by_decision]
     shapes = [_Shape(spec) for spec in specs]
     streams = [_Stream(shape, reader.rows(shape), report) for shape in shapes]
+    main, main_shape, others = streams[0], shapes[0], streams[1:]
+    assert main_shape.columns == DECISION_COLUMNS
+    reasons_at, input_at, context_at = (DECISION_COLUMNS.index(c) for c in _DECISION_JSON)
+    assert sorted(main_shape.jsons) == sorted((reasons_at, input_at, context_at))
     projection = Projection()
     tables = [(projection.rows[s.name], projection.deleted[s.name]) for s in specs]
-    for decision_id, group in _grouped(reader.events("decision_id IS NOT NULL", "decision_id")):
-        for implied, deleted in tables:
-            implied.clear()
+    loads = orjson.loads
+    events = reader.event_rows("decision_id IS NOT NULL", "decision_id")
+    ahead = next(events, None)
+    while ahead is not None:
+        first = ahead
+        seq, type_, point, decision_id, actor, ts, body = first
+        ahead = next(events, None)
+        if type_ == "decision.created" and (ahead is None or ahead[3] != decision_id):
+            try:
+                payload = loads(body)["payload"]
+                routed = payload.get("route") != "review"
+            except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError):
+                routed = False  # the registry's fold reports what is wrong with it
+            if routed and main.key == decision_id:
+                raw: Sequence[Any] = main.row  # type: ignore[assignment]  # its key matched
+                main.advance()
+                try:
+                    stored = (
+                        *raw[:reasons_at],
+                        loads(raw[reasons_at]),
+                        *raw[reasons_at + 1 : input_at],
+                        loads(raw[input_at]),
+                        loads(raw[context_at]),
+                        *raw[context_at + 1 :],
+                    )
+                except (orjson.JSONDecodeError, TypeError):
+                    stored = main_shape.stored_row(raw)
+                implied = decided_row(decision_id, point, actor, ts, payload)
+                if stored != implied:
+                    origin = dict.fromkeys(DECISION_COLUMNS, seq)
+                    implied = main_shape.implied_tuple(implied)
+                    main_shape.compare(list(stored), list(implied), origin, report)
+                for stream in others:
+                    if stream.key is not None and stream.key <= decision_id:
+                        _compare_group(str(decision_id), [stream], [({}, {})], report)
+                continue
+        group = [_event(first)]
+        while ahead is not None and ahead[3] == decision_id:
+            group.append(_event(ahead))
+            ahead = next(events, None)
+        for implied_rows, deleted in tables:
+            implied_rows.clear()
             deleted.clear()
         for ev in group:
             apply(projection, ev)
         if projection.unreadable:
             _unreadable(projection, report)
-        key = (decision_id,)
-        for shape, stream, (implied, deleted) in zip(shapes, streams, tables, strict=True):
-            raw = stream.take(decision_id)
-            found = implied.get(key)
-            name = shape.spec.name
-            if raw is None:
-                if found is not None:
-                    seq = found.origin.get(shape.spec.key[0])
-                    report.add(Disagreement(Kind.DELETED, name, shape.key_dict(key), seq=seq))
-                continue
-            if found is None:
-                gone = deleted.get(key)
-                kind = Kind.INSERTED if gone is None else Kind.RESURRECTED
-                report.add(Disagreement(kind, name, shape.key_dict(key), seq=gone))
-                continue
-            stored = shape.stored_row(raw)
-            shape.compare(stored, shape.implied_row(found.values), found.origin, report)
+        _compare_group(str(decision_id), streams, tables, report)
     for stream in streams:
         stream.skip_to(None)
         report.rows[stream.shape.spec.name] = stream.count
+
+
+_DECISION_JSON = ("reasons", "input", "context")
+
+
+def _compare_group(
+    decision_id: str,
+    streams: list[_Stream],
+    tables: list[tuple[dict[Key, Implied], dict[Key, int]]],
+    report: StateReport,
+) -> None:
+    key = (decision_id,)
+    for stream, (implied, deleted) in zip(streams, tables, strict=True):
+        shape = stream.shape
+        raw = stream.take(decision_id)
+        found = implied.get(key)
+        name = shape.spec.name
+        if raw is None:
+            if found is not None:
+                seq = found.origin.get(shape.spec.key[0])
+                report.add(Disagreement(Kind.DELETED, name, shape.key_dict(key), seq=seq))
+            continue
+        if found is None:
+            gone = deleted.get(key)
+            kind = Kind.INSERTED if gone is None else Kind.RESURRECTED
+            report.add(Disagreement(kind, name, shape.key_dict(key), seq=gone))
+            continue
+        stored = list(shape.stored_row(raw))
+        shape.compare(stored, shape.implied_row(found.values), found.origin, report)
+
+
+def _event(row: Sequence[Any]) -> Event:
+    seq, type_, point, decision_id, actor, ts, body = row
+    try:
+        payload = orjson.loads(body).get("payload")
+    except (orjson.JSONDecodeError, AttributeError):
+        payload = None  # the chain check reports a mangled body
+    if not isinstance(payload, dict):
+        payload = {}
+    return Event(seq, type_, point, decision_id, actor, ts, payload)
 
 
 def _unreadable(projection: Projection, report: StateReport) -> None:
     for seq, why in projection.unreadable:
         report.add(Disagreement(Kind.UNREADABLE, "events", {"seq": seq}, implied=why, seq=seq))
     projection.unreadable.clear()
-
-
-def _grouped(events: Iterator[Event]) -> Iterator[tuple[str, list[Event]]]:
-    group: list[Event] = []
-    current: str | None = None
-    for ev in events:
-        if ev.decision_id != current:
-            if group:
-                assert current is not None
-                yield current, group
-            group, current = [], ev.decision_id
-        group.append(ev)
-    if group:
-        assert current is not None
-        yield current, group
 
 
 # -- reading ----------------------------------------------------------------------------------
@@ -337,9 +418,7 @@ class _Reader:
 
     def _time(self, column: str) -> str:
         if self.postgres:
-            return (
-                f"pg_catalog.to_char({column} AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US')"
-            )
+            return f"pg_catalog.to_char({column} AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US')"
         return column
 
     def _select(self, sql: str) -> Iterator[Sequence[Any]]:
@@ -347,7 +426,9 @@ class _Reader:
         assert driver is not None
         self._cursors += 1
         cursor = (
-            driver.cursor(name=f"warden_state_{self._cursors}") if self.postgres else driver.cursor()
+            driver.cursor(name=f"warden_state_{self._cursors}")
+            if self.postgres
+            else driver.cursor()
         )
         try:
             cursor.execute(sql)
@@ -356,19 +437,14 @@ class _Reader:
         finally:
             cursor.close()
 
-    def events(self, where: str, order: str) -> Iterator[Event]:
+    def event_rows(self, where: str, order: str) -> Iterator[Sequence[Any]]:
+        """(seq, type, point, decision_id, actor, ts, body) in `order`, then seq."""
         columns = f"seq, type, point, decision_id, actor, {self._time('ts')}, body"
         order_by = f"{order}{self.collate}, seq" if order != "seq" else "seq"
-        sql = f"SELECT {columns} FROM events WHERE {where} ORDER BY {order_by}"
-        loads = orjson.loads
-        for seq, type_, point, decision_id, actor, ts, body in self._select(sql):
-            try:
-                payload = loads(body).get("payload")
-            except (orjson.JSONDecodeError, AttributeError):
-                payload = None  # the chain check reports a mangled body
-            if not isinstance(payload, dict):
-                payload = {}
-            yield Event(seq, type_, point, decision_id, actor, ts, payload)
+        return self._select(f"SELECT {columns} FROM events WHERE {where} ORDER BY {order_by}")
+
+    def events(self, where: str, order: str) -> Iterator[Event]:
+        return map(_event, self.event_rows(where, order))
 
     def rows(self, shape: _Shape) -> Iterator[Sequence[Any]]:
         table = shape.spec.table
@@ -416,4 +492,3 @@ def _show(value: Any) -> str:
 
 def _key_text(key: dict[str, Any]) -> str:
     return " ".join(f"{k}={v}" for k, v in key.items())
-

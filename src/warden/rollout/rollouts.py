@@ -252,7 +252,9 @@ class Rollouts:
                 raise _Lost
             if state is State.PROMOTED:
                 promoted = f"rollout {rollout.id} promoted"  # as its alias event says
-                _move_alias(conn, rollout.point, "champion", rollout.challenger, actor, now, promoted)
+                _move_alias(
+                    conn, rollout.point, "champion", rollout.challenger, actor, now, promoted
+                )
             if state not in ACTIVE:
                 conn.execute(
                     model_aliases.delete().where(
