@@ -174,3 +174,12 @@ def truncate_and_rewrite(db: sa.Engine, snap: Snapshot, seq: int, count: int) ->
             conn.execute(events.insert(), forged)
         conn.execute(ledger_head.update().values(seq=seq - 1 + count, chain_hash=prev))
     return seq - 1 + count
+
+
+def assert_state_agrees(db: sa.Engine) -> None:
+    """Every state row is what the ledger's events imply (`warden audit verify`'s state check)."""
+    from warden.ledger.verify import verify_ledger
+
+    report = verify_ledger(db, [])
+    assert report.state is not None
+    assert report.ok, report.problems or [d.message for d in report.state.disagreements[:5]]
