@@ -83,7 +83,12 @@ TABLES: dict[str, StateTable] = {
     str(t.table.name): t
     for t in (
         StateTable(s.decisions, ("id",), by_decision=True),
-        StateTable(s.review_tasks, ("decision_id",), by_decision=True),
+        StateTable(
+            s.review_tasks,
+            ("decision_id",),
+            by_decision=True,
+            stored={"callback_url": sha256_text},  # a URL may carry a secret: its digest
+        ),
         StateTable(s.kill_switches, ("scope",)),
         StateTable(s.tokens, ("id",)),
         StateTable(s.users, ("username",), stored={"password_hash": sha256_text}),
@@ -391,7 +396,7 @@ def policy_loaded(p: Projection, ev: Event) -> None:
         "source": pl.get("source"),
         "loaded_by": ev.actor,
         "first_loaded_at": ev.ts,
-        "status": pl.get("status"),
+        "status": pl.get("status", UNKNOWN),
         "approved_by": None,
         "approved_at": None,
     }
@@ -427,7 +432,10 @@ def alias_moved(p: Projection, ev: Event) -> None:
     if pl.get("to") is None:
         p.delete(ev, s.model_aliases, key)
         return
-    values = {"version": pl["to"], "moved_by": ev.actor, "moved_at": ev.ts, "reason": pl["reason"]}
+    reason = pl["reason"]
+    if pl["alias"] == "champion" and "rollout" not in pl and str(reason).endswith(" promoted"):
+        reason = UNKNOWN  # before promotions recorded their rollout, the row kept its reason
+    values = {"version": pl["to"], "moved_by": ev.actor, "moved_at": ev.ts, "reason": reason}
     p.put(ev, s.model_aliases, key, values)
 
 

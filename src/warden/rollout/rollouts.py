@@ -286,6 +286,7 @@ class Rollouts:
                         "from": rollout.champion,
                         "to": rollout.challenger,
                         "reason": f"rollout {rollout.id} promoted",
+                        "rollout": rollout.id,
                     },
                 )
             )
