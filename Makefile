@@ -16,8 +16,12 @@ $(STAMP): pyproject.toml | $(BIN)/python
 
 install: $(STAMP)
 
+# make demo PORT=8001 DURATION=60 RATE=50 FRESH=1: each is passed on when given
+DEMO_ARGS := $(if $(PORT),--port $(PORT)) $(if $(DURATION),--duration $(DURATION)) \
+	$(if $(RATE),--rate $(RATE)) $(if $(FRESH),--fresh)
+
 demo: install
-	$(BIN)/warden demo
+	$(BIN)/warden demo $(DEMO_ARGS)
 
 lint: install
 	$(BIN)/ruff check src tests benchmarks

@@ -168,7 +168,7 @@ def verification(db: sa.Engine, key: SigningKey, repeat: int, backend: str) -> N
     print(f"chain check (hash over stored bytes) {rate:10,.0f} events/s  ({backend})")
     # Events alone, with no state rows: the state projection is measured over real decisions
     # by bench_verify_state.py.
-    reports = [verify_ledger(db, [key.public], state=False) for _ in range(repeat)]
+    reports = [verify_ledger(db, [key.public], projection=False) for _ in range(repeat)]
     for report in reports:
         assert report.ok, report.problems
     seconds = statistics.median(report.seconds for report in reports)

@@ -81,14 +81,16 @@ def measure(db: sa.Engine, key: SigningKey, repeat: int, backend: str, decisions
     for _ in range(repeat):
         load = os.getloadavg()[0]
         report = verify_ledger(db, [key.public])
-        assert report.ok, report.state.disagreements[:3] if report.state else report.problems
+        assert report.ok, (
+            report.projection.disagreements[:3] if report.projection else report.problems
+        )
         reports.append(report)
         print(f"  run: {report.seconds:.2f} s (load average {load:.1f})", flush=True)
     best = statistics.median(r.seconds for r in reports)
-    state = statistics.median(r.state.seconds for r in reports if r.state is not None)
+    state = statistics.median(r.projection.seconds for r in reports if r.projection is not None)
     sample = reports[0]
-    assert sample.state is not None
-    rows = sum(sample.state.rows.values())
+    assert sample.projection is not None
+    rows = sum(sample.projection.rows.values())
     print(
         f"warden audit verify, {decisions:,} decisions ({sample.events:,} events, {rows:,} state "
         f"rows, {backend}): {best:.2f} s — of which state projection {state:.2f} s "

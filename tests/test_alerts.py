@@ -60,9 +60,10 @@ def test_flapping_shorter_than_for_never_fires() -> None:
 
 
 def test_keep_firing_for_rides_out_short_dips() -> None:
+    """As Prometheus: counted from the first evaluation at which the condition no longer held."""
     rule = _rule(**{"for": 0, "keep_firing_for": "120s"})
-    steps = [(0, 0.9), (30, 0.1), (60, 0.9), (90, 0.1), (170, 0.1), (181, 0.1)]
-    assert _run(rule, steps) == [(0, "firing"), (181, "resolved")]
+    steps = [(0, 0.9), (30, 0.1), (60, 0.9), (90, 0.1), (170, 0.1), (209, 0.1), (210, 0.1)]
+    assert _run(rule, steps) == [(0, "firing"), (210, "resolved")]
 
 
 def test_no_data_is_its_own_state_and_does_not_resolve_a_firing_alert() -> None:

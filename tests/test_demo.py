@@ -159,3 +159,73 @@ def test_run_demo_decides_and_records(tmp_path: Path) -> None:
     assert "curl -s" in text and "Idempotency-Key" in text
     assert (home / "points" / FILE_NAME).is_file()
     assert (home / "models" / "credit.joblib").is_file()
+
+
+def test_a_rerun_shows_inherited_protection_and_fresh_forgets_it(tmp_path: Path) -> None:
+    from warden.demo.screen import intro
+    from warden.demo.setup import reset
+    from warden.demo.train import BROKEN_FILE
+
+    setup = prepare(tmp_path)
+    try:
+        assert setup.inherited == []
+        assert (tmp_path / BROKEN_FILE).is_file()  # the README's bad-model rollback uses it
+        setup.engine.set_kill("loan_approval", True, actor="test", reason="drift seen")
+    finally:
+        setup.close()
+    setup.point_file.write_text(setup.point_file.read_text().replace("0.85", "0.9"))
+    again = prepare(tmp_path)
+    try:
+        (held,) = again.inherited
+        assert held.what == "kill switch" and "drift seen" in held.why
+        out = io.StringIO()
+        intro(Console(file=out, width=80), again, url="http://x", rate=1, drift_after=None)
+        text = out.getvalue()
+        assert "Left engaged by an earlier run" in text
+        assert any(
+            line.strip().endswith("resume loan_approval --reason 'checked'")
+            for line in text.splitlines()
+        )
+        assert "demo --fresh" in text
+    finally:
+        again.close()
+    reset(tmp_path)
+    assert [p.name for p in tmp_path.iterdir()] == ["points"]
+    fresh = prepare(tmp_path)
+    try:
+        assert fresh.inherited == [] and fresh.point_edited  # the edited file is kept
+    finally:
+        fresh.close()
+
+
+def test_printed_commands_work_without_warden_on_the_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import shlex
+    import sys
+
+    from warden.demo.screen import warden_command
+
+    installed = Path(sys.executable).parent / "warden"
+    if not installed.is_file():
+        pytest.skip("no warden script next to this interpreter")
+    monkeypatch.setenv("PATH", str(tmp_path))  # not on PATH, as after `make demo`
+    command = Path(shlex.split(warden_command())[0])
+    assert command.resolve() == installed.resolve()
+    monkeypatch.setenv("PATH", str(installed.parent))
+    assert warden_command() == "warden"
+
+
+@pytest.mark.slow
+def test_the_demo_server_signs_checkpoints(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from warden.ledger.checkpoint import latest
+
+    monkeypatch.setenv("WARDEN_CHECKPOINT_SECONDS", "0.5")
+    home = tmp_path / "demo"
+    run_demo(home, port=free_port(), duration=3, rate=20, console=Console(file=io.StringIO()))
+    db = create_engine(sqlite_url(home))
+    try:
+        with db.connect() as conn:
+            assert latest(conn) is not None
+    finally:
+        db.dispose()

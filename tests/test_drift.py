@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 import pytest
@@ -17,7 +18,10 @@ from warden.policy.monitoring import MonitoringSpec
 
 TOLERANCE = 1e-9
 # SciPy warns computing a p-value for two single values; Warden returns the same NaN quietly
-pytestmark = pytest.mark.filterwarnings("ignore:divide by zero:RuntimeWarning")
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:divide by zero:RuntimeWarning"),
+    pytest.mark.filterwarnings("ignore:ks_2samp. Exact calculation unsuccessful:RuntimeWarning"),
+]
 
 samples = st.lists(
     st.one_of(
@@ -39,8 +43,37 @@ def close(a: float, b: float) -> bool:
 @settings(max_examples=300, deadline=None)
 @given(samples, samples)
 def test_ks_matches_scipy(ref: list[float], cur: list[float]) -> None:
-    expected = stats.ks_2samp(ref, cur, method="asymp")
+    """SciPy's default method: exact p-values for samples of these sizes."""
+    expected = stats.ks_2samp(ref, cur)
     d, p = drift.ks_2samp(np.sort(np.array(ref)), np.array(cur))
+    assert close(d, expected.statistic) and close(p, expected.pvalue)
+
+
+def test_ks_small_samples_have_the_exact_p_value() -> None:
+    """n = m = 10 with D = 0.3: exact 0.787, where the asymptotic formula says 0.664."""
+    ref, cur = np.arange(10.0), np.arange(10.0) + 2.5
+    d, p = drift.ks_2samp(ref, cur)
+    assert d == pytest.approx(0.3)
+    assert p == pytest.approx(0.7869297884777761, rel=1e-12)
+    assert p == pytest.approx(stats.ks_2samp(ref, cur).pvalue, rel=1e-12)
+    assert stats.ks_2samp(ref, cur, method="asymp").pvalue == pytest.approx(0.66, abs=0.01)
+
+
+@settings(max_examples=15, deadline=None)
+@given(
+    st.integers(9_000, 12_000),
+    st.integers(1, 12_000),
+    st.floats(0.0, 0.3),
+    st.randoms(use_true_random=False),
+)
+def test_ks_matches_scipy_around_its_exact_limit(
+    n1: int, n2: int, shift: float, random: Any
+) -> None:
+    """Either side of SciPy's 10,000-value switch from exact to asymptotic."""
+    rng = np.random.default_rng(random.getrandbits(32))
+    ref, cur = rng.normal(size=n1), rng.normal(shift, size=n2)
+    expected = stats.ks_2samp(ref, cur)
+    d, p = drift.ks_2samp(np.sort(ref), cur)
     assert close(d, expected.statistic) and close(p, expected.pvalue)
 
 

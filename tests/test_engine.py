@@ -12,7 +12,13 @@ import sqlalchemy as sa
 
 from warden.decision import Route, Status
 from warden.engine import Engine, Proposal
-from warden.errors import Conflict, InvalidInput, InvalidRequest, NotFound, PolicyError
+from warden.errors import (
+    Conflict,
+    InvalidInput,
+    InvalidRequest,
+    NotFound,
+    PointUnavailable,
+)
 from warden.ledger.chain import verify_rows
 from warden.policy.loader import load_points
 from warden.store.recorder import Recorder
@@ -278,6 +284,13 @@ def test_a_point_whose_model_cannot_load_names_its_file(tmp_path: Path, db: sa.E
     from tests.test_rollout import POINT
 
     (tmp_path / "credit.yaml").write_text(POINT)  # its model file base.joblib does not exist
-    with pytest.raises(PolicyError) as info:
-        Engine(load_points(tmp_path), db, actor="test")
-    assert info.value.file.endswith("credit.yaml") and "base.joblib" in info.value.message
+    engine = Engine(load_points(tmp_path), db, actor="test")
+    try:
+        (name,) = engine.broken
+        error = engine.broken[name].error
+        assert error.file.endswith("credit.yaml") and "base.joblib" in error.message
+        assert name not in engine.points
+        with pytest.raises(PointUnavailable, match=r"base\.joblib"):
+            engine.decide(name, {})
+    finally:
+        engine.close()

@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from tests import ledger_helpers as lh
 from warden.ledger import verify
 from warden.ledger.keys import SigningKey, load_or_create
+from warden.ledger.remembered import SIGNER_FILE
 from warden.ledger.tree import TILE
 from warden.ledger.verify import Break, BreakKind, Report, verify_ledger
 from warden.store.schema import checkpoints, events, ledger_head, ledger_tiles
@@ -56,7 +57,7 @@ def ledger(db: sa.Engine, key: SigningKey) -> Iterator[lh.Snapshot]:
 def _verify(db: sa.Engine, key: SigningKey) -> Report:
     # These ledgers are events alone, with no state rows: the history is checked here, the
     # state projection in test_state_projection.py.
-    return verify_ledger(db, [key.public], state=False)
+    return verify_ledger(db, [key.public], projection=False)
 
 
 def _first(db: sa.Engine, key: SigningKey) -> Break:
@@ -80,6 +81,7 @@ def test_any_valid_ledger_verifies(db: sa.Engine, key: SigningKey, chunks: list[
         for table in (checkpoints, ledger_tiles, lh.events):
             conn.execute(table.delete())
         conn.execute(ledger_head.update().values(seq=0, chain_hash="0" * 64))
+    (key.path.parent / SIGNER_FILE).unlink(missing_ok=True)  # a new ledger: its signer forgets
     sizes = [sum(chunks[: i + 1]) for i in range(len(chunks))]
     lh.build(db, key, sizes)
     lh.record(db, sizes[-1], sizes[-1] + 3)  # events after the last checkpoint are fine too
@@ -221,11 +223,13 @@ def test_tampered_checkpoint_is_found(
 
 
 def test_resigned_rewrite_is_caught_by_the_witness(
-    db: sa.Engine, key: SigningKey, ledger: lh.Snapshot
+    db: sa.Engine, key: SigningKey, ledger: lh.Snapshot, tmp_path: Path
 ) -> None:
-    """Someone with the database *and* the key rewrites history and re-signs it: only a copy of
-    an old checkpoint kept outside the database catches that."""
+    """Someone with the database *and* a copy of the key rewrites history and re-signs it: only
+    a copy of an old checkpoint kept outside the database catches that. The server's own signer
+    refuses to sign the rewrite: it remembers the last checkpoint it signed."""
     from warden.ledger.checkpoint import all_checkpoints, make_checkpoint
+    from warden.ledger.remembered import LedgerForked
 
     with db.connect() as conn:
         witnessed = all_checkpoints(conn)
@@ -233,9 +237,12 @@ def test_resigned_rewrite_is_caught_by_the_witness(
     with db.begin() as conn:
         conn.execute(checkpoints.delete().where(checkpoints.c.size > 100))
         conn.execute(ledger_tiles.delete())
-    make_checkpoint(db, key)
+    with pytest.raises(LedgerForked, match="refusing to sign"):
+        make_checkpoint(db, key)
+    (tmp_path / "stolen").mkdir()
+    make_checkpoint(db, SigningKey(key.key, tmp_path / "stolen" / "key.pem"))
     assert _verify(db, key).ok  # the database alone now tells a consistent story
-    report = verify_ledger(db, [key.public], witnessed=witnessed, state=False)
+    report = verify_ledger(db, [key.public], witnessed=witnessed, projection=False)
     assert report.first is not None
     assert report.first.kind is BreakKind.CHECKPOINT_MISMATCH
     assert report.first.checkpoint == 257 and "witnessed" in report.first.message
@@ -245,7 +252,7 @@ def test_unknown_signer_and_altered_tile(
     db: sa.Engine, key: SigningKey, ledger: lh.Snapshot, tmp_path: Path
 ) -> None:
     stranger = load_or_create(tmp_path / "stranger")
-    report = verify_ledger(db, [stranger.public], state=False)
+    report = verify_ledger(db, [stranger.public], projection=False)
     assert report.first is not None and "not trusted" in report.first.message
     with db.begin() as conn:
         conn.execute(ledger_tiles.update().values(hash="00" * 32))

@@ -119,8 +119,8 @@ def _check(conn: sa.Connection) -> StateReport:
 def test_an_untouched_deployment_agrees_with_its_ledger(deployment: Deployment) -> None:
     report = verify_ledger(deployment.db, [])
     assert report.ok, report.to_dict()
-    assert report.state is not None and report.state.unchecked == 0
-    rows = report.state.rows
+    assert report.projection is not None and report.projection.unchecked == 0
+    rows = report.projection.rows
     assert rows["decisions"] == 7 and rows["review_tasks"] == 3
     assert rows["tokens"] == 3 and rows["users"] == 1 and rows["kill_switches"] == 2
 
@@ -230,8 +230,8 @@ def test_a_changed_outcome_is_named_with_the_event_that_set_it(deployment: Deplo
     )
     report = verify_ledger(db, [])
     assert not report.ok and report.problems == []  # the history is intact; the state is not
-    assert report.state is not None
-    (found,) = report.state.disagreements
+    assert report.projection is not None
+    (found,) = report.projection.disagreements
     assert (found.table, found.key, found.column) == (
         "decisions",
         {"id": deployment.auto},
@@ -251,8 +251,10 @@ def test_a_pending_decision_turned_auto_and_final_is_found(deployment: Deploymen
     forged = {"route": "auto", "status": "final", "outcome": "approve"}
     _tamper(db, decisions.update().where(decisions.c.id == deployment.pending).values(**forged))
     report = verify_ledger(db, [])
-    assert report.state is not None and not report.ok
-    columns = {d.column for d in report.state.disagreements if d.key == {"id": deployment.pending}}
+    assert report.projection is not None and not report.ok
+    columns = {
+        d.column for d in report.projection.disagreements if d.key == {"id": deployment.pending}
+    }
     assert columns == {"route", "status", "outcome"}
 
 
@@ -262,8 +264,8 @@ def test_a_settled_review_changed_after_the_fact_is_found(deployment: Deployment
         db, decisions.update().where(decisions.c.id == deployment.settled).values(outcome="decline")
     )
     report = verify_ledger(db, [])
-    assert report.state is not None
-    (found,) = report.state.disagreements
+    assert report.projection is not None
+    (found,) = report.projection.disagreements
     assert (found.column, found.stored, found.implied) == ("outcome", "decline", "approve")
     with db.connect() as conn:
         approved = conn.execute(
@@ -276,8 +278,8 @@ def test_a_settled_review_changed_after_the_fact_is_found(deployment: Deployment
 def test_a_deleted_decision_is_found(deployment: Deployment) -> None:
     _tamper(deployment.db, decisions.delete().where(decisions.c.id == deployment.auto))
     report = verify_ledger(deployment.db, [])
-    assert report.state is not None and not report.ok
-    (found,) = report.state.disagreements
+    assert report.projection is not None and not report.ok
+    (found,) = report.projection.disagreements
     assert (found.kind, found.table, found.key) == (
         Kind.DELETED,
         "decisions",
@@ -291,8 +293,8 @@ def test_a_token_given_more_roles_is_found(deployment: Deployment, roles: list[s
         token_id = conn.execute(sa.select(tokens.c.id).where(tokens.c.name == "alice")).scalar()
     _tamper(deployment.db, tokens.update().where(tokens.c.id == token_id).values(roles=roles))
     report = verify_ledger(deployment.db, [])
-    assert report.state is not None and not report.ok
-    (found,) = report.state.disagreements
+    assert report.projection is not None and not report.ok
+    (found,) = report.projection.disagreements
     assert (found.table, found.key, found.column) == ("tokens", {"id": token_id}, "roles")
     assert (found.stored, found.implied) == (roles, ["reviewer"])
 
@@ -303,8 +305,8 @@ def test_a_token_inserted_outside_warden_is_found(deployment: Deployment) -> Non
     forged = {**row, "id": "f0f0f0f0f0f0", "secret_hash": "ab" * 32, "roles": ["admin"]}
     _tamper(deployment.db, tokens.insert().values(**forged))
     report = verify_ledger(deployment.db, [])
-    assert report.state is not None
-    (found,) = report.state.disagreements
+    assert report.projection is not None
+    (found,) = report.projection.disagreements
     assert (found.kind, found.table, found.key) == (Kind.INSERTED, "tokens", {"id": "f0f0f0f0f0f0"})
 
 
@@ -312,8 +314,8 @@ def test_a_swapped_password_hash_is_found(deployment: Deployment) -> None:
     stmt = users.update().where(users.c.username == "carol").values(password_hash="$argon2id$x")
     _tamper(deployment.db, stmt)
     report = verify_ledger(deployment.db, [])
-    assert report.state is not None
-    (found,) = report.state.disagreements
+    assert report.projection is not None
+    (found,) = report.projection.disagreements
     assert (found.table, found.column) == ("users", "password_hash")
 
 
@@ -334,7 +336,7 @@ def test_the_cli_names_the_disagreement_and_exits_1(
     assert '"decline"' in result.stdout and '"approve"' in result.stdout
     as_json = runner.invoke(app, ["audit", "verify", "--json"])
     assert as_json.exit_code == 1, as_json.output
-    state = json.loads(as_json.stdout)["state"]
+    state = json.loads(as_json.stdout)["projection"]
     assert state["disagreements"] == 1 and state["listed"][0]["column"] == "outcome"
 
 
@@ -345,7 +347,7 @@ def test_http_verify_reports_the_state(deployment: Deployment) -> None:
         _tamper(deployment.db, decisions.delete().where(decisions.c.id == deployment.auto))
         body = client.get("/v1/audit/verify", headers=headers).json()
     assert body["ok"] is False and body["problems"] == []
-    assert body["state"]["listed"][0]["kind"] == "deleted"
+    assert body["projection"]["listed"][0]["kind"] == "deleted"
 
 
 # -- events written before they recorded everything -------------------------------------------
@@ -400,7 +402,7 @@ def test_older_events_leave_columns_unchecked_rather_than_failing(db: sa.Engine)
         row.update(created_at=draft.ts, decided_at=draft.ts)
         engine.recorder.record(Change(events=[draft], decision=row))
         report = verify_ledger(db, [])
-        assert report.ok and report.state is not None and report.state.unchecked == 1
+        assert report.ok and report.projection is not None and report.projection.unchecked == 1
         _tamper(db, decisions.update().values(outcome="decline"))
         assert not verify_ledger(db, []).ok
     finally:

@@ -27,6 +27,7 @@ from warden.errors import (
     InvalidInput,
     InvalidRequest,
     NotFound,
+    PointUnavailable,
     PolicyError,
     WardenError,
 )
@@ -40,6 +41,7 @@ from warden.models.base import Model, ModelFailure, ModelLoadError, Prediction
 from warden.models.guard import GuardedModel, check_prediction
 from warden.models.loader import load_model
 from warden.monitor.observer import Observer, observe
+from warden.policy.loader import BrokenPoint, model_error, report_broken
 from warden.policy.point import CompiledPoint
 from warden.policy.router import Failure, Routing, route, tighten
 from warden.policy.schema import ModelKind
@@ -90,9 +92,13 @@ class Engine:
         actor: str = "system",
         model_cache: Path | None = None,
         shadow_process: bool = False,
+        broken: Sequence[BrokenPoint] = (),
     ) -> None:
         """`shadow_process`: shadow models answer in a child process rather than on a thread
-        of this one (see `warden.rollout.shadow_process`); the server turns it on."""
+        of this one (see `warden.rollout.shadow_process`); the server turns it on.
+
+        `broken`: point files that did not load (see `load_available`). A point whose model
+        does not load joins them; the others serve, and deciding on a broken one says why."""
         self.db = db
         self.shadow_process = shadow_process
         self._keys = RecentKeys()
@@ -107,11 +113,23 @@ class Engine:
         self.tightened: dict[str, str] = {}
         self.recorder = Recorder(db, on_guard_state=self._on_guard_state)
         self.policies = PolicyVersions(db, self.recorder)
+        self.broken: dict[str, BrokenPoint] = {}
+        self.unnamed_broken: list[BrokenPoint] = []
+        for item in broken:
+            if item.name is None or item.name in points:
+                self.unnamed_broken.append(item)
+            else:
+                self.broken[item.name] = item
         try:
             self.points = self.policies.register(dict(points), actor)
-            self.models: dict[str, GuardedModel | None] = {
-                name: _load_guarded(point) for name, point in self.points.items()
-            }
+            self.models: dict[str, GuardedModel | None] = {}
+            for name, point in list(self.points.items()):
+                try:
+                    self.models[name] = _load_guarded(point)
+                except PolicyError as exc:
+                    self.broken[name] = BrokenPoint(name, exc, point.spec)
+                    report_broken(self.broken[name])
+                    del self.points[name]
         except BaseException:
             self.recorder.close()  # a point that cannot start leaves no writer behind
             raise
@@ -702,6 +720,13 @@ class Engine:
         try:
             return self.points[name]
         except KeyError:
+            if name in self.broken:
+                error = self.broken[name].error
+                raise PointUnavailable(
+                    f"decision point '{name}' did not load: {error.location}: {error.message}. "
+                    "Fix the file (`warden policy check` shows every problem) and restart",
+                    field="point",
+                ) from None
             known = ", ".join(sorted(self.points)) or "(none loaded)"
             raise NotFound(
                 f"no decision point '{name}'; known points: {known}", field="point"
@@ -750,7 +775,7 @@ def _load_guarded(point: CompiledPoint) -> GuardedModel | None:
     try:
         model = load_model(point.spec.model, point.base_dir)
     except ModelLoadError as exc:
-        raise PolicyError(f"model: {exc}", file=str(point.source)) from exc
+        raise model_error(point, exc) from exc
     return None if model is None else _guard(point, model)
 
 

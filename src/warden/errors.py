@@ -79,6 +79,13 @@ class PolicyError(WardenError):
         return f"{self.location}: {self.message}"
 
 
+class PointUnavailable(WardenError):
+    """The decision point's file exists but could not load; the message says where and why."""
+
+    type = "point_unavailable"
+    http_status = 503
+
+
 class Unavailable(WardenError):
     """The store could not durably record; nothing was acknowledged."""
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 
+import sqlalchemy as sa
 from fastapi import FastAPI
 
 import warden
@@ -19,16 +21,19 @@ from warden.api.rollouts import router as rollouts_router
 from warden.api.routes import router
 from warden.console.app import mount_console
 from warden.engine import Engine
+from warden.errors import WardenError
 from warden.heap import freeze_startup_heap
 from warden.ledger.checkpointer import Checkpointer
 from warden.monitor.observer import attach
 from warden.monitor.worker import Monitor
-from warden.policy.loader import load_points
+from warden.policy.loader import load_available
 from warden.review.desk import ReviewDesk
 from warden.review.runtime import Worker, review_workers
 from warden.rollout.controller import RolloutWorker
 from warden.settings import Settings
 from warden.store.database import create_engine, migrate
+
+log = logging.getLogger(__name__)
 
 
 def create_app(
@@ -81,16 +86,29 @@ def create_app(
 
 
 def create_app_from_env() -> FastAPI:
-    """The factory `warden serve` runs in each worker process."""
+    """The factory `warden serve` runs in each worker process. A problem it cannot serve
+    around is one log line and exit status 1, not a traceback through uvicorn's internals."""
+    try:
+        return _app_from_env()
+    except WardenError as exc:
+        log.error("warden cannot start: %s", exc)
+    except sa.exc.SQLAlchemyError as exc:
+        log.error("warden cannot open its database: %s", str(exc).splitlines()[0])
+    raise SystemExit(1)
+
+
+def _app_from_env() -> FastAPI:
     settings = Settings.from_env()
     db = create_engine(settings.db_url)
     migrate(db)
+    loaded = load_available(settings.config)  # a broken file is logged; the others serve
     engine = Engine(
-        load_points(settings.config),
+        loaded.points,
         db,
         actor="warden serve",
         model_cache=settings.model_cache,
         shadow_process=settings.shadow_process,
+        broken=loaded.broken,
     )
     attach(engine)  # metrics, traces and protective actions; the monitor runs beside review
     desk = ReviewDesk(engine)

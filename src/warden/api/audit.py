@@ -12,7 +12,7 @@ from warden.api.responses import FastJSONResponse
 from warden.auth.tokens import Principal, Role
 from warden.engine import Engine
 from warden.ledger import checkpoint as checkpoints
-from warden.ledger import keys
+from warden.ledger import identity, keys, note
 from warden.ledger.proof import build_bundle, consistency_between
 from warden.ledger.tree import LedgerTree
 from warden.ledger.verify import verify_ledger
@@ -42,8 +42,9 @@ def _tree(request: Request) -> LedgerTree:
     return tree
 
 
-def _signing_key() -> keys.SigningKey:
-    return keys.load_or_create(Settings.from_env().home)
+def _signing_key(request: Request) -> keys.SigningKey:
+    """The ledger's key: never created here when the ledger already had one."""
+    return identity.signing_key(_engine(request).db, Settings.from_env().home)
 
 
 @router.get("/verify")
@@ -84,7 +85,14 @@ async def list_checkpoints(
 
 
 @router.get("/proofs/{decision_id}")
-async def proof(request: Request, decision_id: str) -> FastJSONResponse:
+async def proof(
+    request: Request,
+    decision_id: str,
+    since: Annotated[
+        int | None,
+        Query(ge=1, description="also prove the ledger extends the checkpoint of this size"),
+    ] = None,
+) -> FastJSONResponse:
     """A self-contained proof bundle of the decision's events, checkable offline with
     `warden audit check-proof`. Makes a checkpoint first if none covers the decision yet."""
     who = authenticate_request(request)
@@ -93,7 +101,12 @@ async def proof(request: Request, decision_id: str) -> FastJSONResponse:
     require(who, AUDITORS, decision.point)
     tree = _tree(request)
     bundle = await run_in_threadpool(
-        build_bundle, engine.db, decision_id, tree=tree, signer=_signing_key
+        build_bundle,
+        engine.db,
+        decision_id,
+        tree=tree,
+        signer=lambda: _signing_key(request),
+        since=since,
     )
     return FastJSONResponse(bundle)
 
@@ -114,7 +127,15 @@ async def consistency(
 
 @router.get("/public-key")
 async def public_key(request: Request) -> FastJSONResponse:
-    """The Ed25519 public key that signs this ledger's checkpoints (PEM)."""
+    """The Ed25519 public key that signs this ledger's checkpoints: PEM, and the C2SP verifier
+    key (`vkey`) under the ledger's origin."""
     _auditor(request)
-    key = await run_in_threadpool(_signing_key)
-    return FastJSONResponse({"key_id": key.public.key_id, "pem": key.public.pem()})
+
+    def read() -> tuple[keys.SigningKey, str]:
+        return _signing_key(request), identity.ensure_origin(_engine(request).db)
+
+    key, origin = await run_in_threadpool(read)
+    vkey = note.Verifier(origin, key.public.raw).vkey()
+    return FastJSONResponse(
+        {"key_id": key.public.key_id, "pem": key.public.pem(), "origin": origin, "vkey": vkey}
+    )

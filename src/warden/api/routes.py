@@ -211,26 +211,33 @@ async def record_outcome(
 @router.get("/v1/points", tags=["points"], response_model=list[PointInfo])
 async def list_points(request: Request, who: Authenticated) -> list[PointInfo]:
     engine = _engine(request)
-    return [_point_info(engine, name) for name in sorted(engine.points) if who.may_see(name)]
+    names = sorted({*engine.points, *(n for n, b in engine.broken.items() if b.spec)})
+    return [_point_info(engine, name) for name in names if who.may_see(name)]
 
 
 @router.get("/v1/points/{point}", tags=["points"], response_model=PointInfo)
 async def get_point(request: Request, point: str, who: Authenticated) -> PointInfo:
     engine = _engine(request)
-    engine._point(point)
+    if not (point in engine.broken and engine.broken[point].spec):
+        engine._point(point)
     require(who, READERS, point)
     return _point_info(engine, point)
 
 
 def _point_info(engine: Engine, name: str) -> PointInfo:
-    compiled = engine.points[name]
-    spec = compiled.spec
+    """A serving point, or one whose file validated but whose model did not load."""
+    from warden.policy.loader import policy_version
+
+    compiled = engine.points.get(name)
+    broken = engine.broken.get(name) if compiled is None else None
+    spec = compiled.spec if compiled is not None else broken.spec if broken else None
+    assert spec is not None
     model = engine.models.get(name)
     return PointInfo(
         point=name,
         owner=spec.owner,
         description=spec.description,
-        policy_version=compiled.version,
+        policy_version=compiled.version if compiled is not None else policy_version(spec),
         outcomes=spec.outcomes,
         model=ModelInfo(
             kind=spec.model.kind.value,
@@ -242,6 +249,8 @@ def _point_info(engine: Engine, name: str) -> PointInfo:
             kind: [r.model_dump(exclude_none=True) for r in getattr(spec.rules, kind)]
             for kind in ("refuse", "review", "auto")
         },
+        status="serving" if broken is None else "unavailable",
+        error=None if broken is None else str(broken.error),
     )
 
 
@@ -309,7 +318,8 @@ async def healthz() -> dict[str, str]:
 
 @router.get("/readyz", tags=["health"])
 async def readyz(request: Request) -> FastJSONResponse:
-    """Readiness: the database answers and the recorder is running."""
+    """Readiness: the database answers and the recorder is running. Point files that did not
+    load are listed under `unavailable` (`file:line: problem`); the other points serve."""
     engine = _engine(request)
 
     def check() -> None:
@@ -326,4 +336,9 @@ async def readyz(request: Request) -> FastJSONResponse:
         return FastJSONResponse(
             {"status": "unavailable", "reason": "recorder stopped"}, status_code=503
         )
-    return FastJSONResponse({"status": "ok", "points": sorted(engine.points)})
+    body: dict[str, Any] = {"status": "ok", "points": sorted(engine.points)}
+    broken = [*engine.broken.values(), *engine.unnamed_broken]
+    if broken:
+        body["status"] = "degraded"
+        body["unavailable"] = [b.to_dict() for b in broken]
+    return FastJSONResponse(body)

@@ -59,6 +59,11 @@ class PointInfo(BaseModel):
     model: ModelInfo
     killed: bool
     rules: dict[str, list[dict[str, Any]]]
+    status: str = Field(
+        default="serving",
+        description="'serving', or 'unavailable' when its file or model did not load",
+    )
+    error: str | None = Field(default=None, description="`file:line: problem` when unavailable")
 
 
 class KillSwitchInfo(BaseModel):

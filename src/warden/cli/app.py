@@ -12,6 +12,7 @@ from rich.console import Console
 
 from warden.cli import context
 from warden.cli.audit import audit_app
+from warden.cli.mcp import mcp_app
 from warden.cli.model import model_app
 from warden.cli.monitor import monitor_app, report
 from warden.cli.policy import (
@@ -24,6 +25,7 @@ from warden.cli.policy import (
 from warden.cli.review import review_app
 from warden.cli.rollout import rollout_app
 from warden.cli.users import user_app
+from warden.cli.witness import witness_app
 from warden.errors import PolicyError, WardenError
 
 app = typer.Typer(
@@ -47,6 +49,8 @@ app.add_typer(user_app, name="user")
 app.add_typer(audit_app, name="audit")
 app.add_typer(model_app, name="model")
 app.add_typer(rollout_app, name="rollout")
+app.add_typer(mcp_app, name="mcp")
+app.add_typer(witness_app, name="witness")
 
 out = Console()
 err = Console(stderr=True)
@@ -79,16 +83,32 @@ ConfigOption = Annotated[
 
 
 @app.command()
-def init(config: ConfigOption = None) -> None:
+def init(
+    config: ConfigOption = None,
+    origin: Annotated[
+        str | None,
+        typer.Option(
+            help="The ledger's origin, unique to this deployment and named in every signed "
+            "checkpoint (default: a random warden.ledger/...). Set once; it never changes.",
+        ),
+    ] = None,
+) -> None:
     """Create the data folder, database and ledger signing key; apply migrations."""
-    from warden.ledger.keys import load_or_create
+    from warden.errors import WardenError
+    from warden.ledger import identity
 
     s = context.settings(config)
     db = context.database(s)
-    db.dispose()
     s.home.mkdir(parents=True, exist_ok=True)
-    key = load_or_create(s.home)
+    try:
+        chosen = identity.ensure_origin(db, origin)
+        key = identity.signing_key(db, s.home)
+    except WardenError as error:
+        _fail(error)
+    finally:
+        db.dispose()
     out.print(f"Warden database ready: [bold]{s.db_url}[/bold]", highlight=False)
+    out.print(f"Ledger origin: {chosen}", highlight=False)
     out.print(
         f"Ledger signing key: {key.path} (public key id {key.public.key_id})", highlight=False
     )
@@ -106,12 +126,19 @@ def policy_check(
         list[Path] | None,
         typer.Argument(help="Files or folders (default: $WARDEN_CONFIG or ./points)."),
     ] = None,
+    no_models: Annotated[
+        bool,
+        typer.Option(
+            "--no-models", help="Do not load each point's model (e.g. where it is absent)."
+        ),
+    ] = False,
 ) -> None:
-    """Validate decision point files; print `file:line: problem` and exit 1 on any error."""
+    """Load decision point files as `serve` does, models included; print `file:line: problem`
+    for each one that cannot load and exit 1 on any error."""
     from warden.policy.loader import check_points
 
     targets = paths or [context.settings().config]
-    good, errors = check_points(targets)
+    good, errors = check_points(targets, models=not no_models)
     for error in errors:
         err.print(f"[red]{error.location}[/red]: {error.message}", highlight=False, soft_wrap=True)
     for point in good:
@@ -135,18 +162,32 @@ def serve(
     config: ConfigOption = None,
 ) -> None:
     """Run the HTTP API (OpenAPI docs at /docs)."""
+    import logging
     import os
 
     import uvicorn
 
+    from warden.demo.server import bind
     from warden.monitor.metrics import prepare_multiprocess
-    from warden.policy.loader import load_points
+    from warden.policy.loader import load_available
 
+    try:
+        bind(host, port).close()  # a taken port is said at once, before loading anything
+    except WardenError as error:
+        err.print(f"[red]cannot serve[/red]: {error.message}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s:    %(message)s")
     s = context.settings(config)
     try:
-        load_points(s.config)
+        loaded = load_available(s.config)  # logs each file that cannot load, with file:line
     except PolicyError as error:
         _fail(error)
+    if loaded.broken:
+        err.print(
+            f"[yellow]{len(loaded.broken)} decision point file(s) did not load[/yellow] (see "
+            "above); the others serve. `warden policy check` lists every problem.",
+            highlight=False,
+        )
     prepare_multiprocess(workers, s.home)  # /metrics merges every worker's samples
     os.environ["WARDEN_CONFIG"] = str(s.config.resolve())
     context.database(s).dispose()
@@ -162,7 +203,17 @@ def serve(
 
 
 def _load_json(value: str, name: str) -> Any:
-    text = Path(value[1:]).read_text(encoding="utf-8") if value.startswith("@") else value
+    if value.startswith("@"):
+        try:
+            text = Path(value[1:]).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            raise typer.BadParameter(
+                f"cannot read {value[1:]}: {reason}; give a JSON file after @, or the JSON itself",
+                param_hint=name,
+            ) from None
+    else:
+        text = value
     try:
         return orjson.loads(text)
     except orjson.JSONDecodeError as exc:
@@ -303,12 +354,19 @@ def demo(
     port: Annotated[int, typer.Option(help="Port of the demo server.")] = 8000,
     rate: Annotated[float, typer.Option(help="Decisions per second of demo traffic.")] = 20.0,
     home: Annotated[Path, typer.Option(help="Folder for the demo's data.")] = Path(".warden/demo"),
+    fresh: Annotated[
+        bool,
+        typer.Option(
+            "--fresh",
+            help="Forget earlier runs (decisions, alerts, kill switches); keep the point file.",
+        ),
+    ] = False,
 ) -> None:
     """Train a credit model on generated data, start the server and send it traffic."""
     from warden.demo import DemoError, run_demo
 
     try:
-        run_demo(home, port=port, duration=duration, rate=rate, console=out)
+        run_demo(home, port=port, duration=duration, rate=rate, console=out, fresh=fresh)
     except DemoError:
         raise typer.Exit(1) from None  # run_demo has already said what went wrong
     except PolicyError as error:

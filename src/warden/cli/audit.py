@@ -17,7 +17,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemaining
 from warden.cli import context
 from warden.errors import WardenError
 from warden.ledger import checkpoint as checkpoints
-from warden.ledger import keys, witness
+from warden.ledger import identity, keys, note, remembered, witness
 from warden.ledger.export import ExportFilter, export_events
 from warden.ledger.projection import StateReport
 from warden.ledger.proof import build_bundle, check_bundle, consistency_between
@@ -37,7 +37,8 @@ PublicKeyOption = Annotated[
     typer.Option(
         "--public-key",
         "-k",
-        help="A trusted public key (PEM); repeat for several. Default: the key in WARDEN_HOME.",
+        help="A trusted public key (PEM); repeat for several. Only these keys are trusted; "
+        "without any, the key in WARDEN_HOME is used (not an independent check).",
     ),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
@@ -53,20 +54,21 @@ def _print_json(value: Any) -> None:
 
 
 def _trusted(paths: list[Path] | None) -> list[keys.PublicKey]:
+    """The keys given, and only those; without any, the key in WARDEN_HOME."""
     try:
-        found = [keys.load_public_key(p) for p in paths or []]
+        if paths:
+            return [keys.load_public_key(p) for p in paths]
         local = keys.existing_public_key(context.settings().home)
     except keys.KeyFileError as error:
         _fail(error)
-    if local is not None and local.key_id not in {k.key_id for k in found}:
-        found.append(local)
-    return found
+    return [local] if local is not None else []
 
 
-def _signing_key() -> keys.SigningKey:
+def _signing_key(db: Any) -> keys.SigningKey:
+    """The ledger's key; an error (never a new key) when it is missing or not the recorded one."""
     try:
-        return keys.load_or_create(context.settings().home)
-    except keys.KeyFileError as error:
+        return identity.signing_key(db, context.settings().home)
+    except WardenError as error:
         _fail(error)
 
 
@@ -99,26 +101,79 @@ def verify(
         list[Path] | None,
         typer.Option("--witness", "-w", help="A witness file of checkpoints; repeat for several."),
     ] = None,
+    state_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--state",
+            help="Your own state file: the latest checkpoint you verified. The ledger must "
+            "extend it; on success it is moved forward (created on the first run).",
+        ),
+    ] = None,
+    witness_key: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--witness-key",
+            help="A witness's cosigner key (name+keyhash+base64, as `warden witness public-key` "
+            "prints it); repeat for several.",
+        ),
+    ] = None,
+    min_witnesses: Annotated[
+        int | None,
+        typer.Option(
+            help="How many of the --witness-key witnesses must have cosigned a checkpoint "
+            "(default: 1)."
+        ),
+    ] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Re-derive every hash, link and signature; exit 0 only if the whole ledger verifies."""
     trusted = _trusted(public_key)
     try:
         witnessed = [cp for path in witness_file or [] for cp in witness.read(path)]
+        state = remembered.load(state_file) if state_file else None
+        cosigners = [note.parse_vkey(v) for v in witness_key or []]
     except WardenError as error:
         _fail(error)
+    except note.NoteError as exc:
+        raise typer.BadParameter(f"--witness-key: {exc}") from None
+    needed = 1 if min_witnesses is None else min_witnesses
+    if cosigners and not 1 <= needed <= len(cosigners):
+        raise typer.BadParameter(
+            f"--min-witnesses must be between 1 and the {len(cosigners)} --witness-key given"
+        )
+    if min_witnesses is not None and not cosigners:
+        raise typer.BadParameter("--min-witnesses needs the witnesses' keys (--witness-key)")
     db = context.database(context.settings())
     try:
         with _progress("verifying") as progress:
-            report = verify_ledger(db, trusted, witnessed=witnessed, progress=progress)
+            report = verify_ledger(
+                db,
+                trusted,
+                witnessed=witnessed,
+                progress=progress,
+                require_signed=bool(public_key) or state_file is not None,
+                state=state,
+                cosigners=cosigners,
+                min_cosigners=needed,
+            )
     finally:
         db.dispose()
+    if state_file is not None and report.ok:
+        _advance_state(state_file, state, report)
     if as_json:
         _print_json(report.to_dict())
     else:
-        _print_report(report, trusted)
-        _print_state(report.state)
+        _print_report(report, trusted, bool(public_key))
+        _print_state(report.projection)
     raise typer.Exit(0 if report.ok else 1)
+
+
+def _advance_state(path: Path, state: remembered.Remembered | None, report: Report) -> None:
+    newest = report.vouched_checkpoint
+    if newest is None or (state is not None and newest.size <= state.size):
+        return
+    remembered.save(path, report.origin, newest)
+    report.state = (report.state or "first run") + f"; now remembering checkpoint {newest.size}"
 
 
 def _print_state(state: StateReport | None) -> None:
@@ -147,7 +202,7 @@ def _print_state(state: StateReport | None) -> None:
         out.print(f"   ... and {state.count - len(state.disagreements):,} more", highlight=False)
 
 
-def _print_report(report: Report, trusted: list[keys.PublicKey]) -> None:
+def _print_report(report: Report, trusted: list[keys.PublicKey], explicit: bool) -> None:
     timing = f"{report.seconds:.2f} s"
     if report.seconds > 0.5:
         timing += f", {report.events / report.seconds:,.0f} events/s"
@@ -160,17 +215,44 @@ def _print_report(report: Report, trusted: list[keys.PublicKey]) -> None:
         )
         if report.root:
             out.print(f"   root at {report.events:,}: {report.root}", highlight=False)
-        signers = ", ".join(k.key_id for k in trusted) or "no key"
+        given = {k.key_id for k in trusted}
+        signers = (
+            ", ".join(
+                k if k in given else f"{k} via a recorded rotation" for k in report.trusted_keys
+            )
+            or "no key"
+        )
+        source = "given" if explicit else "the key in WARDEN_HOME; pass --public-key to check"
         latest = f", latest at {report.latest_checkpoint:,}" if report.latest_checkpoint else ""
         out.print(
             f"   checkpoints: {report.checkpoints} signed and matching{latest} "
-            f"(trusted keys: {signers})",
+            f"(trusted keys: {signers} — {source})",
             highlight=False,
         )
+        if report.origin:
+            out.print(f"   origin: {report.origin}", highlight=False)
+        for rotation in report.rotations:
+            out.print(f"   key rotation: {rotation}", highlight=False)
+        if report.vouched is not None and report.vouched < report.events:
+            out.print(
+                f"   not yet signed: events {report.vouched + 1:,}-{report.events:,} after "
+                f"checkpoint {report.vouched:,}",
+                highlight=False,
+            )
+        if report.state:
+            out.print(f"   auditor state: {report.state}", highlight=False)
+        if report.cosigned is not None:
+            by = ", ".join(f"{name} at {size:,}" for name, size in sorted(report.witnesses.items()))
+            out.print(
+                f"   witnesses: checkpoint {report.cosigned:,} is cosigned (newest by {by})",
+                highlight=False,
+            )
         if report.witnessed:
             out.print(f"   witnessed: {report.witnessed} checkpoints match", highlight=False)
         return
-    if first.seq is None:
+    if first.seq is None and first.checkpoint is None:
+        where = "the witnesses"
+    elif first.seq is None:
         where = f"checkpoint {first.checkpoint}"
     elif first.last_seq and first.last_seq != first.seq:
         where = f"events {first.seq}-{first.last_seq}"
@@ -198,15 +280,15 @@ def checkpoint(
     ] = None,
 ) -> None:
     """Sign a checkpoint of the ledger as it is now (the newest one, if nothing was added)."""
-    key = _signing_key()
     db = context.database(context.settings())
     try:
-        cp = checkpoints.make_checkpoint(db, key)
+        cp = checkpoints.make_checkpoint(db, _signing_key(db))
     except WardenError as error:
         _fail(error)
     finally:
         db.dispose()
     _print_json(cp.to_dict())
+    _cosign(cp)
     target = witness_target or witness.from_env()
     if target:
         try:
@@ -214,6 +296,27 @@ def checkpoint(
         except witness.WitnessError as exc:
             err.print(f"[red]error:[/red] checkpoint stored, but {exc}", highlight=False)
             raise typer.Exit(1) from None
+
+
+def _cosign(cp: checkpoints.Checkpoint) -> None:
+    """Ask the witnesses of WARDEN_WITNESSES to cosign; exit 1 if one does not."""
+    from warden.ledger.witnessing import Submitter, from_env
+
+    try:
+        targets = from_env()
+    except WardenError as error:
+        _fail(error)
+    if not targets:
+        return
+    db = context.database(context.settings())
+    try:
+        results = Submitter(db, targets).submit(cp)
+    finally:
+        db.dispose()
+    for name, outcome in results.items():
+        err.print(f"witness {name}: {outcome}", highlight=False)
+    if any(not outcome.startswith("cosigned") for outcome in results.values()):
+        raise typer.Exit(1)
 
 
 @audit_app.command("checkpoints")
@@ -232,17 +335,31 @@ def list_checkpoints(
 
 @audit_app.command()
 def prove(
-    decision_id: Annotated[str, typer.Argument(help="The decision to prove.")],
+    decision_id: Annotated[
+        str, typer.Argument(help="The decision to prove (its id, or a unique start of it).")
+    ],
     output: Annotated[
         Path | None,
         typer.Option("--out", "-o", help="Where to write the proof (default: proof-ID.json)."),
     ] = None,
+    since: Annotated[
+        int | None,
+        typer.Option(
+            help="Also prove that the ledger extends the checkpoint of this size (the one in "
+            "the auditor's state file)."
+        ),
+    ] = None,
 ) -> None:
     """Write a self-contained proof of a decision's events, checkable offline."""
-    target = output or Path(f"proof-{decision_id}.json")
+    from warden.cli.tables import resolve_prefix
+    from warden.store.schema import decisions
+
     db = context.database(context.settings())
     try:
-        bundle = build_bundle(db, decision_id, signer=_signing_key)
+        with db.connect() as conn:
+            decision_id = resolve_prefix(conn, decisions.c.id, decision_id)
+        target = output or Path(f"proof-{decision_id}.json")
+        bundle = build_bundle(db, decision_id, signer=lambda: _signing_key(db), since=since)
     except WardenError as error:
         _fail(error, 1)
     finally:
@@ -266,12 +383,21 @@ def check_proof(
     public_key: Annotated[
         Path, typer.Option("--public-key", "-k", help="The ledger's public key (PEM).")
     ],
+    state_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--state",
+            help="Your state file: the proof's checkpoint must extend the one remembered there "
+            "(ask for the proof with --since SIZE); on success it is moved forward.",
+        ),
+    ] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Check a proof without the database: signature, event hashes, inclusion proofs."""
     try:
         key = keys.load_public_key(public_key)
         bundle = orjson.loads(file.read_bytes())
+        state = remembered.load(state_file) if state_file else None
     except WardenError as error:
         _fail(error)
     except OSError as exc:
@@ -280,7 +406,10 @@ def check_proof(
     except orjson.JSONDecodeError as exc:
         err.print(f"[red]error:[/red] {file} is not JSON: {exc}", highlight=False)
         raise typer.Exit(2) from None
-    result = check_bundle(bundle, key)
+    result = check_bundle(bundle, key, state=state)
+    cp = result.checkpoint
+    if state_file and result.ok and cp and (state is None or cp.size > state.size):
+        remembered.save(state_file, result.origin, cp)
     if as_json:
         _print_json(result.to_dict())
     elif result.ok:
@@ -353,10 +482,9 @@ def export(
     """Export events, verified against a fresh signed checkpoint, with a manifest beside them."""
     chosen = fmt or ("parquet" if output.suffix == ".parquet" else "jsonl")
     flt = ExportFilter(_when(since, "--since"), _when(until, "--until"), point)
-    key = _signing_key()
     db = context.database(context.settings())
     try:
-        cp = checkpoints.make_checkpoint(db, key)
+        cp = checkpoints.make_checkpoint(db, _signing_key(db))
         with _progress("exporting") as progress:
             result = export_events(db, output, cp, flt, fmt=chosen, progress=progress)
     except WardenError as error:
@@ -371,16 +499,69 @@ def export(
     )
 
 
+@audit_app.command("rotate-key")
+def rotate_key(
+    reason: Annotated[str, typer.Option(help="Why the key changes; recorded in the ledger.")],
+    lost_key: Annotated[
+        bool,
+        typer.Option(
+            "--lost-key",
+            help="The old key file is gone for good: record that, and sign with the new key "
+            "only (auditors must then accept the new key explicitly).",
+        ),
+    ] = False,
+) -> None:
+    """Change the ledger's signing key: a recorded event and a checkpoint signed by both keys."""
+    from warden.ledger.rotation import rotate
+
+    settings = context.settings()
+    db = context.database(settings)
+    try:
+        done = rotate(db, settings.home, actor=context.actor(), reason=reason, lost=lost_key)
+    except WardenError as error:
+        _fail(error)
+    finally:
+        db.dispose()
+    signed = "the new key only" if lost_key else "both keys"
+    err.print(
+        f"rotated the ledger key {done.old_key_id} -> {done.new.key_id}; checkpoint "
+        f"{done.checkpoint.size} is signed by {signed}",
+        highlight=False,
+    )
+    if done.retired is not None:
+        err.print(f"the old key is kept as {done.retired} (keep it offline)", highlight=False)
+    err.print(
+        "give auditors the new public key: warden audit public-key --out new.pub", highlight=False
+    )
+    _print_json(done.checkpoint.to_dict())
+
+
 @audit_app.command("public-key")
 def public_key(
     output: Annotated[
         Path | None, typer.Option("--out", "-o", help="Write the PEM here instead of stdout.")
     ] = None,
+    as_note: Annotated[
+        bool,
+        typer.Option(
+            "--note",
+            help="Print the C2SP verifier key (origin+keyhash+base64) that witnesses and "
+            "signed-note tools take, instead of the PEM.",
+        ),
+    ] = False,
 ) -> None:
     """Print the ledger's public key (PEM), for auditors and `check-proof`."""
-    pem = _signing_key().public.pem()
+    db = context.database(context.settings())
+    try:
+        public = _signing_key(db).public
+        origin = identity.ensure_origin(db)
+    finally:
+        db.dispose()
+    text = public.pem()
+    if as_note:
+        text = note.Verifier(origin, public.raw).vkey() + "\n"
     if output is None:
-        sys.stdout.write(pem)
+        sys.stdout.write(text)
         return
-    output.write_text(pem)
+    output.write_text(text)
     err.print(f"wrote {output}", highlight=False)

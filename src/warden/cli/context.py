@@ -9,7 +9,7 @@ from pathlib import Path
 import sqlalchemy as sa
 
 from warden.engine import Engine
-from warden.policy.loader import load_points
+from warden.policy.loader import load_available
 from warden.settings import Settings
 from warden.store.database import create_engine, migrate
 
@@ -36,6 +36,13 @@ def database(s: Settings) -> sa.Engine:
 def open_engine(s: Settings) -> Engine:
     from warden.monitor.observer import attach
 
-    engine = Engine(load_points(s.config), database(s), actor=actor(), model_cache=s.model_cache)
+    loaded = load_available(s.config)  # a broken file is reported; the other points work
+    engine = Engine(
+        loaded.points,
+        database(s),
+        actor=actor(),
+        model_cache=s.model_cache,
+        broken=loaded.broken,
+    )
     attach(engine)  # so an alert's `tighten` holds for decisions made from the CLI too
     return engine

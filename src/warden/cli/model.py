@@ -8,14 +8,15 @@ from typing import Annotated, Any
 import orjson
 import typer
 from rich.console import Console
-from rich.table import Table
 
 from warden.cli import context
+from warden.cli.tables import Column, print_json, print_table
 from warden.errors import PolicyError, WardenError
 from warden.rollout.registry import Registry
 from warden.store.recorder import Recorder
 
 model_app = typer.Typer(no_args_is_help=True, help="Model versions and aliases.")
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 out = Console()
 err = Console(stderr=True)
 
@@ -100,7 +101,10 @@ def register(
 
 
 @model_app.command("list")
-def list_versions(point: Annotated[str, typer.Argument(help="Decision point.")]) -> None:
+def list_versions(
+    point: Annotated[str, typer.Argument(help="Decision point.")],
+    as_json: JsonOption = False,
+) -> None:
     """Registered versions and the aliases that point at them."""
     registry, close = _registry()
     try:
@@ -111,17 +115,41 @@ def list_versions(point: Annotated[str, typer.Argument(help="Decision point.")])
     by_version: dict[str, list[str]] = {}
     for alias, version in aliases.items():
         by_version.setdefault(version, []).append(alias)
-    table = Table("version", "aliases", "sha256", "registered", "by", "metadata")
-    for v in versions:
-        table.add_row(
+    if as_json:
+        print_json(
+            [
+                {
+                    "version": v.version,
+                    "aliases": sorted(by_version.get(v.version, [])),
+                    "sha256": v.sha256,
+                    "registered_at": v.registered_at.isoformat(),
+                    "registered_by": v.registered_by,
+                    "metadata": v.metadata,
+                }
+                for v in versions
+            ]
+        )
+        return
+    columns = [
+        Column("version"),
+        Column("aliases"),
+        Column("sha256", drop=4),
+        Column("registered", drop=2),
+        Column("by", drop=3),
+        Column("metadata", drop=5, wrap=True),
+    ]
+    rows = [
+        [
             v.version,
             ", ".join(sorted(by_version.get(v.version, []))),
             v.sha256[:12],
             v.registered_at.isoformat(timespec="seconds"),
             v.registered_by,
             orjson.dumps(v.metadata).decode(),
-        )
-    out.print(table)
+        ]
+        for v in versions
+    ]
+    print_table(columns, rows)  # sized for the terminal it runs in
 
 
 @model_app.command("alias")
@@ -149,16 +177,43 @@ def alias(
 
 
 @model_app.command("history")
-def history(point: Annotated[str, typer.Argument(help="Decision point.")]) -> None:
+def history(
+    point: Annotated[str, typer.Argument(help="Decision point.")],
+    as_json: JsonOption = False,
+) -> None:
     """Every alias move, oldest first: which version was live when, who moved it and why."""
     registry, close = _registry()
     try:
         moves = registry.history(point)
     finally:
         close()
-    table = Table("when", "alias", "from", "to", "by", "reason", "event")
-    for move in moves:
-        table.add_row(
+    if as_json:
+        print_json(
+            [
+                {
+                    "at": move.at.isoformat(),
+                    "alias": move.alias,
+                    "from": move.previous,
+                    "to": move.version,
+                    "by": move.actor,
+                    "reason": move.reason,
+                    "event": move.seq,
+                }
+                for move in moves
+            ]
+        )
+        return
+    columns = [
+        Column("when"),
+        Column("alias", drop=3),
+        Column("from", drop=4),
+        Column("to"),
+        Column("by", drop=2),
+        Column("reason", drop=1, wrap=True),
+        Column("event", drop=5),
+    ]
+    rows = [
+        [
             move.at.isoformat(timespec="seconds"),
             move.alias,
             move.previous or "-",
@@ -166,5 +221,7 @@ def history(point: Annotated[str, typer.Argument(help="Decision point.")]) -> No
             move.actor,
             move.reason,
             str(move.seq),
-        )
-    out.print(table)
+        ]
+        for move in moves
+    ]
+    print_table(columns, rows)  # sized for the terminal it runs in

@@ -59,18 +59,31 @@ def status(
     from warden.monitor.health import point_health
 
     engine = _engine(config)
+    broken = [*engine.broken.values(), *engine.unnamed_broken]
+    if point:
+        broken = [b for b in broken if b.name == point]
     try:
-        names = [point] if point else sorted(engine.points)
+        names = [point] if point and not broken else [] if point else sorted(engine.points)
         found = [point_health(engine, name, windows=1) for name in names]
     except WardenError as error:
         raise _fail(error) from None
     finally:
         engine.close()
+    found += [{"point": b.name, "status": "unavailable", "error": b.to_dict()} for b in broken]
     if as_json:
         sys.stdout.write(orjson.dumps(found, option=orjson.OPT_INDENT_2).decode() + "\n")
         return
     colors = {"critical": "red", "warning": "yellow", "ok": "green"}
     for health in found:
+        if health["status"] == "unavailable":
+            problem = health["error"]
+            out.print(
+                f"[bold]{health['point'] or problem['file']}[/bold]  [red]UNAVAILABLE[/red]  "
+                f"did not load, not served: {problem['location']}: {problem['message']}",
+                highlight=False,
+                soft_wrap=True,
+            )
+            continue
         color = colors.get(health["status"], "white")
         latest = health["latest"]
         if latest is None:

@@ -12,6 +12,7 @@ from rich.progress import Progress
 from rich.table import Table
 
 from warden.cli import context
+from warden.cli.tables import Column, print_json, print_table
 from warden.errors import PolicyError
 from warden.policy.diff import diff_specs
 from warden.policy.loader import load_point
@@ -143,7 +144,10 @@ def _print_replay(result: ReplayResult) -> None:
         out.print(moves)
 
 
-def policy_versions(point: Annotated[str, typer.Argument(help="Decision point.")]) -> None:
+def policy_versions(
+    point: Annotated[str, typer.Argument(help="Decision point.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+) -> None:
     """Every stored version of a point: live, pending approval or superseded, and by whom."""
     from warden.policy.versions import PolicyVersions
     from warden.store.recorder import Recorder
@@ -158,17 +162,41 @@ def policy_versions(point: Annotated[str, typer.Argument(help="Decision point.")
     if not versions:
         err.print(f"no stored versions of '{point}'", highlight=False)
         raise typer.Exit(1)
-    table = Table("version", "status", "author", "loaded", "approved by", "source")
-    for v in versions:
-        table.add_row(
+    if as_json:
+        print_json(
+            [
+                {
+                    "version": v.version,
+                    "status": v.status,
+                    "author": v.author,
+                    "loaded_at": v.loaded_at.isoformat(),
+                    "approved_by": v.approved_by,
+                    "source": v.source,
+                }
+                for v in versions
+            ]
+        )
+        return
+    columns = [
+        Column("version"),
+        Column("status"),
+        Column("author", drop=2),
+        Column("loaded", drop=3),
+        Column("approved by", drop=1),
+        Column("source", drop=4, wrap=True),
+    ]
+    rows = [
+        [
             v.version[:12],
             v.status,
             v.author,
             v.loaded_at.isoformat(timespec="seconds"),
             v.approved_by or "",
             v.source,
-        )
-    out.print(table)
+        ]
+        for v in versions
+    ]
+    print_table(columns, rows)  # sized for the terminal it runs in
 
 
 def policy_submit(

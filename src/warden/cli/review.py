@@ -18,10 +18,10 @@ from typing import Annotated, Any, NoReturn
 import orjson
 import typer
 from rich.console import Console
-from rich.table import Table
 
 from warden.auth.tokens import Principal, Role
 from warden.cli import context
+from warden.cli.tables import Column, print_table, resolve_prefix
 from warden.errors import PolicyError, WardenError
 from warden.review.desk import ReviewDesk
 from warden.review.tasks import ReviewTask, TaskFilter, TaskStatus
@@ -35,7 +35,7 @@ ConfigOption = Annotated[
         "--config", "-c", help="Folder of decision point files (default: $WARDEN_CONFIG)."
     ),
 ]
-IdArg = Annotated[str, typer.Argument(help="The decision id.")]
+IdArg = Annotated[str, typer.Argument(help="The decision id, or a unique start of it.")]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 
 
@@ -92,6 +92,14 @@ def _remaining(task: ReviewTask, now: datetime) -> str:
     return remaining(task.due_at, now) if task.status is TaskStatus.OPEN else task.status.value
 
 
+def _task_id(desk: ReviewDesk, given: str) -> str:
+    """The full decision id of the one review task whose id starts with `given`."""
+    from warden.store.schema import review_tasks
+
+    with desk.engine.db.connect() as conn:
+        return resolve_prefix(conn, review_tasks.c.decision_id, given)
+
+
 @review_app.command("list")
 def review_list(
     point: Annotated[str | None, typer.Option(help="Only this decision point.")] = None,
@@ -110,23 +118,33 @@ def review_list(
         _print_json([t.model_dump(mode="json") for t in tasks])
         return
     now = datetime.now(UTC)
-    table = Table(title=f"Review tasks ({status})", title_justify="left")
-    for column in ("decision", "point", "proposed", "confidence", "why", "SLA", "votes", "claimed"):
-        table.add_column(column, no_wrap=column != "why")
+    columns = [
+        Column("decision"),  # never left out: every other review command needs it
+        Column("point", drop=4),
+        Column("proposed"),
+        Column("confidence", drop=2, justify="right"),
+        Column("why", drop=3, wrap=True),
+        Column("SLA"),
+        Column("votes", drop=6),
+        Column("claimed", drop=5),
+    ]
+    rows = []
     for t in tasks:
         d = t.decision
-        table.add_row(
-            t.decision_id,
-            t.point,
-            (d.proposed_outcome if d else None) or "-",
-            f"{d.confidence:.2f}" if d and d.confidence is not None else "-",
-            ", ".join(r.code for r in d.reasons) if d else "",
-            _remaining(t, now),
-            f"{len(t.level_votes())}/{t.required}",
-            t.holder(now) or "-",
+        rows.append(
+            [
+                t.decision_id,
+                t.point,
+                (d.proposed_outcome if d else None) or "-",
+                f"{d.confidence:.2f}" if d and d.confidence is not None else "-",
+                ", ".join(r.code for r in d.reasons) if d else "",
+                _remaining(t, now),
+                f"{len(t.level_votes())}/{t.required}",
+                t.holder(now) or "-",
+            ]
         )
     screen = Console()  # sized now, for the terminal this command runs in
-    screen.print(table)
+    print_table(columns, rows, title=f"Review tasks ({status})", console=screen)
     if not tasks:
         screen.print("Nothing is waiting for review.")
 
@@ -135,6 +153,7 @@ def review_list(
 def review_show(decision_id: IdArg, config: ConfigOption = None) -> None:
     """One task as JSON: decision, votes, claim, deadline and its ledger history."""
     with _desk(config) as desk:
+        decision_id = _task_id(desk, decision_id)
         task = desk.task(decision_id)
         history = desk.history(decision_id)
     body = task.model_dump(mode="json")
@@ -143,14 +162,17 @@ def review_show(decision_id: IdArg, config: ConfigOption = None) -> None:
 
 
 def _act(
-    config: Path | None, decision_id: str, action: Callable[[ReviewDesk, Principal], ReviewTask]
+    config: Path | None,
+    decision_id: str,
+    action: Callable[[ReviewDesk, Principal, str], ReviewTask],
 ) -> None:
     who = operator()
     with _desk(config) as desk:
+        decision_id = _task_id(desk, decision_id)
         task = desk.task(decision_id)
         if task.holder(desk.clock()) != who.actor:
             desk.claim(who, decision_id)
-        result = action(desk, who)
+        result = action(desk, who, decision_id)
     _print_json(result.model_dump(mode="json", exclude={"decision"}))
 
 
@@ -158,7 +180,7 @@ def _act(
 def review_claim(decision_id: IdArg, config: ConfigOption = None) -> None:
     """Hold a task for its lease (claiming again renews it)."""
     with _desk(config) as desk:
-        task = desk.claim(operator(), decision_id)
+        task = desk.claim(operator(), _task_id(desk, decision_id))
     _print_json(task.model_dump(mode="json", exclude={"decision"}))
 
 
@@ -166,7 +188,7 @@ def review_claim(decision_id: IdArg, config: ConfigOption = None) -> None:
 def review_release(decision_id: IdArg, config: ConfigOption = None) -> None:
     """Give a claimed task back to the queue."""
     with _desk(config) as desk:
-        task = desk.release(operator(), decision_id)
+        task = desk.release(operator(), _task_id(desk, decision_id))
     _print_json(task.model_dump(mode="json", exclude={"decision"}))
 
 
@@ -180,7 +202,7 @@ def review_approve(
     config: ConfigOption = None,
 ) -> None:
     """Let the proposed outcome stand."""
-    _act(config, decision_id, lambda desk, who: desk.approve(who, decision_id, reason=reason))
+    _act(config, decision_id, lambda desk, who, full: desk.approve(who, full, reason=reason))
 
 
 @review_app.command("reject")
@@ -194,7 +216,7 @@ def review_reject(
     _act(
         config,
         decision_id,
-        lambda desk, who: desk.reject(who, decision_id, reason=reason, reason_code=code),
+        lambda desk, who, full: desk.reject(who, full, reason=reason, reason_code=code),
     )
 
 
@@ -209,5 +231,5 @@ def review_override(
     _act(
         config,
         decision_id,
-        lambda desk, who: desk.override(who, decision_id, outcome=outcome, reason=reason),
+        lambda desk, who, full: desk.override(who, full, outcome=outcome, reason=reason),
     )

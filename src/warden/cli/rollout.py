@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -71,19 +72,31 @@ def _plan(
 
 
 def _show(rollout: Rollout) -> None:
+    """The rollout's state, then (on its own line, with its time) why it last changed: that
+    verdict is about the moment of the change, not about now."""
     head = f"[bold]{rollout.point}[/bold] {rollout.mode} rollout {rollout.id}: "
     if rollout.state is State.PROMOTED:
-        body = (
-            f"[bold]promoted[/bold]: {rollout.challenger} is champion (was "
-            f"{rollout.champion}). {rollout.reason}"
-        )
+        body = f"[bold]promoted[/bold]: {rollout.challenger} is champion (was {rollout.champion})."
     else:
         body = (
             f"[bold]{rollout.state}[/bold], challenger {rollout.challenger} at "
             f"{rollout.percent:g}% (step {rollout.step + 1} of {len(rollout.plan.steps)}), "
-            f"champion {rollout.champion}. {rollout.reason}"
+            f"champion {rollout.champion}."
         )
-    out.print(head + body, highlight=False)
+    out.print(head + body, highlight=False, soft_wrap=True)
+    if rollout.reason:
+        out.print(
+            f"  {rollout.state} at {_clock(rollout.updated_at)} because: {rollout.reason}",
+            highlight=False,
+            soft_wrap=True,
+        )
+
+
+def _clock(moment: datetime) -> str:
+    """A moment as people read it: local wall-clock time, with the date when not today."""
+    local = moment.astimezone()
+    today = datetime.now().astimezone().date()
+    return local.strftime("%H:%M:%S" if local.date() == today else "%Y-%m-%d %H:%M:%S")
 
 
 @rollout_app.command("start")
@@ -141,7 +154,16 @@ def status(point: Annotated[str, typer.Argument(help="Decision point.")]) -> Non
         judgement = RolloutController(rollouts.db, rollouts).judge(rollout)
         compiled = _load_point(point)
         comparison = compare(rollouts.db, compiled, rollout).to_dict() if compiled else None
-    table = Table("check", "limit", "value", "interval", "verdict")
+    now = _clock(datetime.now(UTC))
+    table = Table(
+        "check",
+        "limit",
+        "value",
+        "interval",
+        "verdict",
+        title=f"Judged now ({now}) on the decisions of step {rollout.step + 1} so far",
+        title_justify="left",
+    )
     for result in judgement.results:
         check = result.check
         limit = (

@@ -12,8 +12,9 @@ from rich.live import Live
 from warden.api.app import create_app
 from warden.demo import screen
 from warden.demo.server import BackgroundServer, DemoError, bind
-from warden.demo.setup import prepare
+from warden.demo.setup import prepare, reset
 from warden.demo.traffic import LOCALHOST, Traffic, TrafficCounts
+from warden.ledger.checkpointer import Checkpointer
 from warden.monitor.observer import attach
 from warden.monitor.worker import Monitor
 from warden.review.desk import ReviewDesk
@@ -42,20 +43,29 @@ def run_demo(
     duration: float | None = None,
     rate: float = 20.0,
     console: Console | None = None,
+    fresh: bool = False,
 ) -> DemoSummary:
     """Prepare `home`, serve the API on host:port and send it traffic until `duration` ends
     (or Ctrl-C when it is None). Problems are printed, then raised as DemoError.
+    `fresh` forgets earlier runs first (their data, alerts and kill switches), keeping the
+    point file.
     """
     console = console or Console()
     try:
-        return _run(home.expanduser().resolve(), host, port, duration, rate, console)
+        return _run(home.expanduser().resolve(), host, port, duration, rate, console, fresh)
     except DemoError as error:
         console.print(f"[red]warden demo:[/red] {error.message}", highlight=False)
         raise
 
 
 def _run(
-    home: Path, host: str, port: int, duration: float | None, rate: float, console: Console
+    home: Path,
+    host: str,
+    port: int,
+    duration: float | None,
+    rate: float,
+    console: Console,
+    fresh: bool,
 ) -> DemoSummary:
     if rate <= 0:
         raise DemoError(
@@ -67,6 +77,8 @@ def _run(
         )
     sock = bind(host, port)  # before the slow steps, so a taken port fails at once
     try:
+        if fresh:
+            reset(home)
         with console.status("Training the credit model and preparing the demo..."):
             setup = prepare(home)
     except BaseException:
@@ -79,7 +91,12 @@ def _run(
         app = create_app(
             setup.engine,
             desk=desk,
-            workers=[*review_workers(desk), monitor, RolloutWorker(setup.engine)],
+            workers=[
+                *review_workers(desk),
+                monitor,
+                RolloutWorker(setup.engine),
+                Checkpointer.from_env(setup.engine.db, home),  # as `warden serve` signs
+            ],
         )
         server = BackgroundServer(app, sock)
         shown_host = LOCALHOST if host in ("0.0.0.0", "::") else host

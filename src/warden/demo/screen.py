@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import os
 import shlex
+import shutil
+import sys
+from pathlib import Path
 
 import orjson
 from rich.console import Console, Group
+from rich.markup import escape
 from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
@@ -55,6 +59,7 @@ def intro(
         highlight=False,
     )
     console.print(_rules(setup), highlight=False)
+    _inherited(console, setup)
     console.print(
         f"[bold]3. API[/bold]  {url}  (docs: [link={url}/docs]{url}/docs[/link]); "
         f"state and ledger in {_rel(setup.database)}",
@@ -86,28 +91,87 @@ def intro(
         curl_example(url, setup.caller_token), markup=False, highlight=False, soft_wrap=True
     )
     console.print()
+    env = environment(setup)
+    warden = warden_command()
     console.print(
-        f"Or in-process, on the same data: WARDEN_HOME={shlex.quote(str(setup.home))} "
-        f"WARDEN_CONFIG={shlex.quote(str(setup.config))} warden decide {POINT} "
+        "In another terminal, from this folder, set where the demo keeps its data (every "
+        "command below needs it):",
+        highlight=False,
+    )
+    console.print(f"  export {env}", markup=False, highlight=False, soft_wrap=True)
+    console.print(
+        f"Then decide in-process, on the same data:\n  {warden} decide {POINT} "
         f"--input {shlex.quote(orjson.dumps(EXAMPLE).decode())}",
         markup=False,
         highlight=False,
         soft_wrap=True,
     )
-    env = (
-        f"WARDEN_HOME={shlex.quote(str(setup.home))} WARDEN_CONFIG={shlex.quote(str(setup.config))}"
-    )
     console.print(
         f"A challenger model, {CHALLENGER}, is registered. Roll it out to a growing share of "
         f"traffic (it is rolled back on its own if it errs or disagrees too much):\n"
-        f"  {env} warden rollout start {POINT} --challenger {CHALLENGER} --steps 10,50,100 "
+        f"  {warden} rollout start {POINT} --challenger {CHALLENGER} --steps 10,50,100 "
         f"--interval 1m --min-decisions 100\n"
-        f"  {env} warden rollout status {POINT}",
+        f"  {warden} rollout status {POINT}",
         markup=False,
         highlight=False,
         soft_wrap=True,
     )
     console.print()
+
+
+def warden_command() -> str:
+    """`warden` as the user can type it here: bare when that is on the PATH and is this very
+    installation, else its path (`.venv/bin/warden` after `make demo`)."""
+    installed = Path(sys.executable).parent / "warden"
+    on_path = shutil.which("warden")
+    if not installed.is_file() or (
+        on_path is not None and Path(on_path).resolve() == installed.resolve()
+    ):
+        return "warden"
+    return shlex.quote(_rel(installed))
+
+
+def environment(setup: DemoSetup) -> str:
+    """The variables that point `warden` commands at the demo's data."""
+    return (
+        f"WARDEN_HOME={shlex.quote(_rel(setup.home))} "
+        f"WARDEN_CONFIG={shlex.quote(_rel(setup.config))}"
+    )
+
+
+def _inherited(console: Console, setup: DemoSetup) -> None:
+    """Protections left engaged by an earlier run, said loudly: they change every route."""
+    if not setup.inherited:
+        return
+    warden = warden_command()
+    lines = [
+        "[bold]Left engaged by an earlier run: every decision goes to review[/bold] until a "
+        "person lifts it (monitoring may show no drift now; the protection still holds):"
+    ]
+    for item in setup.inherited:
+        lines.append(f"  • {escape(item.why)}")
+    console.print(
+        Panel("\n".join(lines), border_style="red", title="inherited protection"),
+        highlight=False,
+    )
+    env = environment(setup)
+    commands = []
+    for item in setup.inherited:
+        if item.alert_id:
+            commands.append(
+                f"  {env} {warden} monitor resolve {item.alert_id} --reason 'checked the drift'"
+            )
+        else:
+            target = "--all" if item.scope == "*" else POINT
+            commands.append(f"  {env} {warden} resume {target} --reason 'checked'")
+    console.print("[red]Lift it[/red] in another terminal:", highlight=False)
+    for command in commands:  # whole lines, so that they paste as they are
+        console.print(command, markup=False, highlight=False, soft_wrap=True)
+    console.print(
+        f"[red]Or start afresh[/red] (the point file is kept): {escape(warden)} demo --fresh",
+        highlight=False,
+        soft_wrap=True,
+    )
 
 
 def curl_example(url: str, token: str) -> str:
@@ -168,8 +232,8 @@ def totals(console: Console, setup: DemoSetup, counts: TrafficCounts) -> None:
         highlight=False,
     )
     console.print(
-        f"Everything is recorded in {_rel(setup.database)}; run `warden demo` again "
-        "to continue, or edit the rules in "
+        f"Everything is recorded in {_rel(setup.database)}; run `{warden_command()} demo` "
+        f"again to continue (`--fresh` to start over), or edit the rules in "
         f"{_rel(setup.point_file)} first and watch the routes change.",
         highlight=False,
     )

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import shutil
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from warden.auth.tokens import create_token
 from warden.demo.point import MODEL_FILE, POINT, write_point
-from warden.demo.train import TrainedModel, train
+from warden.demo.train import BROKEN_FILE, TrainedModel, train, train_broken
 from warden.engine import Engine
 from warden.policy.loader import load_points
 from warden.store.database import create_engine, migrate, sqlite_url
@@ -25,6 +26,7 @@ class DemoSetup:
     caller_token: str
     admin_token: str
     reviewer_token: str = ""
+    inherited: list[Inherited] = field(default_factory=list)
 
     @property
     def config(self) -> Path:
@@ -37,6 +39,50 @@ class DemoSetup:
     def close(self) -> None:
         self.engine.close()
         self.engine.db.dispose()
+
+
+@dataclass(frozen=True)
+class Inherited:
+    """A protection an earlier run left engaged: it still sends every decision to review."""
+
+    what: str  # "alert" or "kill switch"
+    why: str
+    alert_id: str | None = None
+    scope: str | None = None  # of a kill switch: the point, or "*"
+
+
+def reset(home: Path) -> None:
+    """Forget earlier runs: database, ledger key, models. The point file, perhaps edited, stays."""
+    if not home.is_dir():
+        return
+    for child in home.iterdir():
+        if child.name == "points":
+            continue
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child)
+        else:
+            child.unlink()
+
+
+def inherited_protections(engine: Engine) -> list[Inherited]:
+    """What earlier runs left engaged: firing `tighten` alerts and kill switches."""
+    from warden.monitor import store
+
+    with engine.db.connect() as conn:
+        held = store.protections(conn)
+    found = [
+        Inherited("alert", f"alert {row.rule} ({row.reason})", row.alert_id)
+        for row in held
+        if row.point == POINT
+    ]
+    found += [
+        Inherited(
+            "kill switch", f"kill switch on {k.scope} ({k.reason}, by {k.actor})", None, k.scope
+        )
+        for k in engine.kill_switches()
+        if k.engaged and k.scope in (POINT, "*")
+    ]
+    return found
 
 
 CHALLENGER = "credit-lr-2"
@@ -53,6 +99,8 @@ EXAMPLE = {
 
 def offer_challenger(engine: Engine, home: Path) -> None:
     """Register a second model version (trained on another sample) to roll out by hand."""
+    if not (home / BROKEN_FILE).is_file():  # for the README's bad-model rollback
+        train_broken(home / BROKEN_FILE)
     if any(v.version == CHALLENGER for v in engine.registry.versions(POINT)):
         return
     trained = train(home / "models" / "credit-challenger.joblib", seed=7)
@@ -111,4 +159,10 @@ def prepare(home: Path) -> DemoSetup:
         engine.close()
         db.dispose()
         raise
-    return DemoSetup(home, engine, model, point_file, edited, caller, admin, reviewer)
+    setup = DemoSetup(home, engine, model, point_file, edited, caller, admin, reviewer)
+    try:
+        setup.inherited = inherited_protections(engine)
+    except BaseException:
+        setup.close()
+        raise
+    return setup

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import joblib
+import numpy as np
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
@@ -17,6 +18,7 @@ from sklearn.preprocessing import StandardScaler
 from warden.demo.data import SEED, training_set
 
 MODEL_VERSION = "credit-lr-1"
+BROKEN_FILE = Path("models") / "credit-broken.joblib"  # relative to the demo home
 HOLDOUT_SHARE = 0.2
 
 
@@ -43,3 +45,14 @@ def train(path: Path, *, seed: int = SEED, n: int = 6_000) -> TrainedModel:
     path.parent.mkdir(parents=True, exist_ok=True)
     joblib.dump(pipeline, path)
     return TrainedModel(path=path, version=MODEL_VERSION, accuracy=accuracy, trained_on=split)
+
+
+def train_broken(path: Path, *, seed: int = SEED, n: int = 2_000) -> Path:
+    """A model that loads and answers like the real one but learned from shuffled labels: the
+    bad model a rollout must catch (its agreement with the champion is near chance)."""
+    x, y = training_set(n, seed=seed)
+    shuffled = np.random.default_rng(seed + 1).permutation(y)
+    pipeline = build_pipeline().fit(x, shuffled)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    joblib.dump(pipeline, path)
+    return path

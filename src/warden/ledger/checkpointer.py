@@ -3,7 +3,13 @@
 A checkpoint is made once WARDEN_CHECKPOINT_EVERY events (default 1000) have been added since the
 last one, or WARDEN_CHECKPOINT_SECONDS (default 60) after the last one if anything was added at
 all. Every replica may run one: checkpoints are keyed by size, so they never conflict. The
-signing key is loaded (or created) only when the first checkpoint is due.
+signing key is loaded (or created, for a ledger that never had one) only when the first
+checkpoint is due.
+
+With witnesses configured (WARDEN_WITNESSES), the unprotected tail is kept short: a checkpoint is
+made as soon as anything was committed, looking every WARDEN_CHECKPOINT_POLL seconds (default
+0.25, so at most four a second however fast decisions come), and each is handed to the
+witnesses with its consistency proof.
 """
 
 from __future__ import annotations
@@ -16,15 +22,17 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from warden.ledger import witness
+from warden.ledger import identity, witness, witnessing
 from warden.ledger.checkpoint import Checkpoint, head_size, latest, make_checkpoint
-from warden.ledger.keys import SigningKey, load_or_create
+from warden.ledger.keys import SigningKey
 from warden.ledger.tree import LedgerTree
+from warden.ledger.witnessing import Submitter, WitnessTarget
 
 log = logging.getLogger(__name__)
 
 EVERY_ENV = "WARDEN_CHECKPOINT_EVERY"
 SECONDS_ENV = "WARDEN_CHECKPOINT_SECONDS"
+POLL_ENV = "WARDEN_CHECKPOINT_POLL"
 
 
 class Checkpointer:
@@ -37,6 +45,7 @@ class Checkpointer:
         seconds: float = 60.0,
         witness_target: str | None = None,
         poll: float = 1.0,
+        witnesses: list[WitnessTarget] | None = None,
     ) -> None:
         if every < 1 or seconds <= 0:
             raise ValueError("checkpoint interval must be at least 1 event and above 0 seconds")
@@ -47,6 +56,7 @@ class Checkpointer:
         self.witness_target = witness_target
         self.poll = min(poll, seconds)
         self.tree = LedgerTree()
+        self.submitter = Submitter(db, witnesses, self.tree) if witnesses else None
         self.made = 0
         self._key: SigningKey | None = None
         self._stop = threading.Event()
@@ -54,7 +64,19 @@ class Checkpointer:
 
     @classmethod
     def from_env(cls, db: sa.Engine, home: Path) -> Checkpointer:
-        """Configured by WARDEN_CHECKPOINT_EVERY, WARDEN_CHECKPOINT_SECONDS, WARDEN_WITNESS."""
+        """Configured by WARDEN_CHECKPOINT_EVERY, WARDEN_CHECKPOINT_SECONDS, WARDEN_WITNESS,
+        WARDEN_WITNESSES and WARDEN_CHECKPOINT_POLL."""
+        targets = witnessing.from_env()
+        if targets:  # witnessed: sign whatever was committed, a few times a second at most
+            return cls(
+                db,
+                home,
+                every=1,
+                seconds=float(os.environ.get(POLL_ENV, "0.25")),
+                poll=float(os.environ.get(POLL_ENV, "0.25")),
+                witness_target=witness.from_env(),
+                witnesses=targets,
+            )
         return cls(
             db,
             home,
@@ -82,9 +104,15 @@ class Checkpointer:
         if size - signed < self.every and now - last_at < self.seconds:
             return None
         if self._key is None:
-            self._key = load_or_create(self.home)
-        checkpoint = make_checkpoint(self.db, self._key, self.tree)
+            self._key = identity.signing_key(self.db, self.home)
+        try:
+            checkpoint = make_checkpoint(self.db, self._key, self.tree)
+        except identity.KeyChanged:  # rotated by `warden audit rotate-key`: load the new key
+            self._key = identity.signing_key(self.db, self.home)
+            checkpoint = make_checkpoint(self.db, self._key, self.tree)
         self.made += 1
+        if self.submitter is not None:
+            self.submitter.submit(checkpoint)
         if self.witness_target:
             try:
                 witness.push(checkpoint, self.witness_target)
@@ -109,6 +137,8 @@ def start_checkpointer(
     every: int | None = None,
     seconds: float | None = None,
     witness_target: str | None = None,
+    witnesses: list[WitnessTarget] | None = None,
+    poll: float | None = None,
 ) -> Checkpointer:
     """Start the background checkpointer; arguments left out come from the environment."""
     configured = Checkpointer.from_env(db, home)
@@ -118,6 +148,8 @@ def start_checkpointer(
         every=configured.every if every is None else every,
         seconds=configured.seconds if seconds is None else seconds,
         witness_target=witness_target or configured.witness_target,
+        poll=configured.poll if poll is None else poll,
+        witnesses=witnesses if witnesses is not None else witnessing.from_env(),
     )
     checkpointer.start()
     return checkpointer

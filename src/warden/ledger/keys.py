@@ -71,17 +71,18 @@ class SigningKey:
         return self.key.sign(message)
 
 
-def key_path(home: Path) -> Path:
-    return home / KEY_FILE
+def key_path(home: Path, name: str = KEY_FILE) -> Path:
+    return home / name
 
 
-def load_or_create(home: Path) -> SigningKey:
-    """The signing key in `home`, created (mode 0600) when there is none yet.
+def load_or_create(home: Path, name: str = KEY_FILE) -> SigningKey:
+    """The key file `name` in `home`, created (mode 0600) when there is none yet.
 
     Creation is atomic (`os.link` of a finished temporary file), so processes starting together
-    all end up with the same key.
+    all end up with the same key. The ledger's own key goes through
+    `warden.ledger.identity.signing_key`, which never replaces a key the ledger already had.
     """
-    path = key_path(home)
+    path = key_path(home, name)
     if not path.exists():
         _create(path)
     return load_signing_key(path)

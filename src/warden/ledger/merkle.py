@@ -16,7 +16,13 @@ from collections.abc import Callable, Sequence
 SubtreeHash = Callable[[int, int], bytes]
 
 EMPTY_ROOT = hashlib.sha256(b"").digest()
+HASH_SIZE = 32
 _sha256 = hashlib.sha256
+
+
+def _hashes(*values: bytes) -> bool:
+    """Every value is a SHA-256 digest: an empty or short 'hash' must never compare equal."""
+    return all(isinstance(v, bytes) and len(v) == HASH_SIZE for v in values)
 
 
 def hash_leaf(data: bytes) -> bytes:
@@ -164,8 +170,14 @@ def consistency_proof(old_size: int, new_size: int, subtree: SubtreeHash) -> lis
 def verify_inclusion(
     leaf: bytes, index: int, size: int, proof: Sequence[bytes], root_hash: bytes
 ) -> bool:
-    """RFC 9162 2.1.3.2: does `proof` show leaf hash `leaf` at `index` in the tree `root_hash`?"""
-    if index >= size or index < 0:
+    """RFC 9162 2.1.3.2: does `proof` show leaf hash `leaf` at `index` in the tree `root_hash`?
+
+    Hashes of any length but 32 bytes are refused first: with an empty leaf and root, the
+    algorithm alone would accept a one-leaf tree.
+    """
+    if index >= size or index < 0 or len(proof) > 64:
+        return False
+    if not _hashes(leaf, root_hash, *proof):
         return False
     fn, sn = index, size - 1
     r = leaf
@@ -188,7 +200,15 @@ def verify_inclusion(
 def verify_consistency(
     old_size: int, new_size: int, old_root: bytes, new_root: bytes, proof: Sequence[bytes]
 ) -> bool:
-    """RFC 9162 2.1.4.2: is the tree `new_root` an append-only extension of `old_root`?"""
+    """RFC 9162 2.1.4.2: is the tree `new_root` an append-only extension of `old_root`?
+
+    A proof from size 0 is refused (RFC 9162 defines none: the empty tree is extended by any),
+    and so is any hash that is not 32 bytes.
+    """
+    if old_size < 1 or new_size < old_size or len(proof) > 64:
+        return False
+    if not _hashes(old_root, new_root, *proof):
+        return False
     if old_size == new_size:
         return not proof and old_root == new_root
     if not 0 < old_size < new_size or not proof:

@@ -1,7 +1,10 @@
 """Proof bundles: a decision's events, their inclusion proofs and the signed checkpoint.
 
 A bundle is self-contained JSON. `check_bundle` needs only it and the ledger's public key — no
-database, no Warden server — so an auditor can check one decision on their own machine.
+database, no Warden server — so an auditor can check one decision on their own machine. Asked
+with `since` (the size of the checkpoint an auditor remembers), it also carries the RFC 9162
+consistency proof from that checkpoint to its own, so the auditor's state moves forward only
+along one history.
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ from warden.ledger import checkpoint as checkpoints
 from warden.ledger.checkpoint import Checkpoint
 from warden.ledger.keys import PublicKey, SigningKey
 from warden.ledger.merkle import hash_leaf, verify_consistency, verify_inclusion
+from warden.ledger.note import NoteError
+from warden.ledger.remembered import Remembered
 from warden.ledger.tree import LedgerDamaged, LedgerTree
 from warden.store.schema import events
 
@@ -30,6 +35,7 @@ def build_bundle(
     *,
     tree: LedgerTree | None = None,
     signer: Callable[[], SigningKey] | None = None,
+    since: int | None = None,
 ) -> dict[str, Any]:
     """The proof bundle of one decision, against the newest checkpoint.
 
@@ -53,10 +59,16 @@ def build_bundle(
                 field="decision_id",
             )
         cp = checkpoints.make_checkpoint(db, signer(), tree)
+    if since is not None and not 0 < since <= cp.size:
+        raise InvalidRequest(
+            f"since must be the size of an earlier checkpoint, between 1 and {cp.size}",
+            field="since",
+        )
     tree.store_tiles(db, cp.size)
     with db.connect() as conn:
         proofs = [tree.inclusion(conn, row.seq - 1, cp.size) for row in rows]
-    bundle = {
+        extension = tree.consistency(conn, since, cp.size) if since is not None else None
+    bundle: dict[str, Any] = {
         "format": FORMAT,
         "decision_id": decision_id,
         "checkpoint": cp.to_dict(),
@@ -65,6 +77,8 @@ def build_bundle(
             for row, proof in zip(rows, proofs, strict=True)
         ],
     }
+    if since is not None and extension is not None:
+        bundle["consistency"] = {"old_size": since, "proof": [p.hex() for p in extension]}
     for row, proof in zip(rows, proofs, strict=True):
         if not verify_inclusion(
             bytes.fromhex(row.leaf_hash), row.seq - 1, cp.size, proof, cp.root_bytes
@@ -83,6 +97,7 @@ class BundleCheck:
     checkpoint: Checkpoint | None = None
     events: list[dict[str, Any]] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    origin: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -98,8 +113,9 @@ class BundleCheck:
         }
 
 
-def check_bundle(bundle: Any, key: PublicKey) -> BundleCheck:
-    """Check a bundle offline: the signature, each body's hash, each inclusion proof."""
+def check_bundle(bundle: Any, key: PublicKey, *, state: Remembered | None = None) -> BundleCheck:
+    """Check a bundle offline: the signature, each body's hash, each inclusion proof, and with
+    `state` that its checkpoint extends the remembered one."""
     result = BundleCheck()
     if not isinstance(bundle, dict) or bundle.get("format") != FORMAT:
         result.problems.append(f"not a Warden proof bundle (format must be {FORMAT!r})")
@@ -117,6 +133,13 @@ def check_bundle(bundle: Any, key: PublicKey) -> BundleCheck:
         )
     elif not cp.signed_by(key):
         result.problems.append("the checkpoint signature is invalid: it was altered")
+    if cp.note is not None:
+        try:
+            result.origin = cp.parsed_note()[1].origin
+        except NoteError as exc:
+            result.problems.append(f"the checkpoint's signed note does not hold: {exc}")
+    if state is not None:
+        result.problems += _extension_problems(bundle.get("consistency"), cp, state, result.origin)
     items = bundle.get("events")
     if not isinstance(items, list) or not items:
         result.problems.append("the bundle holds no events")
@@ -131,6 +154,43 @@ def check_bundle(bundle: Any, key: PublicKey) -> BundleCheck:
                 {"seq": item["seq"], "type": body.get("type"), "ts": body.get("ts")}
             )
     return result
+
+
+def _extension_problems(
+    claim: Any, cp: Checkpoint, state: Remembered, origin: str | None
+) -> list[str]:
+    """Whether the bundle's checkpoint is the remembered one or a consistent extension of it."""
+    if state.origin is not None and origin is not None and origin != state.origin:
+        return [f"the proof is for ledger {origin!r}, but your state is of {state.origin!r}"]
+    if cp.size < state.size:
+        return [
+            f"the proof's checkpoint ({cp.size}) is older than the one you remember "
+            f"({state.size}); ask for a proof against a newer checkpoint"
+        ]
+    if cp.size == state.size:
+        if cp.root_bytes != state.root:
+            return [
+                f"the proof's checkpoint {cp.size} has another root than the one you remember: "
+                "the ledger was forked or rewritten"
+            ]
+        return []
+    if not isinstance(claim, dict) or claim.get("old_size") != state.size:
+        return [
+            f"the proof carries no consistency proof from your remembered checkpoint "
+            f"{state.size}; ask for it with `warden audit prove ID --since {state.size}`"
+        ]
+    try:
+        path = [bytes.fromhex(p) for p in claim.get("proof") or []]
+    except (TypeError, ValueError):
+        return ["the consistency proof is not a list of hex hashes"]
+    if any(len(p) != 32 for p in path) or not verify_consistency(
+        state.size, cp.size, state.root, cp.root_bytes, path
+    ):
+        return [
+            f"checkpoint {cp.size} is not a consistent extension of your remembered checkpoint "
+            f"{state.size}: events up to {state.size} were rewritten"
+        ]
+    return []
 
 
 def _check_event(item: Any, cp: Checkpoint, decision_id: Any) -> str | None:

@@ -4,6 +4,10 @@ One pass over the events in order, inside one read snapshot. The first event tha
 diagnosed — modified, deleted, inserted, reordered — and checkpoints (stored and witnessed) are
 checked against the roots the pass re-derives: a checkpoint over more events than remain means
 the log was truncated; one whose root differs means history was rewritten after it was signed.
+
+Which keys vouch for a checkpoint is `warden.ledger.trust`'s business; with `require_signed`
+(an auditor who passed their own keys) a ledger that no trusted checkpoint covers fails, and
+with a remembered checkpoint (`--state`) the ledger must be a consistent extension of it.
 """
 
 from __future__ import annotations
@@ -21,12 +25,16 @@ from typing import Any
 import orjson
 import sqlalchemy as sa
 
+from warden.ledger import identity, remembered
+from warden.ledger import note as notes
 from warden.ledger.chain import GENESIS
 from warden.ledger.checkpoint import Checkpoint, all_checkpoints
 from warden.ledger.keys import PublicKey
 from warden.ledger.projection import StateReport, verify_state
-from warden.ledger.tree import TILE, TiledFrontier
-from warden.store.schema import ledger_head, ledger_tiles
+from warden.ledger.remembered import Remembered
+from warden.ledger.tree import TILE, LedgerDamaged, LedgerTree, TiledFrontier
+from warden.ledger.trust import ROTATED, KeyChain, Rotation, rotation
+from warden.store.schema import checkpoint_cosignatures, ledger_head, ledger_tiles
 
 Progress = Callable[[int, int], None]
 Row = tuple[Any, ...]
@@ -44,6 +52,8 @@ class BreakKind(StrEnum):
     TRUNCATED = "truncated"
     CHECKPOINT_MISMATCH = "checkpoint_mismatch"
     TILE_MISMATCH = "tile_mismatch"
+    UNVOUCHED = "unvouched"
+    FORKED = "forked"
 
 
 @dataclass(frozen=True)
@@ -74,13 +84,21 @@ class Report:
     checkpoints: int = 0
     witnessed: int = 0
     latest_checkpoint: int | None = None
+    vouched: int | None = None  # the newest checkpoint a trusted key signed and events match
+    vouched_checkpoint: Checkpoint | None = None
+    origin: str | None = None
+    trusted_keys: list[str] = field(default_factory=list)
+    rotations: list[str] = field(default_factory=list)
+    state: str | None = None  # what the remembered checkpoint check found
+    cosigned: int | None = None  # the newest vouched checkpoint with enough cosignatures
+    witnesses: dict[str, int] = field(default_factory=dict)  # witness -> newest size cosigned
     seconds: float = 0.0
     problems: list[Break] = field(default_factory=list)
-    state: StateReport | None = None  # the tables against what the events imply
+    projection: StateReport | None = None  # the state tables against what the events imply
 
     @property
     def ok(self) -> bool:
-        return not self.problems and (self.state is None or self.state.ok)
+        return not self.problems and (self.projection is None or self.projection.ok)
 
     @property
     def first(self) -> Break | None:
@@ -94,11 +112,18 @@ class Report:
             "root": self.root,
             "checkpoints": self.checkpoints,
             "latest_checkpoint": self.latest_checkpoint,
+            "vouched": self.vouched,
+            "origin": self.origin,
+            "trusted_keys": self.trusted_keys,
+            "rotations": self.rotations,
+            "state": self.state,
+            "cosigned": self.cosigned,
+            "witnesses": self.witnesses,
             "witnessed": self.witnessed,
             "seconds": round(self.seconds, 3),
             "first_break": self.first.to_dict() if self.first else None,
             "problems": [p.to_dict() for p in self.problems],
-            "state": self.state.to_dict() if self.state is not None else None,
+            "projection": self.projection.to_dict() if self.projection is not None else None,
         }
 
 
@@ -108,28 +133,44 @@ def verify_ledger(
     *,
     witnessed: Sequence[Checkpoint] = (),
     progress: Progress | None = None,
-    state: bool = True,
+    require_signed: bool = False,
+    state: Remembered | None = None,
+    cosigners: Sequence[notes.Verifier] = (),
+    min_cosigners: int = 0,
+    projection: bool = True,
 ) -> Report:
-    """Verify everything Warden stored, against the trusted public `keys`; with `state`, also
-    that every state table holds what the events imply (`warden.ledger.projection`)."""
+    """Verify everything Warden stored, against the trusted public `keys`.
+
+    `projection`: also check that every state table holds what the events imply
+    (`warden.ledger.projection`).
+    `require_signed`: fail unless a checkpoint signed by a trusted key covers the ledger.
+    `state`: a checkpoint remembered from an earlier run, which the ledger must extend.
+    `cosigners`, `min_cosigners`: witnesses, and how many must have cosigned a checkpoint.
+    """
     began = time.perf_counter()
     report = Report(witnessed=len(witnessed))
     with snapshot(db) as conn:
+        report.origin = identity.origin(conn)
         head = conn.execute(
             sa.select(ledger_head.c.seq, ledger_head.c.chain_hash).where(ledger_head.c.id == 1)
         ).first()
         head_seq, head_chain = (int(head.seq), head.chain_hash) if head else (0, GENESIS)
         last_row = conn.exec_driver_sql("SELECT max(seq) FROM events").scalar()
         stored = all_checkpoints(conn)
+        cosignatures = conn.execute(
+            sa.select(checkpoint_cosignatures.c.size, checkpoint_cosignatures.c.line)
+        ).all()
         tiles = {
             int(t): h
             for t, h in conn.execute(sa.select(ledger_tiles.c.tile, ledger_tiles.c.hash)).all()
         }
         sizes = {c.size for c in stored} | {c.size for c in witnessed}
+        if state is not None:
+            sizes.add(state.size)
         chain = ChainPass(sizes, int(last_row or 0), progress)
         chain.run(event_batches(conn, db.dialect.name))
-        if state:
-            report.state = verify_state(conn, db.dialect.name)
+        if projection:
+            report.projection = verify_state(conn, db.dialect.name)
     report.head = head_seq
     report.events = chain.verified
     report.checkpoints = len(stored)
@@ -141,10 +182,39 @@ def verify_ledger(
         problems += _head_problems(head_seq, head_chain, chain.verified, chain.last_chain)
         if not problems:
             report.root = chain.tree.root().hex()
-    problems += _checkpoint_problems(stored, "checkpoint", keys, chain, tiles)
-    problems += _checkpoint_problems(witnessed, "witnessed checkpoint", keys, chain, tiles)
+    trust = KeyChain(keys, chain.rotations, report.origin)
+    trust.resolve([*stored, *witnessed], lambda cp: chain.roots.get(cp.size) == cp.root_bytes)
+    report.trusted_keys = sorted(trust.ranges)
+    report.rotations = [r.describe() for r in chain.rotations]
+    problems += _checkpoint_problems(stored, "checkpoint", trust, chain, tiles)
+    problems += _checkpoint_problems(witnessed, "witnessed checkpoint", trust, chain, tiles)
     if not problems:
         problems += _tile_problems(tiles, chain)
+    vouched = [cp for cp in stored if trust.problem(cp) is None and cp.size <= chain.verified]
+    if vouched:
+        report.vouched = vouched[-1].size
+        report.vouched_checkpoint = vouched[-1]
+    if require_signed and chain.verified and not vouched and chain.broken is None:
+        problems.append(
+            Break(
+                BreakKind.UNVOUCHED,
+                1,
+                f"no checkpoint signed by a trusted key covers the ledger: nothing vouches for "
+                f"events 1-{chain.verified} ("
+                + (
+                    f"none of the {len(stored)} stored checkpoints is signed by a trusted key"
+                    if stored
+                    else "no checkpoint is stored: were they deleted? If this ledger is new, "
+                    "sign one with `warden audit checkpoint`"
+                )
+                + ")",
+                last_seq=chain.verified,
+            )
+        )
+    if state is not None:
+        problems += _state_problems(db, state, report, chain)
+    if cosigners:
+        problems += _cosignature_problems(vouched, cosignatures, cosigners, min_cosigners, report)
     report.problems = sorted(problems, key=_order)
     report.seconds = time.perf_counter() - began
     return report
@@ -211,6 +281,7 @@ class ChainPass:
         self.verified = 0
         self.last_chain = GENESIS
         self.broken: Break | None = None
+        self.rotations: list[Rotation] = []
         self.total = last_row
         self.progress = progress
         self._sizes = sorted((size for size in sizes if size > 0), reverse=True)
@@ -247,8 +318,15 @@ class ChainPass:
                 return False
         except (TypeError, AttributeError):  # a value of the wrong type: the walk names its row
             return False
+        if ROTATED in columns[1]:
+            self._note_rotations(rows)
         self._add(leaves, links[-1], chain_hexes[-1])
         return True
+
+    def _note_rotations(self, rows: Sequence[Row]) -> None:
+        for row in rows:
+            if row[1] == ROTATED and (found := rotation(int(row[0]), row[6])) is not None:
+                self.rotations.append(found)
 
     def _columns_hold(
         self,
@@ -289,6 +367,7 @@ class ChainPass:
             if self.broken is not None:
                 return
             leaf = _hash(row[6])
+            self._note_rotations([row])
             self._add([leaf], hashlib.sha256(self._prev + leaf).digest(), row[9])
 
     def _add(self, leaves: list[bytes], last_link: bytes, last_hex: str) -> None:
@@ -483,22 +562,15 @@ def _head_problems(head_seq: int, head_chain: str, verified: int, last_chain: st
 def _checkpoint_problems(
     found: Sequence[Checkpoint],
     what: str,
-    keys: Sequence[PublicKey],
+    trust: KeyChain,
     chain: ChainPass,
     tiles: dict[int, str],
 ) -> list[Break]:
-    by_id = {k.key_id: k for k in keys}
     problems: list[Break] = []
     vouched = 0  # the largest size a checkpoint still vouches for
     for cp in sorted(found, key=lambda c: c.size):
-        key = by_id.get(cp.key_id)
-        if key is None or not cp.signed_by(key):
-            reason = (
-                f"is signed by key {cp.key_id}, which is not trusted here; pass its public key "
-                "with --public-key"
-                if key is None
-                else "has an invalid signature: its size, root or time was altered"
-            )
+        reason = trust.problem(cp)
+        if reason is not None:
             problems.append(
                 Break(
                     BreakKind.CHECKPOINT_MISMATCH,
@@ -576,3 +648,108 @@ def _tile_problems(stored: dict[int, str], chain: ChainPass) -> list[Break]:
                 )
             ]
     return []
+
+
+def _state_problems(
+    db: sa.Engine, state: Remembered, report: Report, chain: ChainPass
+) -> list[Break]:
+    """The ledger must extend the remembered checkpoint: same origin, at least as many events,
+    the same root at its size, and an RFC 9162 consistency proof to the newest vouched
+    checkpoint."""
+    where = f"the remembered checkpoint {state.size}"
+    if state.origin is not None and report.origin is not None and state.origin != report.origin:
+        return [
+            Break(
+                BreakKind.FORKED,
+                None,
+                f"{where} is of origin {state.origin!r}, but this ledger is {report.origin!r}: "
+                "it is another ledger",
+                checkpoint=state.size,
+            )
+        ]
+    if chain.broken is not None and state.size >= (chain.broken.seq or 1):
+        return []  # the chain break explains it
+    if state.size > chain.verified:
+        report.state = "truncated"
+        return [
+            Break(
+                BreakKind.TRUNCATED,
+                chain.verified + 1,
+                f"{where} covered {state.size} events, but the log now holds only "
+                f"{chain.verified}: events {chain.verified + 1}-{state.size} were cut off "
+                "since you last verified",
+                last_seq=state.size,
+                checkpoint=state.size,
+            )
+        ]
+    if chain.roots.get(state.size) != state.root:
+        report.state = "forked"
+        return [
+            Break(
+                BreakKind.FORKED,
+                1,
+                f"{where} has root {state.root.hex()[:16]}..., but events 1-{state.size} now "
+                f"give {chain.roots[state.size].hex()[:16]}...: history before it was rewritten "
+                "since you last verified",
+                last_seq=state.size,
+                checkpoint=state.size,
+            )
+        ]
+    newest = report.vouched_checkpoint
+    if newest is None or newest.size < state.size:
+        report.state = f"extends the remembered checkpoint {state.size} (no newer checkpoint)"
+        return []
+    reason: str | None
+    try:
+        with db.connect() as conn:
+            proof = LedgerTree().consistency(conn, state.size, newest.size)
+    except (LedgerDamaged, ValueError) as exc:
+        proof, reason = [], f"no consistency proof could be built: {exc}"
+    else:
+        reason = remembered.extends(state, report.origin, newest.size, newest.root_bytes, proof)
+    if reason is not None:
+        report.state = "forked"
+        return [Break(BreakKind.FORKED, None, reason, checkpoint=state.size)]
+    report.state = (
+        f"checkpoint {newest.size} extends the remembered checkpoint {state.size} "
+        f"(RFC 9162 consistency proof of {len(proof)} hashes)"
+    )
+    return []
+
+
+def _cosignature_problems(
+    vouched: Sequence[Checkpoint],
+    rows: Sequence[Any],
+    cosigners: Sequence[notes.Verifier],
+    needed: int,
+    report: Report,
+) -> list[Break]:
+    """The newest vouched checkpoint that at least `needed` of the witnesses cosigned."""
+    lines: dict[int, list[notes.Signature]] = {}
+    for size, line in rows:
+        try:
+            lines.setdefault(int(size), []).append(notes.parse_signature_line(line.rstrip("\n")))
+        except notes.NoteError:
+            continue
+    for cp in vouched:
+        if cp.note is None or cp.size not in lines:
+            continue
+        signed = notes.Note(notes.parse_note(cp.note).body, tuple(lines[cp.size]))
+        by = [w.name for w in cosigners if notes.cosigned_at(signed, w) is not None]
+        for name in by:
+            report.witnesses[name] = cp.size
+        if len(by) >= needed:
+            report.cosigned = cp.size
+    if report.cosigned is not None:
+        return []
+    best = max(report.witnesses.values(), default=None)
+    found = f"; the newest cosigned by any of them is {best}" if best else ""
+    return [
+        Break(
+            BreakKind.UNVOUCHED,
+            None,
+            f"no checkpoint is cosigned by {needed} of the {len(cosigners)} witness key(s) "
+            f"given{found}: the witnesses did not vouch for this ledger (were cosignatures "
+            "deleted, or did the witnesses refuse a forked history?)",
+        )
+    ]

@@ -45,6 +45,10 @@ def _load(spec: ModelSpec, base_dir: Path) -> Model | None:
         from warden.models.callable import load_callable
 
         return load_callable(spec, base_dir)
+    if spec.kind is ModelKind.REMOTE:
+        from warden.models.remote import load_remote
+
+        return load_remote(spec)
     path = _artifact(spec, base_dir)
     if spec.kind is ModelKind.SKLEARN:
         from warden.models.sklearn import load_sklearn

@@ -1,9 +1,11 @@
 """Alert rules as a state machine: inactive -> pending -> firing -> resolved, and no data.
 
-Prometheus semantics: a condition must hold for `for` before the alert fires, and a firing alert
-stays firing for `keep_firing_for` after the condition clears, so a flapping metric neither fires
-on every blip nor resolves on every dip. No data is its own state, because a point whose metrics
-stopped arriving is not known to be healthy. The clock is passed in, so tests control time.
+Prometheus semantics, evaluation for evaluation: a condition must hold for `for` (counted from
+the first evaluation it held at) before the alert fires, and a firing alert stays firing until
+`keep_firing_for` has passed since the first evaluation at which the condition no longer held,
+so a flapping metric neither fires on every blip nor resolves on every dip. No data is its own
+state, because a point whose metrics stopped arriving is not known to be healthy. The clock is
+passed in, so tests control time.
 """
 
 from __future__ import annotations
@@ -45,7 +47,7 @@ class RuleState:
 
     state: State = State.INACTIVE
     since: float = 0.0
-    last_true: float = 0.0
+    cleared_at: float | None = None  # first evaluation the condition failed, while firing
     alert_id: str | None = None
     value: float | None = None
 
@@ -84,7 +86,6 @@ def evaluate(
     if state.state is State.INACTIVE:
         if condition:
             state.alert_id = new_id()
-            state.last_true = now
             if rule.for_ <= 0:
                 changes.append(_move(rule, state, State.FIRING, Change.FIRING, now, value))
             else:
@@ -92,15 +93,16 @@ def evaluate(
     elif state.state is State.PENDING:
         if not condition:
             changes.append(_move(rule, state, State.INACTIVE, Change.RESOLVED, now, value))
-        else:
-            state.last_true = now
-            if now - state.since >= rule.for_:
-                changes.append(_move(rule, state, State.FIRING, Change.FIRING, now, value))
+        elif now - state.since >= rule.for_:
+            changes.append(_move(rule, state, State.FIRING, Change.FIRING, now, value))
     elif state.state is State.FIRING:
         if condition:
-            state.last_true = now
-        elif now - state.last_true >= rule.keep_firing_for:
-            changes.append(_move(rule, state, State.INACTIVE, Change.RESOLVED, now, value))
+            state.cleared_at = None
+        else:
+            if state.cleared_at is None:
+                state.cleared_at = now
+            if now - state.cleared_at >= rule.keep_firing_for:
+                changes.append(_move(rule, state, State.INACTIVE, Change.RESOLVED, now, value))
     return changes
 
 
@@ -141,6 +143,7 @@ def _move(
     transition = Transition(rule, change, state.state, value, now, state.alert_id)
     state.state = to
     state.since = now
+    state.cleared_at = None
     if to is State.INACTIVE:
         state.alert_id = None
     return transition

@@ -1,13 +1,14 @@
 """Drift statistics between a reference sample and a window of recent values.
 
-Each function returns the number SciPy returns for the same statistic (`ks_2samp` with
-`method="asymp"`, `wasserstein_distance`, `chi2_contingency(correction=False)`,
+Each function returns the number SciPy returns for the same statistic (`ks_2samp` with its
+default method, `wasserstein_distance`, `chi2_contingency(correction=False)`,
 `distance.jensenshannon`), but takes the reference already sorted or binned: that work is done
 once per reference, so a window costs O(m log n) for m current values instead of a sort of both.
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -16,31 +17,65 @@ from scipy import special, stats
 
 Floats = NDArray[np.float64]
 PSI_EPSILON = 1e-4  # empty bins: the smoothing Evidently and most PSI write-ups use
+KS_EXACT_MAX_N = 10_000  # SciPy's `auto`: the exact p-value while both samples are this small
 
 
 def ks_2samp(ref_sorted: Floats, current: Floats) -> tuple[float, float]:
-    """Two-sided Kolmogorov-Smirnov statistic and asymptotic p-value.
+    """Two-sided Kolmogorov-Smirnov statistic and p-value, by SciPy's default method: exact
+    while neither sample has more than 10,000 values, asymptotic above (and where the exact
+    computation fails, as SciPy falls back).
 
     The largest gap between the two empirical CDFs is found at a current value or just before
     one (between current values the current CDF is flat and the reference CDF only rises), so
     only the m current values are looked up in the sorted reference.
     """
     n1, n2 = ref_sorted.size, current.size
-    if n1 == 0 or n2 == 0:
-        raise ValueError("ks_2samp needs values in both samples")
-    cur = np.sort(current)
-    right = np.searchsorted(ref_sorted, cur, side="right") / n1 - (
-        np.searchsorted(cur, cur, side="right") / n2
-    )
-    left = np.searchsorted(ref_sorted, cur, side="left") / n1 - (
-        np.searchsorted(cur, cur, side="left") / n2
-    )
-    d = float(max(np.max(np.abs(right)), np.max(np.abs(left))))
+    d, i, j = _ks_gap(ref_sorted, current)
+    if max(n1, n2) <= KS_EXACT_MAX_N:
+        return d, _ks_pvalue(n1, n2, i, j)
     m, n = sorted([float(n1), float(n2)], reverse=True)
     en = m * n / (m + n)
     with np.errstate(divide="ignore", invalid="ignore"):  # one value each: SciPy's NaN too
         p = float(np.clip(stats.kstwo.sf(d, np.round(en)), 0.0, 1.0))
     return d, p
+
+
+def ks_statistic(ref_sorted: Floats, current: Floats) -> float:
+    """The KS statistic D alone, for callers that need no p-value (learned thresholds)."""
+    return _ks_gap(ref_sorted, current)[0]
+
+
+def _ks_gap(ref_sorted: Floats, current: Floats) -> tuple[float, int, int]:
+    """D, and the counts of reference and current values at or before the point where it is."""
+    n1, n2 = ref_sorted.size, current.size
+    if n1 == 0 or n2 == 0:
+        raise ValueError("ks_2samp needs values in both samples")
+    cur = np.sort(current)
+    below = np.concatenate(  # reference values at or before each candidate point
+        [np.searchsorted(ref_sorted, cur, side="right"), np.searchsorted(ref_sorted, cur)]
+    )
+    seen = np.concatenate(  # current values at or before it
+        [np.searchsorted(cur, cur, side="right"), np.searchsorted(cur, cur)]
+    )
+    gaps = np.abs(below / n1 - seen / n2)
+    at = int(np.argmax(gaps))
+    return float(gaps[at]), int(below[at]), int(seen[at])
+
+
+def _ks_pvalue(n1: int, n2: int, i: int, j: int) -> float:
+    """SciPy's own p-value for a largest ECDF gap of |i/n1 - j/n2|.
+
+    The p-value depends only on the sizes and the gap, so it is SciPy's `ks_2samp` of two
+    two-valued samples with that very gap (i of n1 and j of n2 values at 0, the rest at 1):
+    public API, SciPy's exact algorithms and fallbacks, no sort of the real reference.
+    """
+    first = np.ones(n1)
+    first[:i] = 0.0
+    second = np.ones(n2)
+    second[:j] = 0.0
+    with warnings.catch_warnings():  # SciPy warns when it falls back to asymptotic
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return float(stats.ks_2samp(first, second).pvalue)
 
 
 def wasserstein(ref_sorted: Floats, current: Floats) -> float:

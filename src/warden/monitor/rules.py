@@ -1,12 +1,16 @@
 """The alert rules of the point files as Prometheus alerting rules, for Alertmanager users.
 
-Each rule compares the same gauge Warden's own rule reads (the latest closed window's value),
-so Prometheus and Warden agree on when an alert fires. Protective actions stay with Warden:
-Prometheus only notifies.
+Each rule compares the same gauge Warden's own rule reads (the latest closed window's value)
+with the same threshold, written so that Prometheus parses back the very float Warden compares
+with (the shortest repr that round-trips, never a rounded `:g`), so Prometheus and Warden agree
+on when an alert fires. Label values are PromQL string literals, escaped, whatever a column is
+called. Protective actions stay with Warden: Prometheus only notifies.
 """
 
 from __future__ import annotations
 
+import json
+import math
 from collections.abc import Iterable
 from typing import Any
 
@@ -17,22 +21,47 @@ from warden.policy.point import CompiledPoint
 
 
 def expression(point: str, metric: str) -> str:
+    """The PromQL selector of the gauge that holds `metric` for `point`."""
     if metric == "drift_share":
-        return f'warden_drift_share{{point="{point}"}}'
+        return f"warden_drift_share{{point={string(point)}}}"
     if metric.startswith("drift."):
         column = metric.removeprefix("drift.")
-        return f'warden_drift_score{{point="{point}",column="{column}"}}'
-    return f'warden_monitor_value{{point="{point}",metric="{metric}"}}'
+        return f"warden_drift_score{{point={string(point)},column={string(column)}}}"
+    return f"warden_monitor_value{{point={string(point)},metric={string(metric)}}}"
+
+
+def string(value: str) -> str:
+    """A PromQL double-quoted string literal. PromQL strings take Go's escapes, of which the
+    ones JSON writes (backslash, quote, newline, \\u-escaped control characters) are a subset,
+    so a JSON string is a valid PromQL string."""
+    return json.dumps(value, ensure_ascii=False)
+
+
+def number(value: float) -> str:
+    """A PromQL number that parses back to exactly `value` (repr is the shortest round-trip)."""
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "+Inf" if value > 0 else "-Inf"
+    return repr(float(value))
+
+
+def literal(text: str) -> str:
+    """Annotation text shown as written: Prometheus expands annotations as Go templates, so a
+    `{{` in a column name or description is written as a template that prints it."""
+    return text.replace("{{", '{{ "{{" }}')
 
 
 def _duration(seconds: float) -> str:
-    return f"{int(seconds * 1000)}ms" if seconds != int(seconds) else f"{int(seconds)}s"
+    """A Prometheus duration; milliseconds are its finest unit, so sub-millisecond parts round."""
+    millis = round(seconds * 1000)
+    return f"{millis // 1000}s" if millis % 1000 == 0 else f"{millis}ms"
 
 
 def _rule(point: CompiledPoint, rule: AlertRule) -> dict[str, Any]:
     out: dict[str, Any] = {
         "alert": f"warden_{point.name}_{rule.id}",
-        "expr": f"{expression(point.name, rule.metric)} {rule.op} {rule.threshold:g}",
+        "expr": f"{expression(point.name, rule.metric)} {rule.op} {number(rule.threshold)}",
         "for": _duration(rule.for_),
     }
     if rule.keep_firing_for:
@@ -44,9 +73,11 @@ def _rule(point: CompiledPoint, rule: AlertRule) -> dict[str, Any]:
         "warden_action": rule.action,
     }
     out["annotations"] = {
-        "summary": f"{point.name}: {rule.metric} {rule.op} {rule.threshold:g}",
-        "description": rule.description or f"Warden alert rule '{rule.id}' of {point.name}",
-        "owner": point.spec.owner,
+        "summary": literal(f"{point.name}: {rule.metric} {rule.op} {number(rule.threshold)}"),
+        "description": literal(
+            rule.description or f"Warden alert rule '{rule.id}' of {point.name}"
+        ),
+        "owner": literal(point.spec.owner),
     }
     return out
 
@@ -63,14 +94,14 @@ def prometheus_rules(points: Iterable[CompiledPoint]) -> dict[str, Any]:
                 {
                     "alert": f"warden_{point.name}_no_data",
                     "expr": (
-                        f'time() - warden_window_closed_timestamp_seconds{{point="{point.name}"}}'
-                        f" > {spec.stale_after:g}"
+                        "time() - warden_window_closed_timestamp_seconds"
+                        f"{{point={string(point.name)}}} > {number(spec.stale_after)}"
                     ),
                     "labels": {"severity": "warning", "point": point.name},
                     "annotations": {
                         "summary": f"{point.name}: no monitoring window closed for "
                         f"{_duration(spec.stale_after)}",
-                        "owner": point.spec.owner,
+                        "owner": literal(point.spec.owner),
                     },
                 }
             )

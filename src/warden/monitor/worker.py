@@ -198,8 +198,6 @@ class Monitor:
                         state.alert_id = row.id
                         began = aware(row.fired_at or row.started_at)
                         state.since = began.timestamp() if began else now
-                        updated = aware(row.updated_at)
-                        state.last_true = updated.timestamp() if updated else now
                         state.value = row.value
                 self.points[name] = point
         self.cursor = min((p.skip_until for p in self.points.values()), default=0)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +19,37 @@ from warden.errors import PolicyError
 from warden.policy.point import CompiledPoint
 from warden.policy.rules import CompiledRule, RuleCompileError, compile_rule
 from warden.policy.schema import DecisionPointSpec
+from warden.policy.typecheck import check_rule_types, field_types
 
 SUFFIXES = (".yaml", ".yml")
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class BrokenPoint:
+    """A decision point file that cannot serve, and why. `name` is None when the file does not
+    even say which point it declares; `spec` is None when it did not validate."""
+
+    name: str | None
+    error: PolicyError
+    spec: DecisionPointSpec | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "point": self.name,
+            "file": self.error.file,
+            "line": self.error.line,
+            "location": self.error.location,
+            "message": self.error.message,
+        }
+
+
+@dataclass(frozen=True)
+class LoadedPoints:
+    """The points that load, and those that do not: one broken file does not stop the others."""
+
+    points: dict[str, CompiledPoint]
+    broken: list[BrokenPoint]
 
 
 def policy_version(spec: DecisionPointSpec) -> str:
@@ -82,10 +113,56 @@ def load_points(path: Path) -> dict[str, CompiledPoint]:
     return points
 
 
-def check_points(paths: Iterable[Path]) -> tuple[list[CompiledPoint], list[PolicyError]]:
-    """Validate every file and collect all errors, for `warden policy check`."""
+def load_available(path: Path) -> LoadedPoints:
+    """Load every file that loads; report the others (logged as `file:line: problem`) instead
+    of raising, so that one broken file does not stop every other point from serving."""
+    points: dict[str, CompiledPoint] = {}
+    broken: list[BrokenPoint] = []
+    for file in point_files(path):
+        try:
+            point = load_point(file)
+        except PolicyError as exc:
+            broken.append(BrokenPoint(_declared_name(file), exc))
+            continue
+        if point.name in points:
+            error = PolicyError(
+                f"point '{point.name}' is also declared in {points[point.name].source}; "
+                "each decision point needs its own name",
+                file=str(file),
+                line=1,
+            )
+            broken.append(BrokenPoint(None, error))
+            continue
+        points[point.name] = point
+    for item in broken:
+        report_broken(item)
+    return LoadedPoints(points, broken)
+
+
+def report_broken(item: BrokenPoint) -> None:
+    """The one log line an operator sees for a point that does not serve."""
+    name = f"point '{item.name}'" if item.name else "this file"
+    log.error("%s: %s (%s is not served)", item.error.location, item.error.message, name)
+
+
+def _declared_name(file: Path) -> str | None:
+    """The `point:` a file declares, when it can be read at all."""
+    try:
+        data = yaml.safe_load(file.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError, UnicodeDecodeError):
+        return None
+    name = data.get("point") if isinstance(data, dict) else None
+    return name if isinstance(name, str) else None
+
+
+def check_points(
+    paths: Iterable[Path], *, models: bool = True
+) -> tuple[list[CompiledPoint], list[PolicyError]]:
+    """Validate every file and collect all errors, for `warden policy check`: what `serve`
+    loads, including each point's model unless `models` is False."""
     good: list[CompiledPoint] = []
     errors: list[PolicyError] = []
+    seen: dict[str, CompiledPoint] = {}
     for path in paths:
         try:
             files = point_files(path)
@@ -94,10 +171,36 @@ def check_points(paths: Iterable[Path]) -> tuple[list[CompiledPoint], list[Polic
             continue
         for file in files:
             try:
-                good.append(load_point(file))
+                point = load_point(file)
+                if point.name in seen and seen[point.name].source != point.source:
+                    raise PolicyError(
+                        f"point '{point.name}' is also declared in {seen[point.name].source}; "
+                        "each decision point needs its own name",
+                        file=str(file),
+                        line=1,
+                    )
+                if models:
+                    check_model(point)
             except PolicyError as exc:
                 errors.append(exc)
+                continue
+            seen[point.name] = point
+            good.append(point)
     return good, errors
+
+
+def check_model(point: CompiledPoint) -> None:
+    """Load the point's model as `serve` does; raise PolicyError at the `model:` line if not."""
+    from warden.models.loader import ModelLoadError, load_model
+
+    try:
+        load_model(point.spec.model, point.base_dir)
+    except ModelLoadError as exc:
+        raise model_error(point, exc) from exc
+
+
+def model_error(point: CompiledPoint, exc: Exception) -> PolicyError:
+    return PolicyError(f"model: {exc}", file=str(point.source), line=point.model_line)
 
 
 def compile_spec(spec: DecisionPointSpec, source: Path) -> CompiledPoint:
@@ -119,6 +222,7 @@ def _compile(spec: DecisionPointSpec, path: Path, lines: _LineIndex) -> Compiled
         ) from exc
     properties = spec.input.get("properties")
     fields = set(properties) if isinstance(properties, dict) else None
+    types = field_types(spec.input)
     reference = spec.monitoring.reference if spec.monitoring else None
     if reference is not None and reference.path and not (path.parent / reference.path).is_file():
         raise PolicyError(
@@ -144,6 +248,10 @@ def _compile(spec: DecisionPointSpec, path: Path, lines: _LineIndex) -> Compiled
             except RuleCompileError as exc:
                 line = lines.line(("rules", kind, index, "when"))
                 raise PolicyError(str(exc), file=file, line=line) from exc
+            problem = check_rule_types(rule.id, rule.when, types)
+            if problem is not None:
+                line = lines.line(("rules", kind, index, "when"))
+                raise PolicyError(problem, file=file, line=line)
     four_eyes = None
     if spec.review.four_eyes_when:
         try:
@@ -159,6 +267,9 @@ def _compile(spec: DecisionPointSpec, path: Path, lines: _LineIndex) -> Compiled
             raise PolicyError(
                 str(exc), file=file, line=lines.line(("review", "four_eyes_when"))
             ) from exc
+        problem = check_rule_types("four_eyes_when", spec.review.four_eyes_when, types)
+        if problem is not None:
+            raise PolicyError(problem, file=file, line=lines.line(("review", "four_eyes_when")))
     return CompiledPoint(
         spec=spec,
         version=policy_version(spec),
@@ -166,7 +277,13 @@ def _compile(spec: DecisionPointSpec, path: Path, lines: _LineIndex) -> Compiled
         validate_input=validator,
         rules=tuple(compiled),
         four_eyes=four_eyes,
+        model_line=lines.line(("model", _model_key(spec))),
     )
+
+
+def _model_key(spec: DecisionPointSpec) -> str:
+    """The `model:` key a load failure is about: the artifact or function it names."""
+    return "function" if spec.model.function else "path" if spec.model.path else "kind"
 
 
 def _first_error(exc: ValidationError, lines: _LineIndex, file: str) -> PolicyError:

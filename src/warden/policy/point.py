@@ -20,6 +20,7 @@ class CompiledPoint:
     validate_input: Callable[[Any], Any]
     rules: tuple[CompiledRule, ...]
     four_eyes: CompiledRule | None = None
+    model_line: int | None = None  # where the file names the model, for load errors
 
     @cached_property
     def binder(self) -> Binder:

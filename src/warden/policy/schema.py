@@ -24,7 +24,89 @@ class ModelKind(StrEnum):
     SKLEARN = "sklearn"
     ONNX = "onnx"
     MLFLOW = "mlflow"
+    REMOTE = "remote"
     PROPOSAL = "proposal"
+
+
+KIND_ALIASES = {"http": ModelKind.REMOTE.value}  # the name the design notes use
+
+
+class RemoteProtocol(StrEnum):
+    V2 = "v2"  # Open Inference Protocol v2 REST (KServe, Triton, MLServer)
+    OPENAI = "openai"  # OpenAI-compatible chat completions (vLLM, llama.cpp, OpenAI, ...)
+
+
+_V2_ONLY = ("model_version", "input", "output")
+_OPENAI_ONLY = ("system", "prompt", "confidence_field")
+
+
+class RemoteSpec(_Strict):
+    """A model served elsewhere, called over HTTP for every decision."""
+
+    protocol: RemoteProtocol
+    url: str = Field(
+        description="Base URL: the server root for v2 (http://host:8080), the API root for "
+        "openai (http://host:8000/v1)."
+    )
+    model: str = Field(min_length=1, description="The model's name on the server.")
+    model_version: str | None = Field(default=None, description="v2: a version on the server.")
+    headers: dict[str, str] = Field(
+        default_factory=dict,
+        description="Sent with every call; `${NAME}` is replaced by environment variable NAME.",
+    )
+    classes: list[str] | None = Field(
+        default=None,
+        description="v2: the class of each probability column, in order. openai: the answers "
+        "the reply is constrained to (default: the point's outcomes). `model.labels` maps "
+        "them to outcomes where they differ.",
+    )
+    input: str = Field(default="input-0", min_length=1, description="v2: input tensor name.")
+    datatype: str = Field(default="FP64", pattern=r"^FP(32|64)$", description="v2: FP64 or FP32.")
+    output: str | None = Field(
+        default=None,
+        description="v2: the output tensor of class probabilities (MLServer's scikit-learn "
+        "runtime: predict_proba); default the first output.",
+    )
+    system: str | None = Field(default=None, description="openai: the system message.")
+    prompt: str | None = Field(
+        default=None,
+        description="openai: the user message; {{input}} becomes the input as JSON and "
+        "{{input.NAME}} one field.",
+    )
+    confidence_field: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+        description="openai: a reply field holding the confidence, used where the server "
+        "returns no logprobs.",
+    )
+    request: dict[str, Any] = Field(
+        default_factory=dict,
+        description="openai: extra fields merged into each request body (max_tokens, ...).",
+    )
+    max_connections: int = Field(default=16, ge=1, le=1024)
+
+    @model_validator(mode="after")
+    def _check_protocol_fields(self) -> RemoteSpec:
+        if not self.url.startswith(("http://", "https://")):
+            raise ValueError(f"model.remote.url '{self.url}' must be an http:// or https:// URL")
+        if self.classes is not None and len(set(self.classes)) != len(self.classes):
+            raise ValueError("model.remote.classes must be unique")
+        if self.protocol is RemoteProtocol.V2:
+            if not self.classes:
+                raise ValueError(
+                    "model.remote.classes is required for protocol v2: list the class of each "
+                    "probability column, in the model's order (scikit-learn: model.classes_)"
+                )
+            wrong = [name for name in _OPENAI_ONLY if getattr(self, name) is not None]
+            wrong += ["request"] if self.request else []
+        else:
+            wrong = [name for name in _V2_ONLY if name in self.model_fields_set]
+            wrong += ["datatype"] if "datatype" in self.model_fields_set else []
+        if wrong:
+            raise ValueError(
+                f"model.remote.{wrong[0]} does not apply to protocol '{self.protocol}'; remove it"
+            )
+        return self
 
 
 class ModelSpec(_Strict):
@@ -47,6 +129,14 @@ class ModelSpec(_Strict):
         default=None, description="Model class label -> outcome, where they differ."
     )
     timeout_ms: int | None = Field(default=None, gt=0, le=600_000)
+    remote: RemoteSpec | None = Field(
+        default=None, description="Where and how to call the model, for kind=remote."
+    )
+
+    @field_validator("kind", mode="before")
+    @classmethod
+    def _alias_kind(cls, kind: object) -> object:
+        return KIND_ALIASES.get(kind, kind) if isinstance(kind, str) else kind
 
     @model_validator(mode="after")
     def _check_kind_fields(self) -> ModelSpec:
@@ -60,6 +150,22 @@ class ModelSpec(_Strict):
             )
         if self.kind is ModelKind.CALLABLE and (not self.function or ":" not in self.function):
             raise ValueError("model.function is required for kind 'callable', as 'module:function'")
+        if (self.kind is ModelKind.REMOTE) != (self.remote is not None):
+            raise ValueError(
+                "model.remote is required for kind 'remote' (protocol, url and model), "
+                "and only for it"
+                if self.kind is ModelKind.REMOTE
+                else f"model.remote does not apply to kind '{self.kind}'; remove it"
+            )
+        if (
+            self.remote is not None
+            and self.remote.protocol is RemoteProtocol.V2
+            and not self.features
+        ):
+            raise ValueError(
+                "model.features is required for protocol v2: list the input fields in the "
+                "order of the model's input columns"
+            )
         if self.kind is not ModelKind.PROPOSAL and not self.version:
             raise ValueError(
                 "model.version is required so every decision records which model made it"
@@ -172,6 +278,23 @@ class DecisionPointSpec(_Strict):
     monitoring: MonitoringSpec | None = None
     change_control: ChangeControl = Field(default_factory=ChangeControl)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _default_choices(cls, data: Any) -> Any:
+        """An OpenAI-compatible model answers with the point's outcomes unless told otherwise."""
+        model = data.get("model") if isinstance(data, dict) else None
+        remote = model.get("remote") if isinstance(model, dict) else None
+        if (
+            isinstance(model, dict)
+            and isinstance(remote, dict)
+            and remote.get("protocol") == RemoteProtocol.OPENAI.value
+            and remote.get("classes") is None
+            and isinstance(data.get("outcomes"), list)
+        ):
+            remote = {**remote, "classes": list(data["outcomes"])}
+            data = {**data, "model": {**model, "remote": remote}}
+        return data
+
     @field_validator("outcomes")
     @classmethod
     def _unique_outcomes(cls, outcomes: list[str]) -> list[str]:
@@ -204,6 +327,15 @@ class DecisionPointSpec(_Strict):
                     raise ValueError(
                         f"model.labels maps '{label}' to '{outcome}', not one of the outcomes "
                         f"{sorted(allowed)}"
+                    )
+        remote = self.model.remote
+        if remote is not None and remote.classes:
+            labels = self.model.labels or {}
+            for answer in remote.classes:
+                if labels.get(answer, answer) not in allowed:
+                    raise ValueError(
+                        f"model.remote.classes lists '{answer}', which is not one of the "
+                        f"outcomes {sorted(allowed)}; map it with model.labels or fix it"
                     )
         seen: set[str] = set()
         for _, rule in self.rules.all():

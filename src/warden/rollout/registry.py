@@ -70,7 +70,7 @@ class Registry:
     def __init__(self, db: sa.Engine, recorder: Recorder, cache: Path) -> None:
         self.db = db
         self.recorder = recorder
-        self.cache = cache
+        self.cache = cache.resolve()  # artifacts load from any folder, whatever WARDEN_HOME says
 
     # -- versions ------------------------------------------------------------------------
 

@@ -2,25 +2,28 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 from warden.decision import Decision
 from warden.engine import Engine, Proposal
-from warden.policy.loader import load_points
+from warden.policy.loader import load_available
 from warden.review.waiting import wait_final
 from warden.settings import Settings
 from warden.store.database import create_engine, migrate
 from warden.store.queries import KillSwitch
 
+F = TypeVar("F", bound=Callable[..., Any])
+
 
 class Warden:
     """Governed decisions in your own process, recorded in the same database as the server."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, *, home: Path | None = None) -> None:
         self.engine = engine
+        self.home = home or Settings.from_env().home
 
     @classmethod
     def from_config(
@@ -38,8 +41,16 @@ class Warden:
         )
         db = create_engine(settings.db_url)
         migrate(db)
+        loaded = load_available(settings.config)  # a broken file does not stop the others
         return cls(
-            Engine(load_points(settings.config), db, actor=actor, model_cache=settings.model_cache)
+            Engine(
+                loaded.points,
+                db,
+                actor=actor,
+                model_cache=settings.model_cache,
+                broken=loaded.broken,
+            ),
+            home=settings.home,
         )
 
     def decide(
@@ -125,6 +136,35 @@ class Warden:
 
     def resume(self, point: str = "*", *, reason: str, actor: str = "sdk") -> KillSwitch:
         return self.engine.set_kill(point, False, actor=actor, reason=reason)
+
+    def tool(
+        self,
+        point: str,
+        *,
+        agent: str = "agent",
+        name: str | None = None,
+        annotations: dict[str, bool] | None = None,
+        hold: float = 0.0,
+        secrets: list[str] | None = None,
+    ) -> Callable[[F], F]:
+        """Govern a function an agent calls as a tool (sync or async) under `point`.
+
+        `hold` seconds to wait for a reviewer before raising ToolPending (0: at once)."""
+        from warden.mcp.config import Wait
+        from warden.mcp.run import digest_key
+        from warden.mcp.tool import govern
+
+        wait = Wait(mode="hold", timeout=hold) if hold > 0 else Wait(mode="pending")
+        return govern(
+            self,
+            point,
+            key=digest_key(self.home),
+            agent=agent,
+            name=name,
+            annotations=annotations,
+            wait=wait,
+            secrets=secrets,
+        )
 
     def close(self) -> None:
         self.engine.close()

@@ -60,7 +60,7 @@ events = sa.Table(
     sa.Column("leaf_hash", sa.String(64), nullable=False),
     sa.Column("chain_hash", sa.String(64), nullable=False),
     sa.Index(None, "decision_id"),
-    # events not about one decision, folded by the state check (migration 0007)
+    # events not about one decision, folded by the state check (migration 0009)
     sa.Index(
         "ix_events_state_seq",
         "seq",
@@ -273,6 +273,7 @@ checkpoints = sa.Table(
     sa.Column("signed_at", sa.String(40), nullable=False),
     sa.Column("key_id", sa.String(64), nullable=False),
     sa.Column("signature", sa.String(128), nullable=False),
+    sa.Column("note", sa.Text),  # the same checkpoint as a C2SP signed note (migration 0007)
 )
 
 ledger_tiles = sa.Table(
@@ -280,6 +281,34 @@ ledger_tiles = sa.Table(
     metadata,
     sa.Column("tile", sa.BigInteger, primary_key=True, autoincrement=False),
     sa.Column("hash", sa.String(64), nullable=False),
+)
+
+# -- ledger trust (migration 0007) -----------------------------------------------------------
+
+ledger_identity = sa.Table(
+    "ledger_identity",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("origin", sa.String(255), nullable=False),
+    sa.Column("created_at", Timestamp, nullable=False),
+)
+
+ledger_keys = sa.Table(
+    "ledger_keys",
+    metadata,
+    sa.Column("key_id", sa.String(64), primary_key=True),
+    sa.Column("public_key", sa.String(64), nullable=False),
+    sa.Column("added_at", Timestamp, nullable=False),
+    sa.Column("replaced_by", sa.String(64)),
+)
+
+checkpoint_cosignatures = sa.Table(
+    "checkpoint_cosignatures",
+    metadata,
+    sa.Column("size", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("witness", sa.String(255), primary_key=True),
+    sa.Column("line", sa.Text, nullable=False),
+    sa.Column("received_at", Timestamp, nullable=False),
 )
 
 # -- monitoring (migration 0004) ------------------------------------------------------------
@@ -348,4 +377,17 @@ monitor_leases = sa.Table(
     sa.Column("holder", sa.String(128), nullable=False),
     sa.Column("expires_at", Timestamp, nullable=False),
     sa.Column("cursor", sa.BigInteger, nullable=False),
+)
+
+# -- agents' tool calls (migration 0008) -----------------------------------------------------
+
+tool_executions = sa.Table(
+    "tool_executions",
+    metadata,
+    # One row per executed decision: the primary key makes an approval single-use, checked by
+    # the database in the transaction that records `tool_call.executed`.
+    sa.Column("decision_id", sa.String(36), primary_key=True),
+    sa.Column("point", sa.String(64), nullable=False),
+    sa.Column("actor", sa.String(255), nullable=False),
+    sa.Column("executed_at", Timestamp, nullable=False),
 )

@@ -1,0 +1,162 @@
+"""A checkpoint remembered outside the database: the auditor's state file and the signer's own.
+
+Whoever keeps the latest checkpoint they verified (or signed) can demand, next time, an RFC 9162
+consistency proof that the ledger only grew since. Deleting checkpoints, truncating the log or
+rewriting anything before the remembered size is then caught without a witness:
+
+- `warden audit verify --state FILE` and `check-proof --state FILE` keep the auditor's copy;
+- the signer keeps its own beside the signing key, and refuses to sign a ledger that no longer
+  extends the last checkpoint it signed, so someone who rewrites the database cannot get the
+  running server to vouch for the rewrite.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import orjson
+import sqlalchemy as sa
+
+from warden.errors import Conflict, InvalidRequest
+from warden.ledger.merkle import verify_consistency
+
+if TYPE_CHECKING:
+    from warden.ledger.checkpoint import Checkpoint
+    from warden.ledger.keys import SigningKey
+    from warden.ledger.tree import LedgerTree
+
+FORMAT = "warden.checkpoint-state/v1"
+SIGNER_FILE = "ledger-signer-state.json"
+
+
+class LedgerForked(Conflict):
+    """The ledger no longer extends a checkpoint someone remembers: history was rewritten."""
+
+    type = "ledger_forked"
+
+
+@dataclass(frozen=True)
+class Remembered:
+    origin: str | None
+    size: int
+    root: bytes
+    checkpoint: dict[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT,
+            "origin": self.origin,
+            "size": self.size,
+            "root": self.root.hex(),
+            "checkpoint": self.checkpoint,
+        }
+
+
+def load(path: Path) -> Remembered | None:
+    """The remembered checkpoint, or None when the file does not exist yet."""
+    try:
+        data = orjson.loads(path.read_bytes())
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise InvalidRequest(f"cannot read state file {path}: {exc.strerror}") from None
+    except orjson.JSONDecodeError as exc:
+        raise InvalidRequest(f"state file {path} is not JSON: {exc}") from None
+    try:
+        if not isinstance(data, dict) or data.get("format") != FORMAT:
+            raise ValueError(f"format must be {FORMAT!r}")
+        size, root = data["size"], bytes.fromhex(data["root"])
+        if not isinstance(size, int) or size < 1 or len(root) != 32:
+            raise ValueError("size must be a positive integer and root 32 bytes of hex")
+        origin = data.get("origin")
+        if origin is not None and not isinstance(origin, str):
+            raise ValueError("origin must be a string")
+        return Remembered(origin, size, root, dict(data.get("checkpoint") or {}))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise InvalidRequest(
+            f"state file {path} is damaged ({exc}); restore it from your own copy — deleting "
+            "it gives up the protection it gives"
+        ) from None
+
+
+def save(path: Path, origin: str | None, checkpoint: Checkpoint) -> None:
+    """Replace the file atomically (written aside, then renamed over it)."""
+    state = Remembered(origin, checkpoint.size, checkpoint.root_bytes, checkpoint.to_dict())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".state-")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(orjson.dumps(state.to_dict(), option=orjson.OPT_INDENT_2) + b"\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+
+
+def extends(
+    state: Remembered, origin: str | None, size: int, root: bytes, proof: Sequence[bytes]
+) -> str | None:
+    """Why the tree (`size`, `root`) is not a consistent extension of `state`, or None if it is."""
+    if state.origin is not None and origin is not None and state.origin != origin:
+        return f"the ledger's origin is {origin!r}, but the remembered checkpoint is of {state.origin!r}"
+    if size < state.size:
+        return (
+            f"the ledger's tree has {size} events, fewer than the {state.size} of the remembered "
+            "checkpoint: it was truncated"
+        )
+    if not verify_consistency(state.size, size, state.root, root, proof):
+        return (
+            f"the ledger at {size} events is not a consistent extension of the remembered "
+            f"checkpoint of size {state.size} (root {state.root.hex()[:16]}...): events up to "
+            f"{state.size} were rewritten"
+        )
+    return None
+
+
+# -- the signer's own memory -------------------------------------------------------------------
+
+
+def path_for(key: SigningKey) -> Path:
+    return key.path.parent / SIGNER_FILE
+
+
+def check_extends(
+    path: Path, origin: str, conn: sa.Connection, tree: LedgerTree, size: int, root: bytes
+) -> None:
+    """Refuse to sign (`size`, `root`) unless it extends the last checkpoint this signer made."""
+    state = load(path)
+    if state is None:
+        return
+    if size < state.size:
+        reason = extends(state, origin, size, root, [])
+    else:
+        try:
+            proof = tree.consistency(conn, state.size, size) if size > state.size else []
+        except Exception as exc:  # a missing event: the tree cannot be built
+            reason = f"no consistency proof could be built ({exc})"
+        else:
+            reason = extends(state, origin, size, root, proof)
+    if reason is not None:
+        raise LedgerForked(
+            f"refusing to sign: {reason}. This signer last signed checkpoint {state.size} "
+            f"(remembered in {path}). Run `warden audit verify` to see what changed."
+        )
+
+
+def remember(path: Path, origin: str, checkpoint: Checkpoint) -> None:
+    """Remember a checkpoint this signer made, unless it already remembers a larger one."""
+    state = load(path)
+    if state is not None and state.size >= checkpoint.size:
+        return
+    try:
+        save(path, origin, checkpoint)
+    except OSError:  # a read-only key mount: the database checks still hold
+        return

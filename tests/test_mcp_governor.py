@@ -1,0 +1,390 @@
+"""The governed flow of a tool call, in-process: `@warden.tool`, single use under races,
+secrets kept out of the ledger, and the gateway file's and points' validation."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from warden.auth.tokens import Principal, Role
+from warden.engine import Engine
+from warden.errors import PolicyError
+from warden.mcp import ledger as tool_events
+from warden.mcp.binding import Binding, keyed_digest, mismatch, text_digest
+from warden.mcp.config import Limit, Loop, load_gateway
+from warden.mcp.limits import Limiter
+from warden.mcp.run import check_points
+from warden.mcp.secrets import redact
+from warden.mcp.tool import ToolPending, ToolRefused
+from warden.policy.loader import load_points
+from warden.review.desk import ReviewDesk
+from warden.sdk.local import Warden
+
+FIXTURES = Path(__file__).parent / "mcp_fixtures"
+REVIEWER = Principal("t-rev", "alice", frozenset({Role.REVIEWER}), frozenset({"*"}))
+
+
+@pytest.fixture
+def warden(tmp_path: Path, db: sa.Engine, warden_home: Path) -> Iterator[Warden]:
+    shutil.copytree(FIXTURES / "points", tmp_path / "agent_points")
+    engine = Engine(load_points(tmp_path / "agent_points"), db, actor="test")
+    w = Warden(engine, home=warden_home)
+    yield w
+    engine.close()
+
+
+def approve(w: Warden, decision_id: str) -> None:
+    desk = ReviewDesk(w.engine)
+    desk.claim(REVIEWER, decision_id)
+    desk.approve(REVIEWER, decision_id)
+
+
+def events_of(w: Warden, decision_id: str) -> list[tuple[str, str]]:
+    with w.engine.db.connect() as conn:
+        rows = conn.execute(
+            sa.text("SELECT type, body FROM events WHERE decision_id = :d ORDER BY seq"),
+            {"d": decision_id},
+        ).all()
+    return [(r[0], r[1]) for r in rows]
+
+
+def test_sync_tool_auto_refused_and_held_then_run_once(warden: Warden) -> None:
+    runs: list[tuple[str, Any]] = []
+
+    @warden.tool("agent_tools", annotations={"readOnlyHint": True})
+    def read_balance(account: str) -> str:
+        runs.append(("read_balance", account))
+        return f"100 on {account}"
+
+    @warden.tool("agent_tools")
+    def delete_record(record: str) -> None:
+        runs.append(("delete_record", record))
+
+    @warden.tool("agent_tools", annotations={"destructiveHint": True})
+    def refund(account: str, amount: float) -> str:
+        runs.append(("refund", amount))
+        return "refunded"
+
+    assert read_balance("a1") == "100 on a1"
+    with pytest.raises(ToolRefused, match="not delegated"):
+        delete_record("r1")
+    with pytest.raises(ToolPending) as held:
+        refund("a1", 30.0)
+    decision_id = held.value.decision_id
+    approve(warden, decision_id)
+    with pytest.raises(ToolRefused, match="arguments differ"):
+        refund("a1", 31.0, warden_decision_id=decision_id)
+    assert refund("a1", 30.0, warden_decision_id=decision_id) == "refunded"
+    assert refund("a1", 30.0, warden_decision_id=decision_id) == "refunded"  # recorded, not rerun
+    assert runs == [("read_balance", "a1"), ("refund", 30.0)]
+
+
+def test_async_tool_concurrent_collections_execute_exactly_once(warden: Warden) -> None:
+    runs: list[float] = []
+
+    @warden.tool("agent_tools", annotations={"destructiveHint": True})
+    async def refund(account: str, amount: float) -> str:
+        runs.append(amount)
+        await asyncio.sleep(0.01)
+        return "refunded"
+
+    async def scenario() -> list[Any]:
+        with pytest.raises(ToolPending) as held:
+            await refund("a2", 9.0)
+        decision_id = held.value.decision_id
+        await asyncio.to_thread(approve, warden, decision_id)
+        attempts = [refund("a2", 9.0, warden_decision_id=decision_id) for _ in range(8)]
+        return await asyncio.gather(*attempts, return_exceptions=True)
+
+    answers = asyncio.run(scenario())
+    assert runs == [9.0]
+    assert all(a == "refunded" for a in answers), answers
+
+
+def test_a_second_process_cannot_spend_a_spent_approval(
+    warden: Warden, db: sa.Engine, tmp_path: Path
+) -> None:
+    """Two gateways (two engines on one database) racing for one approval: the ledger-locked
+    claim lets exactly one through."""
+    runs: list[str] = []
+    other = Warden(
+        Engine(load_points(tmp_path / "agent_points"), db, actor="other"), home=warden.home
+    )
+    try:
+
+        def make(w: Warden) -> Any:
+            @w.tool("agent_tools", annotations={"destructiveHint": True})
+            def refund(account: str, amount: float) -> str:
+                runs.append(account)
+                return "refunded"
+
+            return refund
+
+        mine, theirs = make(warden), make(other)
+        with pytest.raises(ToolPending) as held:
+            mine("a3", 1.0)
+        approve(warden, held.value.decision_id)
+        results = []
+        for fn in (theirs, mine, theirs):
+            try:
+                results.append(fn("a3", 1.0, warden_decision_id=held.value.decision_id))
+            except ToolRefused as exc:
+                results.append(str(exc))
+        assert runs == ["a3"]
+        assert results[0] == "refunded"
+        types = [t for t, _ in events_of(warden, held.value.decision_id)]
+        assert types.count(tool_events.EXECUTED) == 1
+    finally:
+        other.engine.close()
+
+
+def test_secret_arguments_never_reach_the_ledger(warden: Warden) -> None:
+    @warden.tool("agent_tools", annotations={"readOnlyHint": True}, secrets=["card.number"])
+    def check_card(card: dict[str, str]) -> str:
+        return "ok"
+
+    assert check_card({"number": "4111111111111111", "holder": "Ann"}) == "ok"
+    with warden.engine.db.connect() as conn:
+        bodies = [r[0] for r in conn.execute(sa.text("SELECT body FROM events")).all()]
+        inputs = [str(r[0]) for r in conn.execute(sa.text("SELECT input FROM decisions")).all()]
+    assert bodies and not any("4111111111111111" in b for b in bodies + inputs)
+    assert any("[redacted] hmac-sha256:" in b for b in bodies)
+    assert any("Ann" in b for b in bodies)  # only the named path is hidden
+
+
+def test_a_tool_that_raises_records_an_error_result(warden: Warden) -> None:
+    @warden.tool("agent_tools", annotations={"readOnlyHint": True})
+    def flaky() -> None:
+        raise RuntimeError("upstream down")
+
+    with pytest.raises(RuntimeError):
+        flaky()
+    with warden.engine.db.connect() as conn:
+        body = conn.execute(
+            sa.text("SELECT body FROM events WHERE type = 'tool_call.result'")
+        ).scalar_one()
+    assert '"status":"error"' in body and "upstream down" in body
+
+
+# -- binding, limits, secrets: properties ---------------------------------------------------
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**53), 2**53) | st.text(max_size=8),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner, max_size=3)
+    ),
+    max_leaves=8,
+)
+arguments = st.dictionaries(st.text(min_size=1, max_size=6), json_values, max_size=4)
+
+
+@settings(max_examples=60, deadline=None)
+@given(arguments, arguments)
+def test_an_approval_authorises_exactly_its_own_arguments(
+    a: dict[str, Any], b: dict[str, Any]
+) -> None:
+    from datetime import UTC, datetime
+
+    from warden.decision import Decision, Route, Status
+
+    key = b"k" * 32
+    now = datetime.now(UTC)
+    decision = Decision(
+        id="d1",
+        point="p",
+        route=Route.REVIEW,
+        status=Status.FINAL,
+        outcome="execute",
+        proposed_outcome="execute",
+        confidence=1.0,
+        reasons=[],
+        policy_version="v1",
+        model_version=None,
+        actor="agent:x",
+        created_at=now,
+        decided_at=now,
+        input={
+            "server": "s",
+            "tool": "t",
+            "arguments_digest": keyed_digest(key, a),
+            "description_digest": text_digest("d"),
+        },
+    )
+    call = Binding("agent:x", "s", "t", keyed_digest(key, b), text_digest("d"))
+    problem = mismatch(decision, call, live_policy="v1", now=now, ttl=60)
+    assert (problem is None) == (a == b)
+    if a != b:
+        assert problem is not None and problem[0] == "arguments_changed"
+    assert mismatch(decision, call, live_policy="v2", now=now, ttl=60) is not None
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.integers(0, 5),
+    st.lists(st.floats(0, 10, allow_nan=False), min_size=1, max_size=40),
+)
+def test_no_window_ever_lets_more_than_max_calls_through(limit: int, gaps: list[float]) -> None:
+    clock = [0.0]
+    limiter = Limiter([Limit(tool="send_email", max=limit, per=10.0)], None, clock=lambda: clock[0])
+    passed: list[float] = []
+    for gap in gaps:
+        clock[0] += gap
+        if limiter.check("bot", "bank", "send_email", "d") is None:
+            passed.append(clock[0])
+    for start in passed:
+        assert sum(1 for t in passed if start <= t < start + 10.0) <= limit
+
+
+def test_loop_detector_catches_the_same_call_repeated() -> None:
+    clock = [0.0]
+    limiter = Limiter([], Loop(repeats=3, within=60), clock=lambda: clock[0])
+    assert limiter.check("bot", "bank", "refund", "same") is None
+    assert limiter.check("bot", "bank", "refund", "other") is None
+    assert limiter.check("bot", "bank", "refund", "same") is None
+    hit = limiter.check("bot", "bank", "refund", "same")
+    assert hit is not None and hit.code == "loop_detected" and hit.action == "refused"
+    clock[0] += 61
+    assert limiter.check("bot", "bank", "refund", "same") is None
+
+
+@settings(max_examples=50, deadline=None)
+@given(arguments, st.text(min_size=1, max_size=6))
+def test_redaction_hides_only_the_named_path(args: dict[str, Any], field: str) -> None:
+    secret = {**args, field: "s3cr3t-value"}
+    out = redact(secret, [field] if "." not in field else [], b"k" * 32)
+    if "." not in field:
+        assert "s3cr3t-value" not in str(out[field])
+        assert {k: v for k, v in out.items() if k != field} == {
+            k: v for k, v in secret.items() if k != field
+        }
+
+
+# -- validation -----------------------------------------------------------------------------
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "gateway.yaml"
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "words"),
+    [
+        ("upstreams: {}\ntools: []\n", 1, "upstreams"),
+        (
+            "upstreams:\n  bank: {command: x}\ntools:\n  - {server: shop, point: p}\n",
+            None,
+            "not one of the upstreams",
+        ),
+        (
+            "upstreams:\n  bank: {command: x, url: 'http://h'}\ntools:\n  - {server: bank, point: p}\n",
+            2,
+            "not both",
+        ),
+        (
+            "upstreams:\n  bank: {command: x}\ntools:\n  - {server: bank, point: p, secret: [a]}\n",
+            4,
+            "unknown field",
+        ),
+        (
+            "upstreams:\n  bank: {command: x}\ntools:\n  - {server: bank, point: p}\nwait: {timeout: soon}\n",
+            5,
+            "not a duration",
+        ),
+        ("upstreams: [\n", None, "not valid YAML"),
+    ],
+)
+def test_bad_gateway_files_are_refused_with_file_line_and_reason(
+    tmp_path: Path, text: str, line: int | None, words: str
+) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(PolicyError) as err:
+        load_gateway(path)
+    assert words in err.value.message
+    assert err.value.file == str(path)
+    if line is not None:
+        assert err.value.line == line
+
+
+def test_points_that_could_execute_unapproved_calls_are_refused(
+    warden: Warden, tmp_path: Path
+) -> None:
+    base = "upstreams:\n  bank: {command: x}\ntools:\n  - {server: bank, point: %s}\n"
+    with pytest.raises(PolicyError, match="no decision point 'nope'"):
+        check_points(load_gateway(write(tmp_path, base % "nope")), warden.engine)
+    config = load_gateway(write(tmp_path, base % "agent_tools"))
+    check_points(config, warden.engine)
+    points = tmp_path / "agent_points"
+    text = (points / "agent_tools.yaml").read_text()
+    (points / "agent_tools.yaml").write_text(text.replace("on_expiry: deny", "on_expiry: execute"))
+    engine = Engine(load_points(points), warden.engine.db, actor="test")
+    try:
+        with pytest.raises(PolicyError, match="executes on SLA expiry"):
+            check_points(config, engine)
+    finally:
+        engine.close()
+    held = base % "agent_tools" + "limits: [{tool: send_email, max: 1, per: 1h, exceed: review}]\n"
+    (points / "agent_tools.yaml").write_text(text.replace("context.gateway.hold != ''", "false"))
+    engine = Engine(load_points(points), warden.engine.db, actor="test")
+    try:
+        with pytest.raises(PolicyError, match="needs a review rule"):
+            check_points(load_gateway(write(tmp_path, held)), engine)
+    finally:
+        engine.close()
+
+
+def test_hold_mode_keeps_the_call_open_with_progress_until_approved(warden: Warden) -> None:
+    from warden.mcp.config import ToolRule, Wait
+    from warden.mcp.governor import Outcome, Runner, ToolCall
+    from warden.mcp.tool import governor_for
+
+    governor = governor_for(
+        warden,
+        "agent_tools",
+        key=b"k" * 32,
+        wait=Wait(mode="hold", timeout=120, progress_every=0.05, poll=0.02),
+        secrets=[],
+    )
+    assert isinstance(governor.config.tools[0], ToolRule)
+    ran: list[int] = []
+    progress: list[str] = []
+
+    async def execute() -> str:
+        ran.append(1)
+        return "refunded"
+
+    async def on_progress(done: float, message: str) -> None:
+        progress.append(message)
+
+    call = ToolCall("bot", "agent:bot", "python", "refund", {"amount": 3}, {}, "Refund.")
+
+    async def scenario() -> Any:
+        task = asyncio.create_task(
+            governor.call(call, Runner(execute, lambda r: Outcome(True, b"r"), None, on_progress))
+        )
+        for _ in range(2000):
+            with warden.engine.db.connect() as conn:
+                found = conn.execute(
+                    sa.text("SELECT decision_id FROM review_tasks WHERE status = 'open'")
+                ).scalar()
+            if found and progress:
+                break
+            await asyncio.sleep(0.01)
+        assert found and not ran  # held: open, not run
+        await asyncio.to_thread(approve, warden, found)
+        return await asyncio.wait_for(task, 120)
+
+    answer = asyncio.run(scenario())
+    assert answer.status == "executed" and answer.result == "refunded"
+    assert ran == [1]
+    assert progress and "held for review as decision" in progress[0]
