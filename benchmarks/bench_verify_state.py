@@ -67,10 +67,10 @@ def fill(folder: Path, db: sa.Engine, count: int) -> float:
             )
             if len(pending) >= 4096:
                 for future in pending:
-                    future.result(300)
+                    future.result(3600)
                 pending = []
         for future in pending:
-            future.result(300)
+            future.result(3600)
     finally:
         engine.close()
     return count / (time.perf_counter() - began)
