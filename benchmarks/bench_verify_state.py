@@ -103,19 +103,22 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--decisions", type=int, default=1_000_000)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--skip-sqlite", action="store_true", help="measure PostgreSQL only")
     args = parser.parse_args()
     pg_url = os.environ.get("WARDEN_DB_URL", "")
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        key = load_or_create(folder / "home")
-        db = create_engine(f"sqlite:///{folder / 'warden.db'}", sqlite_synchronous="OFF")
-        migrate(db)
-        rate = fill(folder, db, args.decisions)
-        print(f"filled SQLite: {args.decisions:,} decisions at {rate:,.0f}/s", flush=True)
-        make_checkpoint(db, key)
-        measure(db, key, args.repeat, "SQLite", args.decisions)
-        db.dispose()
+        if not args.skip_sqlite:
+            key = load_or_create(folder / "home-sqlite")
+            db = create_engine(f"sqlite:///{folder / 'warden.db'}", sqlite_synchronous="OFF")
+            migrate(db)
+            rate = fill(folder, db, args.decisions)
+            print(f"filled SQLite: {args.decisions:,} decisions at {rate:,.0f}/s", flush=True)
+            make_checkpoint(db, key)
+            measure(db, key, args.repeat, "SQLite", args.decisions)
+            db.dispose()
         if pg_url.startswith("postgresql"):
+            key = load_or_create(folder / "home-postgres")  # a key signs one ledger
             with postgres_schema(pg_url) as pg:
                 rate = fill(folder, pg, args.decisions)
                 print(f"filled PostgreSQL: {args.decisions:,} at {rate:,.0f}/s", flush=True)
