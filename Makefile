@@ -41,6 +41,7 @@ bench: install
 	$(BIN)/python benchmarks/bench_ledger.py
 	$(BIN)/python benchmarks/bench_review.py
 	$(BIN)/python benchmarks/bench_replay.py
+	$(BIN)/python benchmarks/bench_mcp.py
 
 clean:
 	rm -rf $(VENV) .warden .pytest_cache .mypy_cache .ruff_cache

@@ -102,13 +102,18 @@ def main() -> None:
         args=["-m", "warden", "mcp", "serve", str(work / "gateway.yaml")],
         env=env,
     )
+    bare = StdioServerParameters(
+        command=sys.executable,
+        args=[str(Path(__file__).parent / "bare_mcp_proxy.py"), str(work / "bank_server.py")],
+        env=env,
+    )
     run: Callable[[Callable[[], Awaitable[list[float]]]], list[float]] = anyio.run
     print(
         f"{args.calls} sequential read_balance calls, auto route; database {env['WARDEN_DB_URL']}"
     )
-    report(
-        "stdio", run(lambda: timed(upstream, args.calls)), run(lambda: timed(gateway, args.calls))
-    )
+    direct = run(lambda: timed(upstream, args.calls))
+    report("stdio", direct, run(lambda: timed(gateway, args.calls)))
+    report("bare", direct, run(lambda: timed(bare, args.calls)))  # one more hop, no governance
     if args.skip_http:
         return
     up_port, gw_port = free_port(), free_port()

@@ -17,7 +17,7 @@ from fastapi.testclient import TestClient
 from warden.api.app import create_app
 from warden.decision import Route
 from warden.engine import Engine
-from warden.errors import InvalidInput, InvalidRequest
+from warden.errors import InvalidInput, InvalidRequest, Unavailable
 from warden.flow import wait_for_future
 from warden.ledger.chain import EventDraft
 from warden.models import GuardedModel, ModelFailure, Prediction
@@ -151,8 +151,9 @@ def test_invalid_output_fails_that_caller_and_counts_for_the_breaker() -> None:
     assert model_.breaker._failures == 1
 
 
-def test_a_caller_that_goes_away_does_not_withdraw_its_commit() -> None:
+def test_a_caller_that_goes_away_does_not_withdraw_a_commit_in_flight() -> None:
     future: Future[str] = Future()
+    assert future.set_running_or_notify_cancel()  # the writer has taken the change
 
     async def scenario() -> None:
         waiter = asyncio.ensure_future(wait_for_future(future, 5))
@@ -165,6 +166,34 @@ def test_a_caller_that_goes_away_does_not_withdraw_its_commit() -> None:
     assert not future.cancelled()
     future.set_result("committed")  # the writer can still settle it: no InvalidStateError
     assert future.result() == "committed"
+
+
+def test_a_caller_that_goes_away_withdraws_a_change_still_queued() -> None:
+    """Not taken by the writer yet: withdrawn, so it can never be committed after its caller
+    was gone (the writer skips a cancelled future when it takes the change)."""
+    future: Future[str] = Future()
+
+    async def scenario() -> None:
+        waiter = asyncio.ensure_future(wait_for_future(future, 5))
+        await asyncio.sleep(0.01)
+        waiter.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiter
+
+    asyncio.run(scenario())
+    assert future.cancelled()
+    assert not future.set_running_or_notify_cancel()
+
+
+def test_a_change_not_taken_in_time_is_withdrawn_and_reported_unavailable() -> None:
+    future: Future[str] = Future()
+
+    async def scenario() -> None:
+        with pytest.raises(Unavailable, match="withdrawn"):
+            await wait_for_future(future, 0.05)
+
+    asyncio.run(scenario())
+    assert future.cancelled()
 
 
 # -- garbage -------------------------------------------------------------------------------

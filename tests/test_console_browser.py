@@ -4,6 +4,7 @@ decision while the caller long-polls for it. Screenshots are kept as test artefa
 from __future__ import annotations
 
 import os
+import re
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -102,11 +103,19 @@ def test_reviewer_overrides_in_the_browser_and_the_caller_hears_of_it(
             expect(page.get_by_role("heading", name="Proposal")).to_be_visible()
             page.keyboard.press("c")  # claim with the keyboard shortcut
             expect(page.get_by_text("You hold this task")).to_be_visible()
+            page.mouse.wheel(0, 400)  # wherever the reader is on a long page, `?` opens in view
+            page.keyboard.press("?")
+            expect(page.locator("#shortcuts")).to_be_in_viewport()
+            page.keyboard.press("?")
+            expect(page.locator("#shortcuts")).to_be_hidden()
             page.get_by_label("Outcome").select_option("decline")
             page.get_by_label("Reason (required)").first.fill("debt ratio above our limit")
             page.screenshot(path=str(artefacts / "console-task.png"), full_page=True)
             page.get_by_role("button", name="Override").click()
-            expect(page.get_by_text("Done: the task was overridden")).to_be_visible()
+            # on to the next free task, claimed, with word of the verdict just given
+            expect(
+                page.get_by_text(re.compile("Done: the previous task was overridden"))
+            ).to_be_visible()
             browser.close()
 
         waiter.join(30)

@@ -10,11 +10,16 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from typer.testing import CliRunner
 
+from tests import ledger_helpers as lh
 from warden.cli.app import app
+from warden.ledger import merkle
 from warden.ledger.keys import KEY_FILE, load_or_create
-from warden.ledger.remembered import SIGNER_FILE
+from warden.ledger.remembered import SIGNER_FILE, Remembered
+from warden.ledger.verify import BreakKind, verify_ledger
 from warden.store.database import create_engine
 from warden.store.schema import checkpoints, events, ledger_head, ledger_keys, ledger_tiles
 
@@ -297,3 +302,70 @@ def test_init_sets_and_shows_a_unique_origin(env: Path, db_url: str, tmp_path: P
     )
     assert bad.exit_code == 1 and "must look like a URL" in bad.output
     assert SIGNER_FILE not in {p.name for p in env.iterdir()}  # nothing signed yet
+
+
+@settings(
+    max_examples=12,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+    derandomize=True,
+)
+@given(
+    remembered=st.integers(1, 60),
+    at=st.integers(1, 60),
+    truncate=st.booleans(),
+    drop_checkpoints=st.booleans(),
+)
+def test_state_catches_any_change_before_the_remembered_size(
+    db: sa.Engine,
+    tmp_path: Path,
+    remembered: int,
+    at: int,
+    truncate: bool,
+    drop_checkpoints: bool,
+) -> None:
+    """Whatever happens from event `at` on — a rewrite with a perfect chain, or a cut — the
+    auditor who remembers the checkpoint of size `remembered` sees it exactly when at <= it."""
+    key = load_or_create(tmp_path / "home")
+    with db.connect() as conn:
+        built = conn.execute(sa.select(sa.func.count()).select_from(events)).scalar()
+    if not built:
+        lh.build(db, key, [20, 40, 60])
+    snap = lh.Snapshot(db)
+    leaves = [bytes.fromhex(row["leaf_hash"]) for row in sorted(snap.events, key=_seq)]
+    state = Remembered(None, remembered, merkle.root(leaves[:remembered]), {})
+    try:
+        lh.truncate_and_rewrite(db, snap, at, 0 if truncate else 61 - at)
+        if drop_checkpoints:
+            _sql_engine(db, checkpoints.delete(), ledger_tiles.delete())
+        report = verify_ledger(db, [key.public], state=state)
+        by_state = [
+            p
+            for p in report.problems
+            if (p.checkpoint == remembered and p.seq != 1) or p.kind is BreakKind.FORKED
+        ]
+        if at <= remembered:
+            assert not report.ok
+            assert by_state, report.problems
+            assert by_state[0].kind in (BreakKind.FORKED, BreakKind.TRUNCATED)
+        else:
+            assert not [p for p in report.problems if p.kind is BreakKind.FORKED]
+            assert not [
+                p
+                for p in report.problems
+                if p.kind is BreakKind.TRUNCATED
+                and p.checkpoint == remembered
+                and "since you last verified" in p.message
+            ]
+    finally:
+        snap.restore()
+
+
+def _seq(row: dict[str, Any]) -> int:
+    return int(row["seq"])
+
+
+def _sql_engine(db: sa.Engine, *statements: Any) -> None:
+    with db.begin() as conn:
+        for statement in statements:
+            conn.execute(statement)

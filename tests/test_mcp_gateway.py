@@ -95,7 +95,16 @@ class Bank:
 
 
 @pytest.fixture
-def bank(tmp_path: Path, db_url: str, warden_home: Path) -> Bank:
+def bank(tmp_path: Path, warden_home: Path) -> Bank:
+    """On SQLite: each of these tests starts gateway processes, so they run on one backend; the
+    flow's database work is covered on both by test_mcp_governor and the crash test below."""
+    (tmp_path / "bank").mkdir()
+    return Bank(tmp_path / "bank", f"sqlite:///{tmp_path / 'warden.db'}", warden_home)
+
+
+@pytest.fixture
+def bank_both(tmp_path: Path, db_url: str, warden_home: Path) -> Bank:
+    """On SQLite and PostgreSQL."""
     (tmp_path / "bank").mkdir()
     return Bank(tmp_path / "bank", db_url, warden_home)
 
@@ -272,7 +281,10 @@ def _gateway_pids() -> list[int]:
     return found
 
 
-def test_gateway_crash_while_held_loses_no_approval_and_runs_nothing_twice(bank: Bank) -> None:
+def test_gateway_crash_while_held_loses_no_approval_and_runs_nothing_twice(
+    bank_both: Bank,
+) -> None:
+    bank = bank_both
     engine = bank.engine()
     args = {"account": "acc-9", "amount": 12.5}
     state: dict[str, str] = {}

@@ -388,3 +388,65 @@ def test_hold_mode_keeps_the_call_open_with_progress_until_approved(warden: Ward
     assert answer.status == "executed" and answer.result == "refunded"
     assert ran == [1]
     assert progress and "held for review as decision" in progress[0]
+
+
+def test_server_kill_switch_refuses_every_call_to_it_at_once(warden: Warden) -> None:
+    from warden.mcp import kill
+
+    runs: list[str] = []
+
+    @warden.tool("agent_tools", annotations={"readOnlyHint": True})
+    def read_balance(account: str) -> str:
+        runs.append(account)
+        return "100"
+
+    assert read_balance("a") == "100"
+    kill.set_switch(warden.engine, "server", "python", True, actor="ops", reason="incident")
+    with pytest.raises(ToolRefused, match="kill switch server:python is engaged: incident"):
+        read_balance("b")
+    kill.set_switch(warden.engine, "server", "python", False, actor="ops", reason="over")
+    assert read_balance("c") == "100"
+    assert runs == ["a", "c"]
+    switches = {k.scope: k.engaged for k in warden.engine.kill_switches()}
+    assert switches == {"server:python": False}
+
+
+def test_agent_identity_is_the_principal_behind_its_token(warden: Warden) -> None:
+    from warden.auth.tokens import create_token
+    from warden.mcp.gateway import identity_from_token
+
+    secret, _ = create_token(
+        warden.engine.recorder, name="helpdesk", roles=["caller"], points=["agent_tools"], actor="t"
+    )
+    who = identity_from_token(warden.engine.db, secret)
+    assert who is not None and who.agent == "helpdesk" and who.actor.endswith(":helpdesk")
+    assert who.may_call("agent_tools") and not who.may_call("other_point")
+    assert identity_from_token(warden.engine.db, secret + "x") is None
+    assert identity_from_token(warden.engine.db, None) is None
+
+
+def test_rejected_or_expired_calls_never_run_and_the_agent_is_told(warden: Warden) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    runs: list[float] = []
+
+    @warden.tool("agent_tools", annotations={"destructiveHint": True})
+    def refund(account: str, amount: float) -> str:
+        runs.append(amount)
+        return "refunded"
+
+    with pytest.raises(ToolPending) as first:
+        refund("a", 1.0)
+    desk = ReviewDesk(warden.engine)
+    desk.claim(REVIEWER, first.value.decision_id)
+    desk.reject(REVIEWER, first.value.decision_id, reason="not owed", reason_code="not_owed")
+    with pytest.raises(ToolRefused, match="a reviewer rejected the call: not owed"):
+        refund("a", 1.0, warden_decision_id=first.value.decision_id)
+
+    with pytest.raises(ToolPending) as second:
+        refund("a", 2.0)
+    later = ReviewDesk(warden.engine, clock=lambda: datetime.now(UTC) + timedelta(hours=2))
+    assert later.expire_due() == 1
+    with pytest.raises(ToolRefused, match="nobody approved the call in time"):
+        refund("a", 2.0, warden_decision_id=second.value.decision_id)
+    assert runs == []

@@ -189,3 +189,63 @@ def test_console_health_pages_show_charts_alerts_and_protection(
     assert "Tightened" in html and "input_drift" in html and "credit_score" in html
     assert "https://" not in html and "http://cdn" not in html
     assert client.get("/console/points/nope/health").status_code == 404
+
+
+def test_an_owner_resolves_an_alert_from_the_health_page(
+    client: TestClient, monitored: Engine
+) -> None:
+    import re
+
+    caller = _token(monitored, ["caller"])
+    rng = np.random.default_rng(12)
+    monitor = Monitor(monitored)
+    _post(client, caller, applications(rng, 200))
+    monitor.poll()
+    _post(client, caller, applications(rng, 200, shifted=True))
+    monitor.poll()
+    assert "loan_approval" in monitored.tightened
+    _console_login(client, monitored)
+    html = client.get("/console/points/loan_approval/health").text
+    assert "Holm correction" in html  # why p < 0.05 can read "not drifted"
+    form = re.search(
+        r'action="/console/alerts/([^/"]+)/resolve" class="inline" '
+        r'aria-label="Resolve alert input_drift"',
+        html,
+    )
+    assert form is not None and "and lift the tightening" in html
+    csrf = re.search(r'name="csrf" value="([^"]+)"', html)
+    assert csrf is not None
+    url = f"/console/alerts/{form.group(1)}/resolve"
+    refused = client.post(url, data={"csrf": csrf.group(1), "reason": " "}, follow_redirects=False)
+    assert refused.status_code == 400 and "loan_approval" in monitored.tightened
+    done = client.post(
+        url, data={"csrf": csrf.group(1), "reason": "checked the drift"}, follow_redirects=False
+    )
+    assert done.status_code == 303, done.text
+    assert done.headers["location"] == "/console/points/loan_approval/health?done=resolved"
+    assert "loan_approval" not in monitored.tightened
+    after = client.get(done.headers["location"]).text
+    assert "the alert was resolved" in after and "Tightened" not in after
+
+
+def test_only_an_owner_may_resolve_from_the_console(client: TestClient, monitored: Engine) -> None:
+    secret, _ = create_token(
+        monitored.recorder, name="aud", roles=["auditor"], points=["loan_approval"], actor="test"
+    )
+    client.get("/console/login")
+    csrf = client.cookies.get("warden_login_csrf")
+    client.post("/console/login", data={"csrf": csrf, "token": secret}, follow_redirects=False)
+    page = client.get("/console/points/loan_approval/health").text
+    assert "/resolve" not in page.split("Open alerts")[1].split("</section>")[0] or (
+        "An owner of the point resolves alerts" in page
+    )
+    import re
+
+    session_csrf = re.search(r'name="csrf" value="([^"]+)"', page)
+    assert session_csrf is not None
+    response = client.post(
+        "/console/alerts/no-such-alert/resolve",
+        data={"csrf": session_csrf.group(1), "reason": "x"},
+        follow_redirects=False,
+    )
+    assert response.status_code == 404

@@ -265,3 +265,18 @@ def test_serve_on_a_busy_port_fails_before_loading(broken_env: Path) -> None:
         result = runner.invoke(app, ["serve", "--port", str(port)])
     assert result.exit_code == 1
     assert "already in use" in result.output and "--port" in result.output
+
+
+def test_the_server_factory_says_why_it_cannot_start_without_a_traceback(
+    tmp_path: Path, db_url: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from warden.api.app import create_app_from_env
+
+    monkeypatch.setenv("WARDEN_CONFIG", str(tmp_path / "no-such-folder"))
+    monkeypatch.setenv("WARDEN_DB_URL", db_url)
+    with caplog.at_level(logging.ERROR), pytest.raises(SystemExit) as exited:
+        create_app_from_env()
+    assert exited.value.code == 1
+    (record,) = [r for r in caplog.records if "cannot start" in r.getMessage()]
+    assert "no-such-folder" in record.getMessage() and "WARDEN_CONFIG" in record.getMessage()
+    assert record.exc_info is None  # one line, not a traceback

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+from warden.errors import Unavailable
 from warden.ledger.chain import EventDraft, verify_rows
 from warden.store.database import create_engine, migrate
 from warden.store.recorder import Change, DuplicateKey, Recorder
@@ -92,7 +93,7 @@ def test_rows_and_apply_in_one_batch(db: sa.Engine) -> None:
 def test_closed_recorder_refuses(db: sa.Engine) -> None:
     recorder = Recorder(db)
     recorder.close()
-    with pytest.raises(RuntimeError, match="closed"):
+    with pytest.raises(Unavailable, match="shutting down"):
         recorder.record(Change(events=[_event(1)]))
 
 

@@ -77,9 +77,11 @@ class FlakyClient(TestClient):
         if fault == "connect":
             raise httpx.ConnectError("connection refused")
         response = super().request(method, url, **kwargs)
-        if fault == "503":
+        if fault in ("503", "503-wait"):
             return httpx.Response(
-                503, json={"error": {"type": "unavailable", "message": "try again", "field": None}}
+                503,
+                json={"error": {"type": "unavailable", "message": "try again", "field": None}},
+                headers={"Retry-After": "2"} if fault == "503-wait" else {},
             )
         return response
 
@@ -189,6 +191,20 @@ def test_retries_give_up_with_unavailable(warden: WardenClient, http: FlakyClien
     with pytest.raises(Unavailable):
         warden.decide("refund_agent", refund(), output="refund", confidence=0.95)
     assert http.calls == 4  # the first try and three retries
+
+
+def test_retry_after_is_honoured_with_jitter(
+    warden: WardenClient, http: FlakyClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pauses: list[float] = []
+    monkeypatch.setattr("warden.sdk.http.time.sleep", pauses.append)
+    http.faults = ["503-wait"] * 4
+    with pytest.raises(Unavailable) as raised:
+        warden.decide("refund_agent", refund(), output="refund", confidence=0.95)
+    assert raised.value.retry_after == 2  # the server's hint, for the caller's own retry
+    assert len(pauses) == 3
+    assert all(2 <= p <= 3 for p in pauses)  # never before Retry-After, at most half more
+    assert len(set(pauses)) > 1  # jittered: clients turned away together spread out
 
 
 def test_unreachable_server_is_unavailable() -> None:

@@ -29,6 +29,7 @@ from warden.errors import (
     NotFound,
     PointUnavailable,
     PolicyError,
+    Unavailable,
     WardenError,
 )
 from warden.flow import Blocking, CallModel, Commit, Flow
@@ -40,6 +41,7 @@ from warden.ledger.chain import EventDraft
 from warden.models.base import Model, ModelFailure, ModelLoadError, Prediction
 from warden.models.guard import GuardedModel, check_prediction
 from warden.models.loader import load_model
+from warden.monitor.metrics import WRITES_REFUSED
 from warden.monitor.observer import Observer, observe
 from warden.policy.loader import BrokenPoint, model_error, report_broken
 from warden.policy.point import CompiledPoint
@@ -54,6 +56,8 @@ from warden.rollout.shadow import ShadowCall, ShadowRunner
 from warden.store import queries
 from warden.store.recorder import (
     GLOBAL_SCOPE,
+    MAX_QUEUE,
+    MAX_RIDERS,
     Change,
     DuplicateKey,
     GuardState,
@@ -67,6 +71,7 @@ REVOKED = {
     "kill_switch": KILL_REASON,
     "rollout_stopped": "the canary that chose this model stopped before the decision was recorded",
 }
+MAX_IN_FLIGHT = 1024  # decisions being made at once before more are refused (503)
 # Enough model workers for every concurrent caller (the HTTP server runs up to 40 at once), so
 # only a model that hangs — not ordinary load — exhausts them and fails fast.
 MODEL_WORKERS = 64
@@ -81,6 +86,28 @@ class Proposal:
     model_version: str | None = None
 
 
+@dataclass(slots=True)
+class _Answer:
+    """What answered a decision: the model's prediction or failure, and which model."""
+
+    prediction: Prediction | None
+    failure: Failure | None
+    version: str | None
+    selection: Selection | None
+
+
+@dataclass(slots=True)
+class _Pending:
+    """A decision routed and ready to commit, and what its commit is followed by."""
+
+    compiled: CompiledPoint
+    row: dict[str, Any]
+    change: Change
+    data: dict[str, Any]
+    answer: _Answer
+    marks: tuple[int, ...] = ()
+
+
 class Engine:
     """Runs decisions for a set of loaded decision points against one database."""
 
@@ -93,14 +120,26 @@ class Engine:
         model_cache: Path | None = None,
         shadow_process: bool = False,
         broken: Sequence[BrokenPoint] = (),
+        write_queue: int = MAX_QUEUE,
+        shadow_backlog: int = MAX_RIDERS,
+        max_in_flight: int = MAX_IN_FLIGHT,
     ) -> None:
         """`shadow_process`: shadow models answer in a child process rather than on a thread
         of this one (see `warden.rollout.shadow_process`); the server turns it on.
 
         `broken`: point files that did not load (see `load_available`). A point whose model
-        does not load joins them; the others serve, and deciding on a broken one says why."""
+        does not load joins them; the others serve, and deciding on a broken one says why.
+
+        `write_queue`: changes that may wait for the writer before decisions are refused with
+        `Unavailable` (503); `shadow_backlog`: shadow results that may wait to be written
+        before more are dropped (counted, never a decision); `max_in_flight`: decisions being
+        made at once before more are refused with `Unavailable` — under overload a caller is
+        told at once to come back, instead of waiting in an ever longer line."""
         self.db = db
         self.shadow_process = shadow_process
+        self.max_in_flight = max_in_flight
+        self._in_flight = 0
+        self._flight_lock = threading.Lock()
         self._keys = RecentKeys()
         self._killed: frozenset[str] = frozenset()
         self._kill_lock = threading.Lock()
@@ -111,7 +150,12 @@ class Engine:
         # decision; `tightened` maps a point to the alert that sends all its decisions to review.
         self.observers: list[Observer] = []
         self.tightened: dict[str, str] = {}
-        self.recorder = Recorder(db, on_guard_state=self._on_guard_state)
+        self.recorder = Recorder(
+            db,
+            on_guard_state=self._on_guard_state,
+            max_queue=write_queue,
+            max_riders=shadow_backlog,
+        )
         self.policies = PolicyVersions(db, self.recorder)
         self.broken: dict[str, BrokenPoint] = {}
         self.unnamed_broken: list[BrokenPoint] = []
@@ -160,17 +204,21 @@ class Engine:
         `callback_url` receives the decision as a signed webhook if it goes to review and
         becomes final later.
         """
-        return flow.run(
-            self.decision_flow(
-                point,
-                input,
-                context=context,
-                idempotency_key=idempotency_key,
-                actor=actor,
-                proposal=proposal,
-                callback_url=callback_url,
+        self._admit()
+        try:
+            return flow.run(
+                self.decision_flow(
+                    point,
+                    input,
+                    context=context,
+                    idempotency_key=idempotency_key,
+                    actor=actor,
+                    proposal=proposal,
+                    callback_url=callback_url,
+                )
             )
-        )
+        finally:
+            self._leave()
 
     async def decide_async(
         self,
@@ -185,17 +233,36 @@ class Engine:
     ) -> Decision:
         """`decide` on an asyncio event loop: the same flow, awaiting the model and the commit
         instead of blocking a thread on them (the HTTP server decides this way)."""
-        return await flow.run_async(
-            self.decision_flow(
-                point,
-                input,
-                context=context,
-                idempotency_key=idempotency_key,
-                actor=actor,
-                proposal=proposal,
-                callback_url=callback_url,
+        self._admit()
+        try:
+            return await flow.run_async(
+                self.decision_flow(
+                    point,
+                    input,
+                    context=context,
+                    idempotency_key=idempotency_key,
+                    actor=actor,
+                    proposal=proposal,
+                    callback_url=callback_url,
+                )
             )
-        )
+        finally:
+            self._leave()
+
+    def _admit(self) -> None:
+        """Take a place among the decisions in flight, or refuse at once when none is free."""
+        with self._flight_lock:
+            if self._in_flight >= self.max_in_flight:
+                WRITES_REFUSED.labels("at_capacity").inc()
+                raise Unavailable(
+                    f"Warden is at capacity ({self.max_in_flight} decisions in flight); "
+                    "nothing was recorded, retry after a moment"
+                )
+            self._in_flight += 1
+
+    def _leave(self) -> None:
+        with self._flight_lock:
+            self._in_flight -= 1
 
     def decision_flow(
         self,
@@ -221,7 +288,7 @@ class Engine:
         if idempotency_key is not None and (compiled.name, idempotency_key) in self._keys:
             # A retry of a decision made here: answer it without calling the model again. A
             # key first seen elsewhere is caught by the unique index at commit instead, so a
-            # new key costs no read (`_record_decision`).
+            # new key costs no read (`_commit`).
             key = idempotency_key
             existing = yield Blocking(lambda: self._existing(compiled.name, key, request_hash))
             if existing is not None:
@@ -254,8 +321,42 @@ class Engine:
             compiled, data, proposal, selection
         )
         predicted = time.perf_counter_ns()
-        routing = self._route(compiled, decision_id, data, ctx, prediction, failure)
-        routed = time.perf_counter_ns()
+        pending = self._prepare(
+            compiled,
+            decision_id,
+            now,
+            data,
+            ctx,
+            _Answer(prediction, failure, model_version, selection),
+            idempotency_key,
+            request_hash,
+            actor,
+            callback_url,
+        )
+        pending.marks = (started, validated, predicted, time.perf_counter_ns())
+        recorded = yield from self._commit(pending)
+        if isinstance(recorded, Decision):  # a retry answered with the first decision
+            return recorded
+        return self._committed(pending, recorded)
+
+    def _prepare(
+        self,
+        compiled: CompiledPoint,
+        decision_id: str,
+        now: datetime,
+        data: dict[str, Any],
+        ctx: dict[str, Any],
+        answer: _Answer,
+        idempotency_key: str | None,
+        request_hash: str | None,
+        actor: str,
+        callback_url: str | None,
+    ) -> _Pending:
+        """The one place a decided change is built, for every entry point (`decide`,
+        `decide_async`, `decide_many`, the HTTP endpoints): the route, tightened while an
+        alert holds the point; the row; the writer's re-checks of the kill switch and of the
+        canary whose challenger answered (`revoke`, `variant`); the review task."""
+        routing = self._route(compiled, decision_id, data, ctx, answer.prediction, answer.failure)
         row = _decision_row(
             compiled,
             decision_id,
@@ -263,19 +364,45 @@ class Engine:
             data,
             ctx,
             routing,
-            prediction,
-            model_version,
+            answer.prediction,
+            answer.version,
             idempotency_key,
             request_hash,
             actor,
         )
+        selection = answer.selection
         variant = selection.variant if selection else None
-        decision = yield from self._record_decision(compiled, row, actor, callback_url, variant)
-        if selection is not None and selection.shadows and failure is None:
-            self._shadow_calls(compiled, decision_id, data, selection)
+        change = self._change(compiled, row, actor, callback_url, variant)
+        return _Pending(compiled, row, change, data, answer)
+
+    def _commit(self, pending: _Pending) -> Flow[dict[str, Any] | Decision]:
+        """Commit a prepared decision: its committed row, or — for a retried idempotency key
+        taken meanwhile (a concurrent retry, a replica, a restart) — the first decision."""
+        compiled, row = pending.compiled, pending.row
+        key = row["idempotency_key"]
+        try:
+            recorded: dict[str, Any] = yield Commit(self.recorder, pending.change)
+        except DuplicateKey:
+            if key is None:
+                raise
+            request_hash = row["request_hash"]
+            existing = yield Blocking(lambda: self._existing(compiled.name, key, request_hash))
+            if existing is None:
+                raise
+            self._keys.add(compiled.name, key)
+            return existing  # type: ignore[no-any-return]
+        if key is not None:
+            self._keys.add(compiled.name, key)
+        return recorded
+
+    def _committed(self, pending: _Pending, recorded: dict[str, Any]) -> Decision:
+        """After the commit, the same for every entry point: shadow calls, observers."""
+        selection, answer = pending.answer.selection, pending.answer
+        if selection is not None and selection.shadows and answer.failure is None:
+            self._shadow_calls(pending.compiled, recorded["id"], pending.data, selection)
         if self.observers:
-            observe(self, row, (started, validated, predicted, routed))
-        return decision
+            observe(self, recorded, pending.marks)
+        return queries.to_decision(recorded)
 
     def _route(
         self,
@@ -364,28 +491,15 @@ class Engine:
         return prediction, None, selection.version
 
     def _record_decision(
-        self,
-        compiled: CompiledPoint,
-        row: dict[str, Any],
-        actor: str,
-        callback_url: str | None = None,
-        variant: str | None = None,
+        self, compiled: CompiledPoint, row: dict[str, Any], actor: str
     ) -> Flow[Decision]:
-        change = self._change(compiled, row, actor, callback_url, variant)
-        key = row["idempotency_key"]
-        try:
-            recorded = yield Commit(self.recorder, change)
-        except DuplicateKey:  # the key was taken: by a concurrent retry, a replica, a restart
-            if key is None:
-                raise
-            request_hash = row["request_hash"]
-            existing = yield Blocking(lambda: self._existing(compiled.name, key, request_hash))
-            if existing is None:
-                raise
-            self._keys.add(compiled.name, key)
-            return existing  # type: ignore[no-any-return]
-        if key is not None:
-            self._keys.add(compiled.name, key)
+        """Commit a refused decision (invalid input)."""
+        change = self._change(compiled, row, actor, None, None)
+        answer = _Answer(None, None, row["model_version"], None)
+        pending = _Pending(compiled, row, change, row["input"], answer)
+        recorded = yield from self._commit(pending)
+        if isinstance(recorded, Decision):
+            return recorded
         return queries.to_decision(recorded)
 
     def _change(
@@ -450,8 +564,12 @@ class Engine:
         fails its schema is refused and recorded, and comes back as that refused decision
         (rather than raised, so one bad row does not hide the others).
         """
-        with collector_paused():  # a batch builds thousands of objects, none in a cycle
-            return self._decide_many(point, inputs, contexts, actor)
+        self._admit()
+        try:
+            with collector_paused():  # a batch builds thousands of objects, none in a cycle
+                return self._decide_many(point, inputs, contexts, actor)
+        finally:
+            self._leave()
 
     def _decide_many(
         self,
@@ -474,7 +592,6 @@ class Engine:
                 field="contexts",
             )
         now = datetime.now(UTC)
-        rows: list[dict[str, Any] | None] = []
         valid: list[tuple[int, str, dict[str, Any], dict[str, Any]]] = []
         refused: dict[int, Decision] = {}
         for index, raw in enumerate(inputs):
@@ -493,66 +610,66 @@ class Engine:
                     )
                 except InvalidInput as refusal:
                     refused[index] = self.get(refusal.extra["decision_id"])
-                rows.append(None)
                 continue
             valid.append((index, decision_id, data, ctx))
-            rows.append(None)
         answers = self._predict_batch(compiled, [(d, c, i) for _, i, d, c in valid])
-        changes: list[Change] = []
-        for (index, decision_id, data, ctx), (prediction, failure, version) in zip(
-            valid, answers, strict=True
-        ):
-            routing = self._route(compiled, decision_id, data, ctx, prediction, failure)
-            row = _decision_row(
-                compiled,
-                decision_id,
-                now,
-                data,
-                ctx,
-                routing,
-                prediction,
-                version,
-                None,
-                None,
-                actor,
+        pending: list[tuple[int, _Pending]] = [
+            (
+                index,
+                self._prepare(
+                    compiled, decision_id, now, data, ctx, answer, None, None, actor, None
+                ),
             )
-            rows[index] = row
-            changes.append(self._change(compiled, row, actor, None, None))
-        futures = [self.recorder.submit(change) for change in changes]
-        for future in futures:
-            future.result(60)  # committed: the rows now hold their final (possibly revoked) route
-        decisions: list[Decision] = []
-        for index, pending in enumerate(rows):
-            if pending is None:
-                decisions.append(refused[index])
-                continue
-            if self.observers:
-                observe(self, pending)
-            decisions.append(queries.to_decision(pending))
-        return decisions
+            for (index, decision_id, data, ctx), answer in zip(valid, answers, strict=True)
+        ]
+        submitted = self.recorder.submit_many([p.change for _, p in pending])
+        outcomes: list[Any] = []
+        for future in submitted:  # every one, so none is left unanswered behind an error
+            try:
+                outcomes.append(self.recorder.wait(future))
+            except Exception as exc:
+                outcomes.append(exc)
+        failed = next((o for o in outcomes if isinstance(o, Exception)), None)
+        if failed is not None:
+            recorded = [
+                p.row["id"]
+                for (_, p), o in zip(pending, outcomes, strict=True)
+                if not isinstance(o, Exception)
+            ]
+            if isinstance(failed, WardenError):
+                failed.extra.setdefault("recorded", recorded)
+            raise failed
+        decisions: dict[int, Decision] = dict(refused)
+        for (index, item), recorded_row in zip(pending, outcomes, strict=True):
+            decisions[index] = self._committed(item, recorded_row)
+        return [decisions[index] for index in range(len(inputs))]
 
     def _predict_batch(
         self, compiled: CompiledPoint, items: list[tuple[dict[str, Any], dict[str, Any], str]]
-    ) -> list[tuple[Prediction | None, Failure | None, str | None]]:
-        """Answers for a batch: the champion in one call; rollouts and kill switch per item."""
+    ) -> list[_Answer]:
+        """Answers for a batch: the champion in one call; a rollout's items one by one, each
+        with its own selection (the canary's challenger, shadows) as `decide` makes it."""
         if not items:
             return []
         if self._is_killed(compiled.name):
             version = compiled.spec.model.version
-            return [(None, Failure("kill_switch", KILL_REASON, kill=True), version)] * len(items)
+            kill = Failure("kill_switch", KILL_REASON, kill=True)
+            return [_Answer(None, kill, version, None) for _ in items]
         state = self.deployments.state(compiled.name)
         if state.rollout is not None:  # each item may go to another model: decide one by one
             answers = []
             for data, ctx, decision_id in items:
-                selection = self.deployments.select(compiled, data, ctx, decision_id)
-                answers.append(flow.run(self._predict(compiled, data, None, selection)))
+                selection = self._select(compiled, data, ctx, decision_id, None)
+                answer = flow.run(self._predict(compiled, data, None, selection))
+                answers.append(_Answer(*answer, selection))
             return answers
         assert state.champion is not None
         results = state.champion.call_many([data for data, _, _ in items])
+        selection = Selection(state.champion, state.champion_version)
         return [
-            (None, Failure(r.code, r.message), state.champion_version)
+            _Answer(None, Failure(r.code, r.message), state.champion_version, selection)
             if isinstance(r, ModelFailure)
-            else (r, None, state.champion_version)
+            else _Answer(r, None, state.champion_version, selection)
             for r in results
         ]
 

@@ -87,7 +87,15 @@ class PointUnavailable(WardenError):
 
 
 class Unavailable(WardenError):
-    """The store could not durably record; nothing was acknowledged."""
+    """Warden cannot take the request now (the write queue is full, the database is
+    unreachable); nothing was acknowledged. Retry after `retry_after` seconds — with the same
+    Idempotency-Key, so a retry can never decide twice."""
 
     type = "unavailable"
     http_status = 503
+
+    def __init__(
+        self, message: str, *, field: str | None = None, retry_after: float = 1.0, **extra: Any
+    ) -> None:
+        super().__init__(message, field=field, **extra)
+        self.retry_after = retry_after

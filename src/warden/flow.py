@@ -16,13 +16,13 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from warden.errors import Unavailable
+
 if TYPE_CHECKING:
     from warden.models.guard import GuardedModel
     from warden.store.recorder import Change, Recorder
 
 T = TypeVar("T")
-
-COMMIT_TIMEOUT = 60.0  # seconds a caller waits for its commit before giving up on it
 
 
 class Step:
@@ -51,16 +51,18 @@ class CallModel(Step):
 
 @dataclass(slots=True)
 class Commit(Step):
-    """A change handed to the group-commit writer; answered once it is durable."""
+    """A change handed to the group-commit writer; answered once its transaction committed,
+    or with an error (`Unavailable` when the writer cannot take it)."""
 
     recorder: Recorder
     change: Change
 
     def run(self) -> Any:
-        return self.recorder.record(self.change, COMMIT_TIMEOUT)
+        return self.recorder.record(self.change)
 
     async def run_async(self) -> Any:
-        return await wait_for_future(self.recorder.submit(self.change), COMMIT_TIMEOUT)
+        future = self.recorder.submit(self.change)
+        return await wait_for_future(future, self.recorder.accept_timeout)
 
 
 @dataclass(slots=True)
@@ -113,8 +115,12 @@ async def run_async(flow: Flow[T]) -> T:
 
 
 async def wait_for_future(future: Future[T], timeout: float) -> T:
-    """Await a thread's future without ever cancelling it: the writer owns its futures, and a
-    caller that goes away (a client disconnect) must not withdraw a change being committed.
+    """Await the writer's future for a change, as `Recorder.wait` does on a thread.
+
+    A caller that has waited `timeout` seconds while the change still queued, or that goes away
+    (its task is cancelled), withdraws the change if the writer has not taken it — so a caller
+    told "not recorded" never finds it committed later. A change the writer has taken is
+    awaited to its outcome: the writer answers everything it takes.
 
     Not `asyncio.wrap_future`: that links the two futures in a reference cycle, and a cycle per
     decision is work for the garbage collector's pauses.
@@ -122,19 +128,22 @@ async def wait_for_future(future: Future[T], timeout: float) -> T:
     loop = asyncio.get_running_loop()
     waiter: asyncio.Future[T] = loop.create_future()
 
-    def on_done(done: Future[T]) -> None:  # on the writer's thread
+    def on_done(done: Future[T]) -> None:  # on the writer's thread, or here when withdrawn
         loop.call_soon_threadsafe(_copy_outcome, done, waiter)
 
     future.add_done_callback(on_done)
-    timer = loop.call_later(timeout, _commit_timed_out, waiter, timeout)
+    timer = loop.call_later(timeout, _give_up, future, waiter, timeout)
     try:
         return await waiter
+    except asyncio.CancelledError:
+        future.cancel()  # withdrawn if still queued; a taken change still commits
+        raise
     finally:
         timer.cancel()
 
 
 def _copy_outcome(done: Future[T], waiter: asyncio.Future[T]) -> None:
-    if waiter.done():  # the caller gave up waiting; the change itself is unaffected
+    if waiter.done() or done.cancelled():  # the caller gave up waiting
         return
     error = done.exception()
     if error is not None:
@@ -143,8 +152,11 @@ def _copy_outcome(done: Future[T], waiter: asyncio.Future[T]) -> None:
         waiter.set_result(done.result())
 
 
-def _commit_timed_out(waiter: asyncio.Future[Any], timeout: float) -> None:
-    if not waiter.done():
+def _give_up(future: Future[Any], waiter: asyncio.Future[Any], timeout: float) -> None:
+    if not waiter.done() and future.cancel():
         waiter.set_exception(
-            TimeoutError(f"no commit within {timeout:g}s; the database is not keeping up")
+            Unavailable(
+                f"the database did not take the change within {timeout:g}s; it was withdrawn "
+                "and will not be recorded, retry after a moment"
+            )
         )

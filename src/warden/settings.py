@@ -16,6 +16,9 @@ class Settings:
     db_url: str
     max_body_bytes: int = 1_048_576
     shadow_process: bool = True  # WARDEN_SHADOW_PROCESS=0 keeps shadow models on a thread
+    write_queue: int = 10_000  # WARDEN_WRITE_QUEUE: changes waiting to be written, then 503
+    shadow_backlog: int = 10_000  # WARDEN_SHADOW_BACKLOG: shadow results waiting, then dropped
+    max_in_flight: int = 1024  # WARDEN_MAX_IN_FLIGHT: decisions being made at once, then 503
 
     @property
     def model_cache(self) -> Path:
@@ -37,4 +40,20 @@ class Settings:
             db_url=url,
             max_body_bytes=limit,
             shadow_process=shadow_process,
+            write_queue=_positive("WARDEN_WRITE_QUEUE", 10_000),
+            shadow_backlog=_positive("WARDEN_SHADOW_BACKLOG", 10_000),
+            max_in_flight=_positive("WARDEN_MAX_IN_FLIGHT", 1024),
         )
+
+
+def _positive(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise ValueError(f"{name} must be a positive whole number, not {raw!r}")
+    return value

@@ -108,6 +108,9 @@ def _app_from_env() -> FastAPI:
         actor="warden serve",
         model_cache=settings.model_cache,
         shadow_process=settings.shadow_process,
+        write_queue=settings.write_queue,
+        shadow_backlog=settings.shadow_backlog,
+        max_in_flight=settings.max_in_flight,
         broken=loaded.broken,
     )
     attach(engine)  # metrics, traces and protective actions; the monitor runs beside review

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import logging
+import math
+import sqlite3
 from typing import Any
 
+import sqlalchemy as sa
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
@@ -22,10 +25,72 @@ def error_response(
     return FastJSONResponse({"error": body}, status_code=status)
 
 
+def unavailable_response(error: Unavailable) -> FastJSONResponse:
+    """503 with the error shape and `Retry-After` (whole seconds, at least 1)."""
+    response = FastJSONResponse(error.to_dict(), status_code=error.http_status)
+    response.headers["Retry-After"] = str(max(1, math.ceil(error.retry_after)))
+    return response
+
+
+def _database_errors() -> tuple[tuple[type[Exception], ...], tuple[type[Exception], ...]]:
+    """What a database raises on either backend (SQLAlchemy's wrappers, and the drivers' own
+    errors from raw connections), and which of those mean it is down, restarting or busy."""
+    errors: list[type[Exception]] = [sa.exc.DBAPIError, sa.exc.TimeoutError, sqlite3.Error]
+    outages: list[type[Exception]] = [
+        sa.exc.TimeoutError,
+        sa.exc.OperationalError,
+        sa.exc.InterfaceError,
+        sqlite3.OperationalError,
+        sqlite3.InterfaceError,
+        TimeoutError,
+        ConnectionError,
+    ]
+    try:
+        import psycopg
+
+        errors.append(psycopg.Error)
+        outages += [psycopg.OperationalError, psycopg.InterfaceError]
+    except ImportError:  # pragma: no cover - SQLite-only install
+        pass
+    return tuple(errors), tuple(outages)
+
+
+DATABASE_ERRORS, OUTAGES = _database_errors()
+
+
+def _is_outage(exc: BaseException) -> bool:
+    """A database that cannot be reached or is busy — not a statement that is wrong."""
+    if isinstance(exc, sa.exc.DBAPIError) and exc.connection_invalidated:
+        return True
+    return isinstance(exc, OUTAGES)
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(WardenError)
     async def _warden(_: Request, exc: WardenError) -> FastJSONResponse:
+        if isinstance(exc, Unavailable):
+            return unavailable_response(exc)
         return FastJSONResponse(exc.to_dict(), status_code=exc.http_status)
+
+    # Handlers for these classes (not for `Exception`) answer inside Starlette's exception
+    # middleware, so the connection stays open; an error that reaches the outermost handler
+    # is re-raised after the response, and the server then drops the keep-alive connection.
+    async def _database(_: Request, exc: Exception) -> FastJSONResponse:
+        if not _is_outage(exc):
+            log.error("database error", exc_info=exc)
+            return error_response(
+                500, "internal_error", "unexpected server error; nothing was acknowledged"
+            )
+        log.warning("database unavailable: %s", exc)
+        return unavailable_response(
+            Unavailable(
+                "the database is unavailable; nothing was acknowledged, retry after a moment "
+                "(with the same Idempotency-Key for decisions)"
+            )
+        )
+
+    for error_class in (*DATABASE_ERRORS, TimeoutError, ConnectionError):
+        app.add_exception_handler(error_class, _database)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> FastJSONResponse:
@@ -42,12 +107,13 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> FastJSONResponse:
-        if isinstance(exc, TimeoutError | OSError):
-            error = Unavailable(
-                "the decision could not be recorded in time; it was not "
-                "acknowledged, retry with the same Idempotency-Key"
+        if isinstance(exc, TimeoutError | OSError | DATABASE_ERRORS):
+            return unavailable_response(
+                Unavailable(
+                    "the decision could not be recorded; it was not acknowledged, retry "
+                    "with the same Idempotency-Key"
+                )
             )
-            return FastJSONResponse(error.to_dict(), status_code=error.http_status)
         log.exception("unexpected error")
         return error_response(
             500, "internal_error", "unexpected server error; nothing was acknowledged"

@@ -9,6 +9,8 @@ from typing import Any
 import orjson
 from starlette.templating import Jinja2Templates
 
+from warden import readable
+
 templates = Jinja2Templates(directory=Path(__file__).parent / "templates")
 
 
@@ -48,5 +50,7 @@ def percent(value: float | None) -> str:
     return f"{value:.0%}" if value is not None else "—"
 
 
-templates.env.filters.update(remaining=remaining, stamp=stamp, pretty=pretty, percent=percent)
+templates.env.filters.update(
+    remaining=remaining, stamp=stamp, pretty=pretty, percent=percent, readable=readable.cell
+)
 templates.env.globals.update(is_overdue=is_overdue)

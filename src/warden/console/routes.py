@@ -17,7 +17,7 @@ from starlette.responses import RedirectResponse, Response
 
 from warden.api.auth import require
 from warden.api.routes import READERS
-from warden.auth.tokens import authenticate
+from warden.auth.tokens import Role, authenticate
 from warden.auth.users import verify_password
 from warden.console.render import templates
 from warden.console.sessions import COOKIE, Session, close_session, load_session, open_session
@@ -33,6 +33,8 @@ from warden.store.queries import DecisionFilter, list_decisions
 router = APIRouter(prefix="/console", include_in_schema=False)
 LOGIN_CSRF = "warden_login_csrf"
 PAGE = 50
+CONSOLE_ROLES = frozenset({Role.REVIEWER, Role.OWNER, Role.AUDITOR, Role.ADMIN})
+SORTED_LIMIT = 1000  # tasks read to sort the queue by an input field
 
 
 def _desk(request: Request) -> ReviewDesk:
@@ -136,6 +138,16 @@ async def login(request: Request) -> Response:
     if principal is None:
         what = "token" if token else "username or password"
         return _login_error(request, next_url, f"That {what} is not valid.", 401)
+    if not set(principal.roles) & CONSOLE_ROLES:
+        return _login_error(
+            request,
+            next_url,
+            "That token is valid but has only the caller role, which sends decisions to the "
+            "API; the console is for people. Log in with a reviewer, owner, auditor or admin "
+            "token (`warden token create --role reviewer ...`) or a console user "
+            "(`warden user create`).",
+            403,
+        )
     secret, _ = await run_in_threadpool(open_session, db, principal, method)
     response = RedirectResponse(next_url, status_code=303)
     response.set_cookie(COOKIE, secret, max_age=12 * 3600, **_cookie_flags(request))
@@ -186,12 +198,23 @@ async def queue(
     claimed: str = "any",
     cursor: str | None = None,
     done: str | None = None,
+    sort: str | None = None,
+    order: str = "desc",
 ) -> Response:
+    """The queue, oldest first; or sorted by an input field a point names in `review.display`
+    (then the first SORTED_LIMIT matching tasks, sorted, on one page)."""
     session = await _session(request)
     if session is None:
         return _to_login(request)
     who = session.principal
     desk = _desk(request)
+    engine = _engine(request)
+    points = sorted(p for p in engine.points if may_view(who, p))
+    shown = [p for p in ([point] if point in engine.points else points)]
+    display = list(dict.fromkeys(f for p in shown for f in engine.points[p].spec.review.display))
+    if sort not in display:
+        sort = None
+    order = "asc" if order == "asc" else "desc"
     now = desk.clock()
     if status not in ("open", "decided", "expired", "all"):
         status = "open"
@@ -203,12 +226,18 @@ async def queue(
     )
     try:
         tasks, next_cursor = await run_in_threadpool(
-            desk.tasks, who, flt, cursor=cursor, limit=PAGE
+            desk.tasks,
+            who,
+            flt,
+            cursor=None if sort else cursor,
+            limit=SORTED_LIMIT if sort else PAGE,
         )
         counts = await run_in_threadpool(desk.counts, who)
     except WardenError as error:
         return _error_page(request, session, error)
-    points = sorted(p for p in _engine(request).points if may_view(who, p))
+    if sort:
+        tasks = sort_tasks(tasks, sort, descending=order == "desc")
+        next_cursor = None
     filters = {"point": point or "", "status": status, "claimed": claimed}
     next_link = (
         f"/console/queue?{urlencode({**filters, 'cursor': next_cursor})}" if next_cursor else None
@@ -224,7 +253,35 @@ async def queue(
         next_link=next_link,
         now=now,
         done=done,
+        display=display,
+        sort=sort,
+        order=order,
+        sort_link=lambda field: (
+            "/console/queue?"
+            + urlencode(
+                {
+                    **filters,
+                    "sort": field,
+                    "order": "asc" if field == sort and order == "desc" else "desc",
+                }
+            )
+        ),
     )
+
+
+def sort_tasks(tasks: list[ReviewTask], field: str, *, descending: bool) -> list[ReviewTask]:
+    """Tasks by an input field: numbers by value, then text; tasks without it always last."""
+
+    def value(task: ReviewTask) -> Any:
+        raw = task.decision.input.get(field) if task.decision else None
+        return raw if isinstance(raw, int | float | str) and not isinstance(raw, bool) else None
+
+    present = [t for t in tasks if value(t) is not None]
+    numbers = sorted(
+        (t for t in present if not isinstance(value(t), str)), key=value, reverse=descending
+    )
+    texts = sorted((t for t in present if isinstance(value(t), str)), key=value, reverse=descending)
+    return numbers + texts + [t for t in tasks if value(t) is None]
 
 
 @router.post("/queue/claim-next")
@@ -249,11 +306,16 @@ async def claim_next(request: Request) -> Response:
 
 
 @router.get("/tasks/{decision_id}")
-async def task_page(request: Request, decision_id: str, done: str | None = None) -> Response:
+async def task_page(
+    request: Request, decision_id: str, done: str | None = None, after: str | None = None
+) -> Response:
+    """`after`: the verdict just given on the previous task, when this is the next one."""
     session = await _session(request)
     if session is None:
         return _to_login(request)
-    return await _render_task(request, session, decision_id, done=done)
+    return await _render_task(
+        request, session, decision_id, done=done, after=after if after in VERDICTS else None
+    )
 
 
 async def _render_task(
@@ -262,6 +324,7 @@ async def _render_task(
     decision_id: str,
     *,
     done: str | None = None,
+    after: str | None = None,
     error: WardenError | None = None,
     form: dict[str, str] | None = None,
 ) -> Response:
@@ -292,6 +355,7 @@ async def _render_task(
             if task.decision and o != task.decision.proposed_outcome
         ],
         done=done,
+        after=after,
         error=error,
         form=form or {},
     )
@@ -341,7 +405,7 @@ async def task_action(request: Request, decision_id: str, action: str) -> Respon
             request, session, decision_id, error=error, form={**form, "action": action}
         )
     if action in ("approve", "reject", "override"):
-        return RedirectResponse(f"/console/queue?done={DONE[action]}", status_code=303)
+        return await _next_task(request, who, DONE[action])
     return RedirectResponse(f"/console/tasks/{decision_id}?done={DONE[action]}", status_code=303)
 
 
@@ -349,9 +413,20 @@ DONE = {
     "claim": "claimed",
     "release": "released",
     "approve": "approved",
-    "reject": "rejected",
+    "reject": "closed without an outcome",
     "override": "overridden",
 }
+VERDICTS = frozenset(DONE[a] for a in ("approve", "reject", "override"))
+
+
+async def _next_task(request: Request, who: Any, verdict: str) -> Response:
+    """After a verdict, straight on to the next free task (claimed), or the queue if none."""
+    try:
+        task = await run_in_threadpool(_desk(request).claim_next, who, None)
+    except WardenError:  # none free (NotFound), or none this reviewer may take
+        return RedirectResponse(f"/console/queue?{urlencode({'done': verdict})}", status_code=303)
+    query = urlencode({"after": verdict})
+    return RedirectResponse(f"/console/tasks/{task.decision_id}?{query}", status_code=303)
 
 
 # -- decisions ----------------------------------------------------------------------------

@@ -128,7 +128,8 @@ def warden_command() -> str:
         on_path is not None and Path(on_path).resolve() == installed.resolve()
     ):
         return "warden"
-    return shlex.quote(_rel(installed))
+    shown = _rel(installed)
+    return shlex.quote(str(installed) if shown.startswith("..") else shown)
 
 
 def environment(setup: DemoSetup) -> str:
@@ -236,6 +237,7 @@ def totals(console: Console, setup: DemoSetup, counts: TrafficCounts) -> None:
         f"again to continue (`--fresh` to start over), or edit the rules in "
         f"{_rel(setup.point_file)} first and watch the routes change.",
         highlight=False,
+        soft_wrap=True,
     )
 
 

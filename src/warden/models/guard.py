@@ -4,6 +4,7 @@ so every way a model can misbehave ends in one ModelFailure with a stable code.
 
 from __future__ import annotations
 
+import logging
 import math
 import numbers
 import time
@@ -31,7 +32,10 @@ from warden.models.breaker import CircuitBreaker
 from warden.models.loader import ModelSource, load_model, source_of
 from warden.models.thread_batching import ThreadBatcher
 from warden.models.workers import CallTimeout, PoolSaturated, WorkerPool
+from warden.monitor.metrics import BATCH_FALLBACKS
 from warden.policy.schema import FailureSpec, ModelSpec
+
+log = logging.getLogger(__name__)
 
 
 class GuardedModel:
@@ -207,8 +211,14 @@ class GuardedModel:
             try:
                 predictions: list[Prediction | ModelFailure] = list(many(inputs))
                 return predictions
-            except Exception:
-                pass  # find which rows fail, below
+            except Exception:  # find which rows fail, below; but say so, and count it
+                BATCH_FALLBACKS.labels(self._spec.version or "").inc()
+                log.warning(
+                    "the vectorised call of model %s failed; answering its %d rows one by one",
+                    self._spec.version,
+                    len(inputs),
+                    exc_info=True,
+                )
         results: list[Prediction | ModelFailure] = []
         for item in inputs:
             try:

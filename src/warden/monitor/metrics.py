@@ -111,6 +111,31 @@ TIGHTENED = Gauge(
     multiprocess_mode="mostrecent",
 )
 
+SHADOW_DROPPED = Counter(
+    "warden_shadow_results_dropped",
+    "Shadow results dropped because the shadow backlog was full (never a decision).",
+    registry=REGISTRY,
+)
+WRITES_REFUSED = Counter(
+    "warden_writes_refused",
+    "Changes refused before they were written: the write queue was full, the database "
+    "unreachable, or the caller gave up while its change still queued.",
+    ["reason"],
+    registry=REGISTRY,
+)
+BATCH_FALLBACKS = Counter(
+    "warden_model_batch_fallbacks",
+    "Vectorised model calls that raised, so the batch was answered row by row instead.",
+    ["model_version"],
+    registry=REGISTRY,
+)
+WRITER_ERRORS = Counter(
+    "warden_writer_errors",
+    "Failures inside the writer after a commit (a guard-state hook, a read-back).",
+    ["stage"],
+    registry=REGISTRY,
+)
+
 
 class ReviewQueueCollector(Collector):
     """Queue depth and age of the oldest pending decision, read from the database per scrape."""

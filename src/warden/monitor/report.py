@@ -21,6 +21,7 @@ from warden.monitor import charts, store
 from warden.monitor.health import accuracy_by_model, window_json
 from warden.monitor.windows import Outcome, accuracy, calibration_error
 from warden.policy.point import CompiledPoint
+from warden.readable import moment, number
 from warden.store.queries import aware
 from warden.store.schema import decisions, events, monitor_alerts
 
@@ -265,7 +266,7 @@ def _drift(windows: list[Any], reference: dict[str, Any] | None) -> str:
     return (
         intro
         + f"<p>{len(windows):,} windows closed; {len(drifted):,} with at least one drifted column."
-        f" Latest window ({escape(str(aware(latest.closed_at)))}):</p>"
+        f" Latest window (closed {escape(moment(aware(latest.closed_at)))}):</p>"
         + _table(["column", "test", "score", "p-value", "threshold", "drifted"], rows)
     )
 
@@ -278,12 +279,12 @@ def _alerts(alerts: list[Any]) -> str:
             a.rule,
             a.severity,
             a.state,
-            f"{a.metric} {a.op} {a.threshold:g}",
+            f"{a.metric} {a.op} {_num(a.threshold)}",
             _num(a.value),
             a.action,
-            str(aware(a.started_at) or ""),
-            str(aware(a.fired_at) or ""),
-            f"{aware(a.resolved_at) or ''} {a.resolved_by or ''}",
+            _when(aware(a.started_at)),
+            _when(aware(a.fired_at)),
+            f"{_when(aware(a.resolved_at))} {a.resolved_by or ''}".strip(),
         ]
         for a in alerts
     ]
@@ -312,7 +313,7 @@ def _actions(rows: list[Any]) -> str:
     for row in rows:
         payload = orjson.loads(row.body).get("payload", {})
         detail = payload.get("reason") or payload.get("version", "")
-        table.append([str(row.seq), str(aware(row.ts)), row.type, row.actor, str(detail)])
+        table.append([f"{row.seq:,}", _when(aware(row.ts)), row.type, row.actor, str(detail)])
     return "<h3>Actions in the ledger</h3>" + _table(
         ["event", "time", "type", "actor", "reason / version"], table
     )
@@ -323,7 +324,12 @@ def _pct(part: int, whole: int) -> str:
 
 
 def _num(value: Any) -> str:
-    return "-" if value is None else f"{value:.4g}"
+    return "-" if value is None else number(value)
+
+
+def _when(value: datetime | None) -> str:
+    """To the second, in UTC: `2026-11-30 02:46:32 UTC`, not `02:46:32.607425+00:00`."""
+    return "" if value is None else moment(value)
 
 
 def _kv(rows: list[tuple[str, str]]) -> str:

@@ -54,7 +54,12 @@ class LoadedPoints:
 
 def policy_version(spec: DecisionPointSpec) -> str:
     """SHA-256 of the canonical content: comments and formatting do not change the version."""
-    canonical = orjson.dumps(spec.model_dump(mode="json"), option=orjson.OPT_SORT_KEYS)
+    content = spec.model_dump(mode="json")
+    if not content["review"][
+        "display"
+    ]:  # display-only and new: files without it keep their version
+        del content["review"]["display"]
+    canonical = orjson.dumps(content, option=orjson.OPT_SORT_KEYS)
     return hashlib.sha256(canonical).hexdigest()
 
 
@@ -231,6 +236,14 @@ def _compile(spec: DecisionPointSpec, path: Path, lines: _LineIndex) -> Compiled
             file=file,
             line=lines.line(("monitoring", "reference", "path")),
         )
+    for index, name in enumerate(spec.review.display):
+        if fields is not None and name not in fields:
+            raise PolicyError(
+                f"review.display names input field '{name}', which the input schema does not "
+                f"declare; declared fields: {', '.join(sorted(fields)) or '(none)'}",
+                file=file,
+                line=lines.line(("review", "display", index)),
+            )
     compiled: list[CompiledRule] = []
     for kind in ("refuse", "review", "auto"):
         for index, rule in enumerate(getattr(spec.rules, kind)):
@@ -283,7 +296,10 @@ def _compile(spec: DecisionPointSpec, path: Path, lines: _LineIndex) -> Compiled
 
 def _model_key(spec: DecisionPointSpec) -> str:
     """The `model:` key a load failure is about: the artifact or function it names."""
-    return "function" if spec.model.function else "path" if spec.model.path else "kind"
+    model = spec.model
+    if model.function or model.path:
+        return "function" if model.function else "path"
+    return "remote" if getattr(model, "remote", None) is not None else "kind"
 
 
 def _first_error(exc: ValidationError, lines: _LineIndex, file: str) -> PolicyError:

@@ -216,6 +216,10 @@ class ReviewSpec(_Strict):
     callback_url: str | None = Field(
         default=None, description="Receives every final review decision as a signed webhook."
     )
+    display: list[str] = Field(
+        default_factory=list,
+        description="Input fields the review queue shows and sorts by, e.g. [amount, country].",
+    )
 
     @model_validator(mode="after")
     def _check_expiry(self) -> ReviewSpec:

@@ -219,7 +219,7 @@ class ReviewDesk:
         applied = 0
         for future in futures:
             try:
-                future.result(60)
+                self.engine.recorder.wait(future)
                 applied += 1
             except WardenError:
                 pass  # another replica, or a reviewer, got there first

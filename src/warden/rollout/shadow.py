@@ -20,6 +20,7 @@ from typing import Any
 
 from warden.models.base import ModelFailure
 from warden.models.guard import GuardedModel, ModelRecipe
+from warden.monitor.metrics import SHADOW_DROPPED
 from warden.rollout.shadow_process import Answer, ShadowProcess
 from warden.store.recorder import Recorder
 from warden.store.schema import shadow_results
@@ -115,6 +116,7 @@ class ShadowRunner:
             self._queue.put_nowait(call)
         except queue.Full:
             self.dropped += 1
+            SHADOW_DROPPED.inc()
             return False
         return True
 
@@ -148,6 +150,7 @@ class ShadowRunner:
                 or time.monotonic() < self._child_down_until
             ):
                 self.dropped += 1
+                SHADOW_DROPPED.inc()
                 return False
             if self._child is None or not self._child.alive:
                 self._child = ShadowProcess(self._answered, self._lost, self._tick)
@@ -169,6 +172,7 @@ class ShadowRunner:
     def _lost(self, lost: int, why: str) -> None:
         with self._child_lock:
             self.dropped += lost
+            SHADOW_DROPPED.inc(lost)
             self._in_child -= lost
             if self._closing:
                 return

@@ -9,6 +9,7 @@ API errors raise the same WardenError subclasses the engine raises in-process.
 from __future__ import annotations
 
 import builtins
+import random
 import time
 import uuid
 from collections.abc import Iterator, Mapping
@@ -49,6 +50,7 @@ ERRORS: dict[str, type[WardenError]] = {
 }
 RETRIES = 3
 BACKOFF = 0.1
+MAX_WAIT = 30.0  # seconds: the longest pause between two attempts, whatever Retry-After says
 LONG_POLL = 30.0
 
 
@@ -58,7 +60,10 @@ class WardenClient:
     Pass `client` to reuse an `httpx.Client` you own (tests pass a FastAPI `TestClient`); its
     own timeout applies and `close()` leaves it open. Connection failures and 503s are retried
     up to `retries` times, which is safe for `decide` because every call carries an
-    `Idempotency-Key`.
+    `Idempotency-Key`. Between attempts the client waits at least the server's `Retry-After`
+    (else `backoff` doubling per attempt), plus up to half as much again at random, so clients
+    turned away together do not all return at the same instant. When the retries are spent a
+    503 raises `Unavailable`, whose `retry_after` carries the server's hint.
     """
 
     def __init__(
@@ -227,6 +232,7 @@ class WardenClient:
         all_headers = {**self._headers, **(headers or {})}
         for attempt in range(self._retries + 1):
             last = attempt == self._retries
+            refused: httpx.Response | None = None  # a 503 to take Retry-After from
             try:
                 response = self._client.request(
                     method,
@@ -247,10 +253,20 @@ class WardenClient:
             else:
                 if response.status_code != 503 or not retry_unavailable or last:
                     break
-            time.sleep(self._backoff * 2**attempt)
+                refused = response
+            time.sleep(self._pause(attempt, refused))
         if response.is_error:
             raise error_from_response(response)
         return response
+
+    def _pause(self, attempt: int, response: httpx.Response | None) -> float:
+        """Seconds before the next attempt: at least Retry-After, jittered upwards."""
+        base = self._backoff * 2.0**attempt
+        hint = _retry_after(response) if response is not None else None
+        if hint is not None:
+            base = max(base, hint)
+        base = min(base, MAX_WAIT)
+        return base + random.uniform(0, base / 2)
 
     def close(self) -> None:
         if self._owns_client:
@@ -281,10 +297,23 @@ def error_from_response(response: httpx.Response) -> WardenError:
         return error
     field = body.pop("field", None)
     error = ERRORS.get(kind, WardenError)(message, field=field, **body)
+    hint = _retry_after(response)
+    if isinstance(error, Unavailable) and hint is not None:
+        error.retry_after = hint
     if kind not in ERRORS:
         error.type = kind
     error.http_status = response.status_code
     return error
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    """The Retry-After header in seconds (the delay form; an HTTP date is not used here)."""
+    value = response.headers.get("retry-after")
+    try:
+        seconds = float(value) if value is not None else None
+    except ValueError:
+        return None
+    return seconds if seconds is not None and 0 <= seconds < 86400 else None
 
 
 def _no_answer(base_url: str, exc: httpx.TransportError, key: str | None) -> Unavailable:
@@ -294,7 +323,7 @@ def _no_answer(base_url: str, exc: httpx.TransportError, key: str | None) -> Una
         if key
         else "; check whether it took effect before retrying"
     )
-    extra = {"idempotency_key": key} if key else {}
+    extra: dict[str, Any] = {"idempotency_key": key} if key else {}
     return Unavailable(
         f"no answer from Warden at {base_url} ({type(exc).__name__}: {exc}){retry}", **extra
     )

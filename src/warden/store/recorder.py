@@ -1,10 +1,24 @@
 """Group commit: state rows and their ledger events, many changes per transaction.
 
-Callers hand over a `Change` and wait on its future; the future resolves only after the
-transaction that holds the change has committed, so nothing is acknowledged that is not durable.
-One writer thread per process batches whatever queued while the previous commit was in flight.
-Across processes the chain stays one total order: every transaction reads and advances
-`ledger_head` under a lock (the row lock on PostgreSQL, BEGIN IMMEDIATE on SQLite).
+Callers hand over a `Change` and wait on its future. One writer thread per process batches
+whatever queued while the previous commit was in flight. Across processes the chain stays one
+total order: every transaction reads and advances `ledger_head` under a lock (the row lock on
+PostgreSQL, BEGIN IMMEDIATE on SQLite).
+
+The writer's contract: a caller is answered only with the outcome of a transaction that
+committed, or with an error — never with what a transaction would have done.
+
+- Bounded: `submit` refuses at once with `Unavailable` while `max_queue` changes wait, and a
+  caller that stops waiting (`wait`) withdraws its change if the writer has not taken it yet, so
+  a change whose caller was told "not recorded" is never committed later.
+- A batch that fails before COMMIT rolled back. It is tried once more on a fresh connection
+  when the database was unreachable or busy, else split so only the failing change fails; the
+  answers are always the results of the transaction that did commit (a retry's own results).
+- A batch whose COMMIT outcome is unknown (the connection broke during COMMIT) is never applied
+  again blindly: the writer reads the ledger back under its lock — is the batch's last event
+  there, with its hash? — and answers with the batch's results if it committed, writes it anew
+  if it did not, and fails every caller with `Unavailable` if that cannot be known.
+- A failure after COMMIT (the guard-state hook) is logged and counted; the commit stands.
 """
 
 from __future__ import annotations
@@ -14,13 +28,16 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Sequence
+from concurrent import futures
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
 import sqlalchemy as sa
 
+from warden.errors import Unavailable
 from warden.ledger.chain import EventDraft, SealedEvent, seal
+from warden.monitor.metrics import SHADOW_DROPPED, WRITER_ERRORS, WRITES_REFUSED
 from warden.store.database import write_connection
 from warden.store.rawsql import RawStatements
 from warden.store.schema import decisions, events, ledger_head
@@ -29,6 +46,12 @@ from warden.store.walcheckpoint import WalCheckpointer
 log = logging.getLogger(__name__)
 
 GLOBAL_SCOPE = "*"
+MAX_QUEUE = 10_000  # changes waiting for the writer before more are refused (503)
+MAX_RIDERS = 10_000  # shadow rows waiting to ride along before more are dropped
+ACCEPT_TIMEOUT = 30.0  # seconds a change may queue before its caller withdraws it
+RESOLVE_TIMEOUT = 10.0  # seconds to read back a commit whose outcome is unknown
+RETRIES = 1  # new transactions for a batch that did not commit (busy or lost database)
+RETRY_PAUSE = 0.05  # seconds before such a retry
 
 
 @dataclass(frozen=True)
@@ -95,16 +118,40 @@ class Recorder:
         max_batch: int = 1024,
         linger: float = 0.0005,
         on_guard_state: Callable[[GuardState], None] | None = None,
+        max_queue: int = MAX_QUEUE,
+        max_riders: int = MAX_RIDERS,
+        accept_timeout: float = ACCEPT_TIMEOUT,
+        resolve_timeout: float = RESOLVE_TIMEOUT,
     ) -> None:
+        """`max_queue`: changes that may wait for the writer before `submit` refuses more;
+        `max_riders`: shadow rows that may wait to ride along before more are dropped;
+        `accept_timeout`: how long `wait` lets a change queue before withdrawing it;
+        `resolve_timeout`: how long the writer tries to read back a commit of unknown outcome."""
         self.engine = engine
         self.max_batch = max_batch
         self.linger = linger
         self.on_guard_state = on_guard_state
+        self.max_queue = max_queue
+        self.max_riders = max_riders
+        self.accept_timeout = accept_timeout
+        self.resolve_timeout = resolve_timeout
         self._queue: queue.SimpleQueue[Change | None] = queue.SimpleQueue()
+        self._queued = 0  # changes submitted and not yet taken by the writer
+        self._queued_lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name="warden-recorder", daemon=True)
         self._closed = False
         self._sql = RawStatements.for_dialect(engine.dialect.name)
-        self._dbapi_integrity_error: type[Exception] = engine.dialect.loaded_dbapi.IntegrityError
+        dbapi = engine.dialect.loaded_dbapi
+        self._dbapi_integrity_error: type[Exception] = dbapi.IntegrityError
+        self._unreachable: tuple[type[Exception], ...] = (
+            sa.exc.OperationalError,
+            sa.exc.InterfaceError,
+            sa.exc.DisconnectionError,
+            sa.exc.TimeoutError,
+            dbapi.OperationalError,
+            dbapi.InterfaceError,
+            OSError,
+        )
         self._raw: Any = None
         self._core: sa.Connection | None = None
         self._wal = WalCheckpointer(engine) if self._sql.sqlite else None
@@ -114,29 +161,93 @@ class Recorder:
         self._riders_lock = threading.Lock()
         self._thread.start()
 
+    @property
+    def queued(self) -> int:
+        """Changes waiting for the writer to take them."""
+        return self._queued
+
     def submit(self, change: Change) -> Future[Any]:
+        """Queue a change; its future fails at once with `Unavailable` when the queue is full."""
         if self._closed:
-            change.future.set_exception(RuntimeError("the recorder is closed"))
+            change.future.set_exception(
+                Unavailable("Warden is shutting down; the change was not recorded, retry")
+            )
+            return change.future
+        with self._queued_lock:
+            full = self._queued >= self.max_queue
+            if not full:
+                self._queued += 1
+        if full:
+            WRITES_REFUSED.labels("queue_full").inc()
+            change.future.set_exception(
+                Unavailable(
+                    f"the write queue is full ({self.max_queue} changes wait for the "
+                    "database); nothing was recorded, retry after a moment"
+                )
+            )
             return change.future
         self._queue.put(change)
         return change.future
 
-    def record(self, change: Change, timeout: float | None = 60.0) -> Any:
+    def submit_many(self, changes: Sequence[Change]) -> list[Future[Any]]:
+        """Queue changes all or none: a batch is not half refused for a full queue."""
+        if self._closed:
+            return [self.submit(change) for change in changes]  # each refused: closed
+        with self._queued_lock:
+            room = self._queued + len(changes) <= self.max_queue
+            if room:
+                self._queued += len(changes)
+        if not room:
+            WRITES_REFUSED.labels("queue_full").inc(len(changes))
+            error = Unavailable(
+                f"the write queue has no room for {len(changes)} changes (it holds at most "
+                f"{self.max_queue}); nothing was recorded, retry after a moment"
+            )
+            for change in changes:
+                change.future.set_exception(error)
+        else:
+            for change in changes:
+                self._queue.put(change)
+        return [change.future for change in changes]
+
+    def wait(self, future: Future[Any], timeout: float | None = None) -> Any:
+        """The committed result of a submitted change, or its error.
+
+        If the writer has not taken the change within `timeout` seconds (default
+        `accept_timeout`), it is withdrawn — it will never be committed — and `Unavailable` is
+        raised. A change already taken is waited for: the writer answers every change it
+        takes, once the outcome of its transaction is known.
+        """
+        limit = self.accept_timeout if timeout is None else timeout
+        futures.wait([future], timeout=limit)
+        if not future.done() and future.cancel():
+            WRITES_REFUSED.labels("gave_up").inc()
+            raise Unavailable(
+                f"the database did not take the change within {limit:g}s; it was withdrawn "
+                "and will not be recorded, retry after a moment"
+            )
+        return future.result()
+
+    def record(self, change: Change, timeout: float | None = None) -> Any:
         """Submit and wait until committed; returns what `apply` returned (or the decision row)."""
-        return self.submit(change).result(timeout)
+        return self.wait(self.submit(change), timeout)
 
     def ride(self, table: sa.Table, rows: Sequence[dict[str, Any]]) -> None:
         """Rows nobody waits for (shadow results): they ride along, a few at a time, in the
         commits that decisions make anyway, instead of committing — and syncing to disk — on
         their own while a decision waits behind them. With no decisions flowing they are
-        committed alone after `RIDER_WAIT` seconds. Lost in a crash before that, like anything
-        not yet committed; nothing acknowledged rides."""
+        committed alone after `RIDER_WAIT` seconds. At most `max_riders` wait: more are dropped
+        and counted (`warden_shadow_results_dropped_total`). Lost in a crash before that, like
+        anything not yet committed; nothing acknowledged rides."""
         with self._riders_lock:
             first = not self._riders
-            if first:
+            room = max(0, self.max_riders - len(self._riders))
+            if first and room:
                 self._riders_since = time.monotonic()
-            self._riders.extend((table, row) for row in rows)
-        if first:
+            self._riders.extend((table, row) for row in rows[:room])
+        if len(rows) > room:
+            SHADOW_DROPPED.inc(len(rows) - room)
+        if first and room:
             self._queue.put(_WAKE)  # an idle writer waits without a deadline; give it one
 
     @property
@@ -154,12 +265,29 @@ class Recorder:
             self._closed = True
             self._queue.put(None)
             self._thread.join(timeout=30)
+            self._refuse_queued()
             if self._raw is not None:
                 self._raw.close()
                 self._raw = None
             self._drop_core_connection()
             if self._wal is not None:
                 self._wal.close()
+
+    def _refuse_queued(self) -> None:
+        """Changes still queued at close are answered: not recorded."""
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                return
+            if item is not None and item is not _WAKE and self._take(item):
+                item.future.set_exception(Unavailable("Warden shut down; not recorded, retry"))
+
+    def _take(self, change: Change) -> bool:
+        """The writer takes a change off the queue; False if its caller withdrew it."""
+        with self._queued_lock:
+            self._queued -= 1
+        return change.future.set_running_or_notify_cancel()
 
     def _run(self) -> None:
         previous = 0
@@ -174,6 +302,8 @@ class Recorder:
             if first is None:
                 self._commit_riders()
                 return
+            if not self._take(first):
+                continue
             batch = [first]
             stop = False
             # Under concurrent load callers return in a burst after each commit; waiting a
@@ -188,7 +318,7 @@ class Recorder:
                 if item is None:
                     stop = True
                     break
-                if item is not _WAKE:
+                if item is not _WAKE and self._take(item):
                     batch.append(item)
             previous = len(batch)
             if self._riders:
@@ -214,7 +344,9 @@ class Recorder:
             rows, self._riders = self._riders[:limit], self._riders[limit:]
             self._riders_since = time.monotonic()
             self._riders_committing = len(rows)  # until the writer's next _commit returns
-        return Change(events=[], rows=rows)
+        change = Change(events=[], rows=rows)
+        change.future.set_running_or_notify_cancel()
+        return change
 
     def _commit(self, batch: list[Change]) -> None:
         try:
@@ -223,33 +355,104 @@ class Recorder:
             with self._riders_lock:
                 self._riders_committing = 0
 
-    def _commit_batch(self, batch: list[Change]) -> None:
+    def _commit_batch(self, batch: list[Change], attempt: int = 0) -> None:
+        """Commit the batch and answer every change in it (see the contract above)."""
         try:
             results = self._write(batch)
-        except Exception:
-            if len(batch) == 1:
-                log.debug("change failed", exc_info=True)
-                self._fail_alone(batch[0])
-                return
-            for change in batch:  # isolate the change that failed; the others still commit
-                self._commit_batch([change])
+        except _CommitUnknown as unknown:
+            self._resolve(batch, unknown, attempt)
             return
+        except Unavailable as exc:  # rolled back: the database was unreachable or busy
+            if attempt < RETRIES and not self._closed:
+                log.warning("a write failed (%s); trying again on a new connection", exc.message)
+                time.sleep(RETRY_PAUSE)
+                self._commit_batch(batch, attempt + 1)
+            else:
+                WRITES_REFUSED.labels("unavailable").inc(len(batch))
+                self._fail(batch, exc)
+            return
+        except Exception as exc:  # rolled back: one of the changes is at fault
+            if len(batch) > 1:
+                for change in batch:  # isolate the change that failed; the others still commit
+                    self._commit_batch([change], attempt)
+            else:
+                log.debug("change failed", exc_info=True)
+                self._fail(batch, exc)
+            return
+        self._answer(batch, results)
+
+    def _answer(self, batch: Sequence[Change], results: Sequence[Any]) -> None:
+        """Answer each change with what its committed transaction returned."""
         if self._riders_committing:
             with self._riders_lock:
                 self._riders_committing = 0  # committed: before anyone waiting is told
         for change, result in zip(batch, results, strict=True):
             if isinstance(result, DuplicateKey):
-                change.future.set_exception(result)
+                _settle(change.future, error=result)
             else:
-                change.future.set_result(result)
+                _settle(change.future, result=result)
 
-    def _fail_alone(self, change: Change) -> None:
-        try:
-            self._write([change])
-        except Exception as exc:
-            change.future.set_exception(exc)
-        else:  # pragma: no cover - a transient failure that cleared on retry
-            change.future.set_result(change.decision)
+    def _fail(self, batch: Sequence[Change], error: BaseException) -> None:
+        if any(not change.events and change.decision is None for change in batch):
+            lost = sum(len(c.rows) for c in batch if not c.events and c.decision is None)
+            SHADOW_DROPPED.inc(lost)
+        for change in batch:
+            _settle(change.future, error=error)
+
+    def _resolve(self, batch: list[Change], unknown: _CommitUnknown, attempt: int) -> None:
+        """A COMMIT whose outcome is unknown: read the ledger back instead of re-applying."""
+        log.warning("the outcome of a commit is unknown (%s); reading it back", unknown.cause)
+        committed = self._read_back(unknown)
+        if committed:
+            self._after_commit(unknown.guard)
+            self._answer(batch, unknown.results)
+        elif committed is None:
+            WRITES_REFUSED.labels("outcome_unknown").inc(len(batch))
+            self._fail(
+                batch,
+                Unavailable(
+                    "the database failed while committing and could not be read back, so "
+                    "whether this change was recorded is unknown; retry with the same "
+                    "Idempotency-Key, which returns the decision if it was"
+                ),
+            )
+        elif attempt < RETRIES and not self._closed:
+            self._commit_batch(batch, attempt + 1)  # known not committed: a new transaction
+        else:
+            WRITES_REFUSED.labels("unavailable").inc(len(batch))
+            self._fail(batch, Unavailable("the database failed while committing; not recorded"))
+
+    def _read_back(self, unknown: _CommitUnknown) -> bool | None:
+        """Whether the batch committed: its last event is in the ledger with its hash. None
+        when that cannot be known (no event to look for, or no answer in time)."""
+        if unknown.seq is None:
+            return None
+        deadline = time.monotonic() + self.resolve_timeout
+        pause = 0.05
+        while True:
+            try:
+                return self._committed(unknown.seq, unknown.chain_hash)
+            except Exception:
+                WRITER_ERRORS.labels("read_back").inc()
+                log.debug("reading back a commit failed", exc_info=True)
+                if time.monotonic() + pause > deadline or self._closed:
+                    return None
+                time.sleep(pause)
+                pause = min(pause * 2, 1.0)
+
+    def _committed(self, seq: int, chain_hash: str) -> bool:
+        # Under the ledger lock: a COMMIT still in flight on the broken connection finishes
+        # (or is rolled back) before the lock is granted, so the answer cannot change later.
+        with write_connection(self.engine) as conn, conn.begin():
+            if not self._sql.sqlite:
+                conn.exec_driver_sql("SET LOCAL lock_timeout = '5s'")
+            conn.execute(
+                sa.select(ledger_head.c.seq).where(ledger_head.c.id == 1).with_for_update()
+            )
+            found = conn.execute(
+                sa.select(events.c.chain_hash).where(events.c.seq == seq)
+            ).scalar_one_or_none()
+        return found == chain_hash
 
     def _write(self, batch: Sequence[Change]) -> list[Any]:
         try:
@@ -257,49 +460,68 @@ class Recorder:
                 results, guard = self._write_with_core(batch)
             else:
                 results, guard = self._write_raw(batch)
+        except _CommitUnknown:
+            raise
         except sa.exc.IntegrityError as exc:
             raise DuplicateKey(str(exc.orig)) from exc
         except self._dbapi_integrity_error as exc:
             raise DuplicateKey(str(exc)) from exc
-        if self.on_guard_state is not None:
-            self.on_guard_state(guard)
+        except self._unreachable as exc:
+            raise Unavailable(
+                f"the database is unreachable or busy ({type(exc).__name__}); nothing was "
+                "recorded, retry after a moment"
+            ) from exc
+        self._after_commit(guard)
         return results
+
+    def _after_commit(self, guard: GuardState) -> None:
+        if self.on_guard_state is None:
+            return
+        try:
+            self.on_guard_state(guard)
+        except Exception:  # committed is committed: the next commit reports the state again
+            WRITER_ERRORS.labels("guard_state").inc()
+            log.exception("the guard-state hook failed after a commit; the commit stands")
 
     def _write_with_core(self, batch: Sequence[Change]) -> tuple[list[Any], GuardState]:
         """Changes that write other state (kill switches, tokens...) run through SQLAlchemy."""
-        conn = self._core_connection()
+        committing: _Plan | None = None
         try:
-            with conn.begin():
-                head = conn.execute(
-                    sa.select(ledger_head.c.seq, ledger_head.c.chain_hash)
+            conn = self._core_connection()
+            transaction = conn.begin()
+            head = conn.execute(
+                sa.select(ledger_head.c.seq, ledger_head.c.chain_hash)
+                .where(ledger_head.c.id == 1)
+                .with_for_update()
+            ).first()
+            if head is None:
+                raise RuntimeError(_NO_HEAD)
+            guard = _guard_state([tuple(r) for r in conn.execute(sa.text(self._sql.guards))])
+            plan = _plan(batch, head.seq, head.chain_hash, guard, conn)
+            if plan.decisions:
+                conn.execute(decisions.insert(), plan.decisions)
+            for table, rows in plan.rows.items():
+                conn.execute(table.insert(), rows)
+            if plan.events:
+                conn.execute(events.insert(), [e.row() for e in plan.events])
+                conn.execute(
+                    ledger_head.update()
                     .where(ledger_head.c.id == 1)
-                    .with_for_update()
-                ).first()
-                if head is None:
-                    raise RuntimeError(_NO_HEAD)
-                guard = _guard_state([tuple(r) for r in conn.execute(sa.text(self._sql.guards))])
-                plan = _plan(batch, head.seq, head.chain_hash, guard, conn)
-                if plan.decisions:
-                    conn.execute(decisions.insert(), plan.decisions)
-                for table, rows in plan.rows.items():
-                    conn.execute(table.insert(), rows)
-                if plan.events:
-                    conn.execute(events.insert(), [e.row() for e in plan.events])
-                    conn.execute(
-                        ledger_head.update()
-                        .where(ledger_head.c.id == 1)
-                        .values(seq=plan.seq, chain_hash=plan.chain_hash)
-                    )
-                after = plan.guard
-                if any(e.type.startswith(GUARD_EVENTS) for c in batch for e in c.events):
-                    # An alias moved, a rollout or policy changed: report the state these
-                    # changes leave, so the very next decision already follows it.
-                    current = conn.execute(sa.text(self._sql.guards))
-                    after = _guard_state([tuple(r) for r in current])
-        except BaseException:
+                    .values(seq=plan.seq, chain_hash=plan.chain_hash)
+                )
+            if any(e.type.startswith(GUARD_EVENTS) for c in batch for e in c.events):
+                # An alias moved, a rollout or policy changed: report the state these
+                # changes leave, so the very next decision already follows it.
+                current = conn.execute(sa.text(self._sql.guards))
+                plan.guard = _guard_state([tuple(r) for r in current])
+            committing = plan
+            transaction.commit()
+        except BaseException as exc:
             self._drop_core_connection()
+            if committing is not None:
+                raise _CommitUnknown(exc, committing.results, committing) from exc
             raise
-        return plan.results, after
+        return plan.results, plan.guard
 
     def _core_connection(self) -> sa.Connection:
         """The writer's own SQLAlchemy connection, kept between batches: checking one out of
@@ -321,6 +543,7 @@ class Recorder:
         sql = self._sql
         conn = self._raw_connection()
         cursor = conn.cursor()
+        committing: _Plan | None = None
         try:
             if sql.begin:
                 cursor.execute(sql.begin)
@@ -333,6 +556,9 @@ class Recorder:
             refused = self._retried_keys(cursor, batch)
             kept = [c for c in batch if c not in refused] if refused else batch
             plan = _plan(kept, head[0], head[1], guard, None)
+            if refused:
+                answers = iter(plan.results)
+                plan.results = [refused[c] if c in refused else next(answers) for c in batch]
             if plan.decisions:
                 cursor.executemany(
                     sql.insert_decision, [sql.decision_row(d) for d in plan.decisions]
@@ -343,19 +569,22 @@ class Recorder:
             if plan.events:
                 cursor.executemany(sql.insert_event, [sql.event_row(e.row()) for e in plan.events])
                 cursor.execute(sql.update_head, (plan.seq, plan.chain_hash))
+            committing = plan
             if sql.sqlite:
                 cursor.execute("COMMIT")
             else:
                 conn.commit()
-        except BaseException:
+        except BaseException as exc:
             self._abandon(conn)
+            if committing is not None:
+                raise _CommitUnknown(exc, committing.results, committing) from exc
             raise
         finally:
-            cursor.close()
-        if not refused:
-            return plan.results, plan.guard
-        answers = iter(plan.results)
-        return [refused[c] if c in refused else next(answers) for c in batch], plan.guard
+            try:
+                cursor.close()
+            except Exception:  # a broken connection's cursor
+                log.debug("closing a cursor failed", exc_info=True)
+        return plan.results, plan.guard
 
     def _retried_keys(self, cursor: Any, batch: Sequence[Change]) -> dict[Change, DuplicateKey]:
         """Decisions whose idempotency key is already taken — by a committed decision or by an
@@ -407,6 +636,8 @@ class Recorder:
             log.warning("dropping the recorder's database connection", exc_info=True)
             try:
                 conn.invalidate()
+            except Exception:  # already gone
+                log.debug("invalidating the connection failed", exc_info=True)
             finally:
                 self._raw = None
 
@@ -435,6 +666,31 @@ def _guard_state(rows: Sequence[Sequence[Any]]) -> GuardState:
 
 class DuplicateKey(Exception):
     """A unique constraint refused the change (e.g. an idempotency key already used)."""
+
+
+class _CommitUnknown(Exception):
+    """COMMIT was sent and failed: the batch may or may not have committed."""
+
+    def __init__(self, cause: BaseException, results: list[Any], plan: _Plan) -> None:
+        super().__init__(f"{type(cause).__name__}: {cause}")
+        self.cause = cause
+        self.results = results
+        self.seq: int | None = plan.seq if plan.events else None
+        self.chain_hash = plan.chain_hash
+        self.guard = plan.guard
+
+
+def _settle(future: Future[Any], *, result: Any = None, error: BaseException | None = None) -> None:
+    """Answer a future once; one its caller already withdrew stays withdrawn."""
+    if future.done():
+        return
+    try:
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)
+    except futures.InvalidStateError:  # settled meanwhile (shutdown)
+        pass
 
 
 @dataclass

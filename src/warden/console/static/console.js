@@ -40,6 +40,10 @@
     if (!help || !button) return;
     help.hidden = !help.hidden;
     button.setAttribute("aria-expanded", String(!help.hidden));
+    if (!help.hidden) {
+      help.tabIndex = -1;
+      help.focus({ preventScroll: true }); // it is fixed in view; the page stays where it was
+    }
   }
 
   document.addEventListener("click", function (event) {
