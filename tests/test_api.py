@@ -163,12 +163,14 @@ def test_missing_or_bad_token_is_401(client: TestClient, header: str | None) -> 
     _assert_error(response, 401, "unauthenticated", "Authorization")
 
 
-def test_token_for_another_point_is_403(client: TestClient, engine: Engine) -> None:
+def test_token_for_another_point_is_404_like_an_unknown_point(
+    client: TestClient, engine: Engine
+) -> None:
     other = _token(engine, ["caller"], ["refund_agent"])
     response = client.post(
         "/v1/decisions", json={"point": "loan_approval", "input": GOOD}, headers=other
     )
-    _assert_error(response, 403, "forbidden")
+    _assert_error(response, 404, "not_found", "point")
     assert _count(engine) == 0
 
 
@@ -209,8 +211,8 @@ def test_list_paginates_and_filters_by_scope(
     assert {d["point"] for d in everything} == {"refund_agent"}
     _assert_error(
         client.get("/v1/decisions", params={"point": "loan_approval"}, headers=scoped),
-        403,
-        "forbidden",
+        404,
+        "not_found",
     )
     _assert_error(
         client.get("/v1/decisions", params={"limit": 0}, headers=caller),
@@ -311,6 +313,6 @@ def test_batch_endpoint(client: TestClient, caller: dict[str, str], engine: Engi
         client.post(
             "/v1/decisions/batch", headers=other, json={"point": "loan_approval", "inputs": [GOOD]}
         ),
-        403,
-        "forbidden",
+        404,
+        "not_found",
     )

@@ -68,12 +68,15 @@ def test_only_auditors_and_admins(client: TestClient, engine: Engine) -> None:
 
 
 def test_proof_from_the_api_checks_offline(
-    client: TestClient, engine: Engine, auditor: dict[str, str]
+    client: TestClient, engine: Engine, auditor: dict[str, str], home: Path
 ) -> None:
     ids = _decide(client, engine)
     key = client.get("/v1/audit/public-key", headers=auditor).json()
     public = parse_public_key(key["pem"].encode())
     assert public.key_id == key["key_id"]
+    early = client.get(f"/v1/audit/proofs/{ids[1]}", headers=auditor)
+    assert early.status_code == 409 and "no checkpoint covers" in early.text  # reads never sign
+    make_checkpoint(engine.db, load_or_create(home))
     response = client.get(f"/v1/audit/proofs/{ids[1]}", headers=auditor)
     assert response.status_code == 200, response.text
     bundle = response.json()
@@ -85,7 +88,7 @@ def test_proof_from_the_api_checks_offline(
     missing = client.get("/v1/audit/proofs/nope", headers=auditor)
     assert missing.status_code == 404 and missing.json()["error"]["type"] == "not_found"
     scoped = _token(engine, ["auditor"], ["refund_agent"])
-    assert client.get(f"/v1/audit/proofs/{ids[0]}", headers=scoped).status_code == 403
+    assert client.get(f"/v1/audit/proofs/{ids[0]}", headers=scoped).status_code == 404
 
 
 def test_verify_checkpoints_and_consistency(

@@ -140,8 +140,8 @@ def test_search_and_detail_respect_points(client: TestClient, engine: Engine) ->
     decision = engine.decide("loan_approval", REVIEW_INPUT, actor="caller")
     headers, _ = token(engine, ["reviewer"], points=["refund_agent"])
     login(client, token=headers["Authorization"].removeprefix("Bearer "))
-    assert client.get(f"/console/decisions/{decision.id}").status_code == 403
-    assert client.get(f"/console/tasks/{decision.id}").status_code == 403
+    assert client.get(f"/console/decisions/{decision.id}").status_code == 404
+    assert client.get(f"/console/tasks/{decision.id}").status_code == 404
     assert decision.id not in client.get("/console/decisions").text
     found = client.get(f"/console/decisions?q={decision.id}")
     assert found.status_code == 303

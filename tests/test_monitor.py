@@ -224,13 +224,26 @@ def test_a_new_leader_resumes_after_the_last_closed_window(monitored: Engine) ->
     assert rows[1].first_event > rows[0].last_event
 
 
-def test_webhook_sink_posts_slack_compatible_json(tmp_path: Path, db: sa.Engine) -> None:
+def test_webhook_sink_posts_slack_compatible_json(
+    tmp_path: Path, db: sa.Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from standardwebhooks import Webhook
+
+    from warden.outbound.signing import new_secret, verify
+
+    secret = new_secret()
+    monkeypatch.setenv("WARDEN_WEBHOOK_SECRET", secret)
+    monkeypatch.setenv("WARDEN_WEBHOOK_ALLOW", "127.0.0.1")
     received: list[dict[str, object]] = []
+    signed: list[bool] = []
 
     class Hook(BaseHTTPRequestHandler):
         def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers["Content-Length"]))
             received.append(json.loads(body))
+            headers = dict(self.headers)
+            Webhook(secret).verify(body, headers)  # raises unless signed (Standard Webhooks)
+            signed.append(verify(secret, body, headers["Warden-Signature"]))
             self.send_response(200)
             self.end_headers()
 
@@ -252,6 +265,7 @@ def test_webhook_sink_posts_slack_compatible_json(tmp_path: Path, db: sa.Engine)
         monitor.stop()  # waits for the webhook thread to deliver
         engine.close()
         server.shutdown()
+    assert signed and all(signed)
     (notice,) = [r for r in received if r["alert"]["rule"] == "input_drift"]  # type: ignore[index]
     assert str(notice["text"]).startswith("[FIRING] loan_approval: input_drift (critical)")
     assert notice["attachments"][0]["fields"][0] == {  # type: ignore[index]

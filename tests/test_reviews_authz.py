@@ -14,7 +14,8 @@ from warden.policy.loader import load_points
 
 ROLES = ["caller", "reviewer", "owner", "auditor", "admin", "other_point_reviewer", "none"]
 ALLOW = 200
-# The expected status per route and role. Reviewers act; owners and auditors only read.
+# The expected status per route and role. Reviewers act; owners and auditors only read; a
+# task of a point outside the scope is 404, as if it did not exist.
 MATRIX: dict[tuple[str, str], dict[str, int]] = {
     ("GET", "/v1/reviews"): {
         "caller": 403, "reviewer": 200, "owner": 200, "auditor": 200, "admin": 200,
@@ -26,7 +27,7 @@ MATRIX: dict[tuple[str, str], dict[str, int]] = {
     },
     ("GET", "/v1/reviews/{id}"): {
         "caller": 403, "reviewer": 200, "owner": 200, "auditor": 200, "admin": 200,
-        "other_point_reviewer": 403, "none": 401,
+        "other_point_reviewer": 404, "none": 401,
     },
     ("POST", "/v1/reviews/claim"): {
         "caller": 403, "reviewer": 200, "owner": 403, "auditor": 403, "admin": 200,
@@ -34,23 +35,23 @@ MATRIX: dict[tuple[str, str], dict[str, int]] = {
     },
     ("POST", "/v1/reviews/{id}/claim"): {
         "caller": 403, "reviewer": 200, "owner": 403, "auditor": 403, "admin": 200,
-        "other_point_reviewer": 403, "none": 401,
+        "other_point_reviewer": 404, "none": 401,
     },
     ("POST", "/v1/reviews/{id}/release"): {
         "caller": 403, "reviewer": 200, "owner": 403, "auditor": 403, "admin": 200,
-        "other_point_reviewer": 403, "none": 401,
+        "other_point_reviewer": 404, "none": 401,
     },
     ("POST", "/v1/reviews/{id}/approve"): {
         "caller": 403, "reviewer": 200, "owner": 403, "auditor": 403, "admin": 200,
-        "other_point_reviewer": 403, "none": 401,
+        "other_point_reviewer": 404, "none": 401,
     },
     ("POST", "/v1/reviews/{id}/reject"): {
         "caller": 403, "reviewer": 200, "owner": 403, "auditor": 403, "admin": 200,
-        "other_point_reviewer": 403, "none": 401,
+        "other_point_reviewer": 404, "none": 401,
     },
     ("POST", "/v1/reviews/{id}/override"): {
         "caller": 403, "reviewer": 200, "owner": 403, "auditor": 403, "admin": 200,
-        "other_point_reviewer": 403, "none": 401,
+        "other_point_reviewer": 404, "none": 401,
     },
 }  # fmt: skip
 BODIES = {

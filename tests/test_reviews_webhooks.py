@@ -56,6 +56,12 @@ class Receiver:
         self.server.server_close()
 
 
+@pytest.fixture(autouse=True)
+def allow_loopback(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The receiver runs on 127.0.0.1, which webhooks may reach only when allowed explicitly."""
+    monkeypatch.setenv("WARDEN_WEBHOOK_ALLOW", "127.0.0.1")
+
+
 @pytest.fixture
 def engine(tmp_path: Path, db: sa.Engine) -> Iterator[Engine]:
     eng = Engine(load_points(review_points(tmp_path / "points")), db, actor="test")

@@ -20,7 +20,7 @@ from typing import Any
 import fastjsonschema
 import sqlalchemy as sa
 
-from warden import flow
+from warden import flow, jsonlimits
 from warden.decision import Decision, Reason, Route, Status
 from warden.errors import (
     Conflict,
@@ -137,6 +137,7 @@ class Engine:
         told at once to come back, instead of waiting in an ever longer line."""
         self.db = db
         self.shadow_process = shadow_process
+        self.max_json_depth = jsonlimits.max_depth_from_env()  # of an input or a context
         self.max_in_flight = max_in_flight
         self._in_flight = 0
         self._flight_lock = threading.Lock()
@@ -283,7 +284,7 @@ class Engine:
         compiled = self._point(point)
         if callback_url is not None:
             check_callback_url(callback_url)
-        ctx = _json_object(context or {}, "context")
+        ctx = _json_object(context or {}, "context", self.max_json_depth)
         request_hash = _request_hash(input, ctx, proposal) if idempotency_key else None
         if idempotency_key is not None and (compiled.name, idempotency_key) in self._keys:
             # A retry of a decision made here: answer it without calling the model again. A
@@ -296,7 +297,7 @@ class Engine:
         decision_id = new_id()
         now = datetime.now(UTC)
         try:
-            data = _json_object(input, "input")
+            data = _json_object(input, "input", self.max_json_depth)
             compiled.validate_input(data)
         except (fastjsonschema.JsonSchemaValueException, InvalidInput) as exc:
             error = exc if isinstance(exc, InvalidInput) else _schema_error(compiled, exc)
@@ -595,10 +596,12 @@ class Engine:
         valid: list[tuple[int, str, dict[str, Any], dict[str, Any]]] = []
         refused: dict[int, Decision] = {}
         for index, raw in enumerate(inputs):
-            ctx = _json_object(dict(contexts[index]) if contexts else {}, "context")
+            given = dict(contexts[index]) if contexts else {}
+            ctx: dict[str, Any] = {}  # a context refused with its input is not recorded
             decision_id = new_id()
             try:
-                data = _json_object(raw, "input")
+                ctx = _json_object(given, "context", self.max_json_depth)
+                data = _json_object(raw, "input", self.max_json_depth)
                 compiled.validate_input(data)
             except (fastjsonschema.JsonSchemaValueException, InvalidInput) as exc:
                 error = exc if isinstance(exc, InvalidInput) else _schema_error(compiled, exc)
@@ -686,11 +689,12 @@ class Engine:
         actor: str,
     ) -> Flow[Decision]:
         """Invalid input is refused and recorded, then reported with the decision id."""
-        stored_input = (
-            raw
-            if isinstance(raw, dict) and _is_canonical(raw)
-            else {"_unrepresentable": repr(raw)[:2000]}
+        storable = (
+            isinstance(raw, dict)
+            and jsonlimits.too_deep(raw, self.max_json_depth, "input") is None
+            and _is_canonical(raw)
         )
+        stored_input = raw if storable else {"_unrepresentable": repr(raw)[:2000]}
         reason = Reason(
             code="invalid_input", kind="refuse", message=error.message, field=error.field
         )
@@ -967,15 +971,18 @@ def _event_payload(row: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _json_object(value: Any, name: str) -> dict[str, Any]:
+def _json_object(value: Any, name: str, max_depth: int) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise InvalidInput(f"{name} must be a JSON object, not {type(value).__name__}", field=name)
-    _check_finite(value, name)
+    _check_finite(value, name, max_depth, 1)
     return value
 
 
-def _check_finite(value: Any, path: str) -> None:
-    """Only values the ledger can store exactly: finite floats, 64-bit integers, string keys."""
+def _check_finite(value: Any, path: str, max_depth: int, level: int) -> None:
+    """Only values the ledger can store exactly: finite floats, 64-bit integers, string keys,
+    and no deeper than `max_depth` (which also bounds this recursion)."""
+    if isinstance(value, dict | list | tuple) and level > max_depth:
+        raise InvalidInput(jsonlimits.depth_message(path, max_depth), field=path)
     if isinstance(value, float) and not math.isfinite(value):
         raise InvalidInput(f"{path} is {value}; numbers must be finite", field=path)
     if isinstance(value, int) and not -(2**63) <= value < 2**64:
@@ -984,10 +991,10 @@ def _check_finite(value: Any, path: str) -> None:
         for key, item in value.items():
             if not isinstance(key, str):
                 raise InvalidInput(f"{path} has a non-string key {key!r}", field=path)
-            _check_finite(item, f"{path}.{key}")
+            _check_finite(item, f"{path}.{key}", max_depth, level + 1)
     elif isinstance(value, list | tuple):
         for index, item in enumerate(value):
-            _check_finite(item, f"{path}[{index}]")
+            _check_finite(item, f"{path}[{index}]", max_depth, level + 1)
     elif value is not None and not isinstance(value, str | int | float):
         raise InvalidInput(
             f"{path} is a {type(value).__name__}; only JSON values (objects, arrays, strings, "

@@ -10,16 +10,19 @@ import sqlalchemy as sa
 from fastapi import FastAPI
 
 import warden
-from warden.api import errors
+from warden.api import errors, openapi
 from warden.api.audit import router as audit_router
 from warden.api.auth import TokenCache
-from warden.api.limits import BodyLimit
+from warden.api.credentials import router as credentials_router
+from warden.api.docs import mount_docs
+from warden.api.limits import BodyLimit, NoNul
 from warden.api.monitoring import router as monitoring_router
 from warden.api.responses import FastJSONResponse
 from warden.api.reviews import router as reviews_router
 from warden.api.rollouts import router as rollouts_router
 from warden.api.routes import router
 from warden.console.app import mount_console
+from warden.console.throttle import LoginThrottle
 from warden.engine import Engine
 from warden.errors import WardenError
 from warden.heap import freeze_startup_heap
@@ -68,20 +71,27 @@ def create_app(
         version=warden.__version__,
         lifespan=lifespan,
         default_response_class=FastJSONResponse,
+        docs_url=None,  # served offline by mount_docs
+        redoc_url=None,
         description="Governed AI decisions: authority as code, human review, failure "
         "handling and a tamper-evident ledger.",
     )
     app.state.engine = engine
     app.state.tokens = TokenCache()
+    app.state.login_throttle = LoginThrottle()
     app.state.review_desk = desk
     errors.install(app)
+    openapi.install(app)
     app.include_router(router)
     app.include_router(reviews_router)
     app.include_router(monitoring_router)
     app.include_router(audit_router)
     app.include_router(rollouts_router)
+    app.include_router(credentials_router)
     mount_console(app)
+    mount_docs(app)
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
+    app.add_middleware(NoNul)
     return app
 
 

@@ -7,10 +7,11 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request
 from starlette.concurrency import run_in_threadpool
 
-from warden.api.auth import authenticate_request, require
+from warden.api.auth import authenticate_request, require, require_decision
 from warden.api.responses import FastJSONResponse
 from warden.auth.tokens import Principal, Role
 from warden.engine import Engine
+from warden.errors import Conflict, InvalidRequest
 from warden.ledger import checkpoint as checkpoints
 from warden.ledger import identity, keys, note
 from warden.ledger.proof import build_bundle, consistency_between
@@ -20,6 +21,7 @@ from warden.settings import Settings
 
 router = APIRouter(prefix="/v1/audit", tags=["audit"])
 AUDITORS = (Role.AUDITOR, Role.ADMIN)
+MAX_INT64 = 2**63 - 1  # the largest integer both databases compare without overflowing
 
 
 def _auditor(request: Request, point: str | None = None) -> Principal:
@@ -67,7 +69,9 @@ async def verify(request: Request) -> FastJSONResponse:
 @router.get("/checkpoints")
 async def list_checkpoints(
     request: Request,
-    cursor: Annotated[int | None, Query(description="`next_cursor` of the previous page")] = None,
+    cursor: Annotated[
+        int | None, Query(ge=0, le=MAX_INT64, description="`next_cursor` of the previous page")
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> FastJSONResponse:
     """Signed checkpoints, newest first, paginated by `next_cursor`."""
@@ -94,28 +98,30 @@ async def proof(
     ] = None,
 ) -> FastJSONResponse:
     """A self-contained proof bundle of the decision's events, checkable offline with
-    `warden audit check-proof`. Makes a checkpoint first if none covers the decision yet."""
+    `warden audit check-proof`, against the newest signed checkpoint. A read never signs: when
+    no checkpoint covers the decision yet the answer is 409 until the next periodic one (or
+    `warden audit checkpoint`)."""
     who = authenticate_request(request)
     engine = _engine(request)
     decision = await run_in_threadpool(engine.get, decision_id)
-    require(who, AUDITORS, decision.point)
+    require_decision(who, AUDITORS, decision)
     tree = _tree(request)
-    bundle = await run_in_threadpool(
-        build_bundle,
-        engine.db,
-        decision_id,
-        tree=tree,
-        signer=lambda: _signing_key(request),
-        since=since,
-    )
+    try:
+        bundle = await run_in_threadpool(
+            build_bundle, engine.db, decision_id, tree=tree, since=since
+        )
+    except InvalidRequest as error:
+        if not error.message.startswith("no checkpoint covers"):
+            raise
+        raise Conflict(error.message, field="decision_id") from None
     return FastJSONResponse(bundle)
 
 
 @router.get("/consistency")
 async def consistency(
     request: Request,
-    old: Annotated[int, Query(ge=1, description="size of the older checkpoint")],
-    new: Annotated[int, Query(ge=1, description="size of the newer checkpoint")],
+    old: Annotated[int, Query(ge=1, le=MAX_INT64, description="size of the older checkpoint")],
+    new: Annotated[int, Query(ge=1, le=MAX_INT64, description="size of the newer checkpoint")],
 ) -> FastJSONResponse:
     """The RFC 9162 consistency proof that checkpoint `new` extends checkpoint `old`."""
     _auditor(request)

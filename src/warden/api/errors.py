@@ -10,12 +10,33 @@ from typing import Any
 import sqlalchemy as sa
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException
+from starlette.routing import Match
 
 from warden.api.responses import FastJSONResponse
 from warden.errors import Unavailable, WardenError
 
 log = logging.getLogger(__name__)
+
+
+class ErrorDetail(BaseModel):
+    """What went wrong, in words a person can act on, and where."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: str = Field(description="Stable and machine-readable, e.g. `invalid_request`.")
+    message: str = Field(description="What is wrong and how to fix it.")
+    field: str | None = Field(description="The offending field, parameter or header, if any.")
+    decision_id: str | None = Field(
+        default=None, description="Set when the refused request was recorded as a decision."
+    )
+
+
+class ErrorResponse(BaseModel):
+    """The one shape of every error the API returns."""
+
+    error: ErrorDetail
 
 
 def error_response(
@@ -101,9 +122,14 @@ def install(app: FastAPI) -> None:
         return error_response(400, "invalid_request", message, field)
 
     @app.exception_handler(HTTPException)
-    async def _http(_: Request, exc: HTTPException) -> FastJSONResponse:
+    async def _http(request: Request, exc: HTTPException) -> FastJSONResponse:
         kind = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-        return error_response(exc.status_code, kind, str(exc.detail))
+        response = error_response(exc.status_code, kind, str(exc.detail))
+        if exc.headers:
+            response.headers.update(exc.headers)
+        if exc.status_code == 405:
+            response.headers["Allow"] = ", ".join(allowed_methods(request))
+        return response
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> FastJSONResponse:
@@ -118,3 +144,25 @@ def install(app: FastAPI) -> None:
         return error_response(
             500, "internal_error", "unexpected server error; nothing was acknowledged"
         )
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """Every method some route serves at this path (Starlette names only the first route's)."""
+    methods: set[str] = set()
+    for route in _routes(request.app.router.routes):
+        match, _ = route.matches(request.scope)
+        if match is not Match.NONE:
+            methods.update(getattr(route, "methods", None) or ())
+    return sorted(methods)
+
+
+def _routes(routes: list[Any]) -> list[Any]:
+    """The routes themselves, looking inside included routers (FastAPI wraps each one)."""
+    found: list[Any] = []
+    for route in routes:
+        inner = getattr(route, "original_router", None)
+        if inner is not None:
+            found.extend(_routes(list(inner.routes)))
+        elif getattr(route, "methods", None):
+            found.append(route)
+    return found

@@ -1,6 +1,9 @@
-"""A request body limit enforced while reading, so an oversized body is never buffered whole."""
+"""Limits on requests enforced before any route runs: the body's size, enforced while reading so
+an oversized body is never buffered whole, and no NUL character in the path, query or headers."""
 
 from __future__ import annotations
+
+from urllib.parse import parse_qsl
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -48,3 +51,43 @@ class BodyLimit:
 
 class _TooLarge(Exception):
     pass
+
+
+class NoNul:
+    """400 for a NUL character anywhere in the path, the query string or a header.
+
+    No id, cursor, name or token contains one, and PostgreSQL refuses NUL in text: without
+    this a NUL would reach a query and fail there as a server error.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            where = _nul_in(scope)
+            if where is not None:
+                response = error_response(
+                    400,
+                    "invalid_request",
+                    f"{where} contains a NUL character (%00); remove it",
+                    where,
+                )
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+def _nul_in(scope: Scope) -> str | None:
+    if "\x00" in scope["path"]:
+        return "path"
+    query: bytes = scope.get("query_string") or b""
+    if b"\x00" in query or b"%00" in query:
+        for name, value in parse_qsl(query.decode("latin-1"), keep_blank_values=True):
+            if "\x00" in name or "\x00" in value:
+                return name.replace("\x00", "") or "query"
+    headers: list[tuple[bytes, bytes]] = scope.get("headers") or []
+    for raw_name, raw_value in headers:
+        if b"\x00" in raw_value or b"\x00" in raw_name:
+            return raw_name.decode("latin-1").replace("\x00", "")
+    return None

@@ -8,9 +8,11 @@ from fastapi import APIRouter, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
-from warden.api.auth import Authenticated, require
+from warden.api.auth import Authenticated, check_metrics_token, require, require_point
+from warden.api.openapi import json_body
 from warden.api.responses import FastJSONResponse
 from warden.api.routes import READERS, _engine, _json_body, _parse
+from warden.api.schemas import NOT_BLANK
 from warden.auth.tokens import Role
 from warden.errors import NotFound
 from warden.monitor import metrics, store
@@ -23,12 +25,16 @@ router = APIRouter(tags=["monitoring"])
 class ResolveRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    reason: str = Field(min_length=1, description="Why the alert is resolved; recorded.")
+    reason: str = Field(
+        min_length=1, pattern=NOT_BLANK, description="Why the alert is resolved; recorded."
+    )
 
 
 @router.get("/metrics", include_in_schema=False)
 async def prometheus_metrics(request: Request) -> Response:
-    """Prometheus text exposition; no token, and no label that names a decision or an input."""
+    """Prometheus text exposition; no label names a decision or an input. With
+    `WARDEN_METRICS_TOKEN` set, scrapers must send it as `Authorization: Bearer <token>`."""
+    check_metrics_token(request)
     engine = _engine(request)
     collector = metrics.ReviewQueueCollector(engine.db, engine.points)
     body, content_type = await run_in_threadpool(metrics.exposition, [collector])
@@ -40,8 +46,7 @@ async def health(request: Request, point: str, who: Authenticated, windows: int 
     """Status, protections, the latest window with drift per column, recent windows, open alerts,
     realised accuracy per model version and the reference in use."""
     engine = _engine(request)
-    engine._point(point)
-    require(who, READERS, point)
+    require_point(who, READERS, point, engine.points)
     found = await run_in_threadpool(point_health, engine, point, windows=min(max(windows, 1), 500))
     return FastJSONResponse(found)
 
@@ -82,7 +87,7 @@ async def get_alert(request: Request, alert_id: str, who: Authenticated) -> Any:
     return FastJSONResponse(store.alert_json(row))
 
 
-@router.post("/v1/alerts/{alert_id}/resolve")
+@router.post("/v1/alerts/{alert_id}/resolve", openapi_extra=json_body(ResolveRequest))
 async def resolve(request: Request, alert_id: str, who: Authenticated) -> Any:
     """A person resolves an alert (owner role): the episode closes and a `tighten` it holds is
     lifted. If the condition still holds, the rule starts a new episode."""

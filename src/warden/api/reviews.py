@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
 from warden.api.auth import Authenticated
+from warden.api.openapi import json_body
 from warden.api.responses import FastJSONResponse
 from warden.api.routes import _json_body, _parse
 from warden.review.desk import ReviewDesk
@@ -112,7 +113,9 @@ async def review_counts(request: Request, who: Authenticated) -> FastJSONRespons
     )
 
 
-@router.post("/claim", response_model=ReviewTask)
+@router.post(
+    "/claim", response_model=ReviewTask, openapi_extra=json_body(ClaimNextRequest, required=False)
+)
 async def claim_next(request: Request, who: Authenticated) -> FastJSONResponse:
     """Claim the oldest open task you may take (optionally of one point)."""
     body = await _body(request, ClaimNextRequest)
@@ -141,7 +144,11 @@ async def release(request: Request, decision_id: str, who: Authenticated) -> Fas
     return _task(await run_in_threadpool(desk(request).release, who, decision_id))
 
 
-@router.post("/{decision_id}/approve", response_model=ReviewTask)
+@router.post(
+    "/{decision_id}/approve",
+    response_model=ReviewTask,
+    openapi_extra=json_body(ApproveRequest, required=False),
+)
 async def approve(request: Request, decision_id: str, who: Authenticated) -> FastJSONResponse:
     """The proposed outcome stands (once enough reviewers agree)."""
     body = await _body(request, ApproveRequest)
@@ -149,7 +156,11 @@ async def approve(request: Request, decision_id: str, who: Authenticated) -> Fas
     return _task(task)
 
 
-@router.post("/{decision_id}/reject", response_model=ReviewTask)
+@router.post(
+    "/{decision_id}/reject",
+    response_model=ReviewTask,
+    openapi_extra=json_body(RejectRequest, required=False),
+)
 async def reject(request: Request, decision_id: str, who: Authenticated) -> FastJSONResponse:
     """No outcome is applied; `reason` and `reason_code` are required."""
     body = await _body(request, RejectRequest)
@@ -159,7 +170,11 @@ async def reject(request: Request, decision_id: str, who: Authenticated) -> Fast
     return _task(task)
 
 
-@router.post("/{decision_id}/override", response_model=ReviewTask)
+@router.post(
+    "/{decision_id}/override",
+    response_model=ReviewTask,
+    openapi_extra=json_body(OverrideRequest, required=False),
+)
 async def override(request: Request, decision_id: str, who: Authenticated) -> FastJSONResponse:
     """Apply another allowed outcome instead of the proposal; `reason` is required."""
     body = await _body(request, OverrideRequest)

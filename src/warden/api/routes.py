@@ -11,7 +11,15 @@ from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
 
-from warden.api.auth import Authenticated, authenticate_request, require
+from warden import jsonlimits
+from warden.api.auth import (
+    Authenticated,
+    authenticate_request,
+    require,
+    require_decision,
+    require_point,
+)
+from warden.api.openapi import json_body
 from warden.api.responses import FastJSONResponse
 from warden.api.schemas import (
     DecisionPage,
@@ -39,14 +47,45 @@ def _engine(request: Request) -> Engine:
     return engine
 
 
-async def _json_body(request: Request) -> Any:
+# Caller data recorded as given (a proposal's output and confidence are judged by the
+# engine): NUL characters are allowed inside, as JSON stores them.
+FREE_FORM = frozenset({"input", "context", "inputs", "contexts", "output", "confidence"})
+
+
+async def _json_body(request: Request, *, per_item: frozenset[str] = frozenset()) -> Any:
+    """The body as JSON, within the depth limit and with no NUL in a name, reason or id.
+
+    Keys in `per_item` hold lists whose items the engine checks one by one (a batch refuses a
+    bad item in its place rather than failing the whole request).
+    """
     raw = await request.body()
     if not raw:
         raise InvalidRequest("the request body is empty; send a JSON object", field="body")
     try:
-        return orjson.loads(raw)  # rejects NaN/Infinity, unlike the standard library
+        body = orjson.loads(raw)  # rejects NaN/Infinity, unlike the standard library
     except orjson.JSONDecodeError as exc:
         raise InvalidRequest(f"the body is not valid JSON: {exc}", field="body") from None
+    max_depth = _engine(request).max_json_depth
+    # Walk the value only when the bytes allow a problem: no more brackets than the limit
+    # means no deeper nesting, and JSON can only carry a NUL as the escape \u0000.
+    if raw.count(b"{") + raw.count(b"[") > max_depth or b"\\u0000" in raw:
+        check_body(body, max_depth, per_item)
+    return body
+
+
+def check_body(body: Any, max_depth: int, per_item: frozenset[str] = frozenset()) -> None:
+    """Raise 400 for a value nested deeper than `max_depth` (each top-level field is measured
+    on its own, as the engine measures an input) or a NUL outside the caller's own data."""
+    fields = body.items() if isinstance(body, dict) else [("body", body)]
+    for name, value in fields:
+        if name not in per_item:
+            deep = jsonlimits.too_deep(value, max_depth, name)
+            if deep is not None:
+                raise InvalidRequest(jsonlimits.depth_message(deep, max_depth), field=deep)
+        nul = None if name in FREE_FORM else jsonlimits.nul_at(value, name)
+        if nul is not None or "\x00" in name:
+            where = nul or "body"
+            raise InvalidRequest(f"{where} contains a NUL character; remove it", field=where)
 
 
 def _parse(model: type[Any], data: Any) -> Any:
@@ -76,21 +115,11 @@ def _decision_response(decision: Decision) -> FastJSONResponse:
                 "name": "Idempotency-Key",
                 "in": "header",
                 "required": False,
-                "schema": {"type": "string", "maxLength": 255},
+                "schema": {"type": "string", "minLength": 1, "maxLength": 255},
                 "description": "A retry with the same key returns the first decision.",
             },
-            {
-                "name": "Authorization",
-                "in": "header",
-                "required": True,
-                "schema": {"type": "string"},
-                "description": "`Bearer <token>`",
-            },
         ],
-        "requestBody": {
-            "required": True,
-            "content": {"application/json": {"schema": DecisionRequest.model_json_schema()}},
-        },
+        **json_body(DecisionRequest),
     },
 )
 async def create_decision(request: Request) -> FastJSONResponse:
@@ -104,7 +133,7 @@ async def create_decision(request: Request) -> FastJSONResponse:
     if idempotency_key is not None and not 0 < len(idempotency_key) <= 255:
         raise InvalidRequest("Idempotency-Key must be 1 to 255 characters", field="Idempotency-Key")
     body = _parse(DecisionRequest, await _json_body(request))
-    require(who, Role.CALLER, body.point)
+    require_point(who, Role.CALLER, body.point, _engine(request).points)
     proposal = None
     if body.output is not None or body.confidence is not None:
         proposal = Proposal(body.output, body.confidence, body.model_version)
@@ -129,14 +158,21 @@ class BatchRequest(BaseModel):
     contexts: list[dict[str, Any]] | None = None
 
 
-@router.post("/v1/decisions/batch", tags=["decisions"], response_model=DecisionPage)
+@router.post(
+    "/v1/decisions/batch",
+    tags=["decisions"],
+    response_model=DecisionPage,
+    openapi_extra=json_body(BatchRequest),
+)
 async def create_decisions(request: Request) -> FastJSONResponse:
     """Up to 1,000 decisions of one point in one request: one model call where the model
     allows, one group commit, each decision governed and recorded as by `POST /v1/decisions`.
     Inputs that fail the schema come back as refused decisions, in their place."""
     who = authenticate_request(request)
-    body = _parse(BatchRequest, await _json_body(request))
-    require(who, Role.CALLER, body.point)
+    body = _parse(
+        BatchRequest, await _json_body(request, per_item=frozenset({"inputs", "contexts"}))
+    )
+    require_point(who, Role.CALLER, body.point, _engine(request).points)
     engine = _engine(request)
     decisions = await run_in_threadpool(
         engine.decide_many, body.point, body.inputs, contexts=body.contexts, actor=who.actor
@@ -156,7 +192,7 @@ async def get_decision(
     """A decision. With `wait=N` a pending one is held up to N seconds until it is final."""
     engine = _engine(request)
     decision = await run_in_threadpool(engine.get, decision_id)
-    require(who, READERS, decision.point)
+    require_decision(who, READERS, decision)
     if wait > 0 and not decision.is_final:
         decision = await await_final(lambda: run_in_threadpool(engine.get, decision_id), wait)
     return FastJSONResponse(decision.model_dump(mode="json"))
@@ -176,7 +212,7 @@ async def list_decisions_route(
 ) -> FastJSONResponse:
     """Newest first, paginated by `next_cursor`."""
     if point is not None:
-        require(who, READERS, point)
+        require_point(who, READERS, point, _engine(request).points)
     allowed = None if who.all_points else who.points
     flt = DecisionFilter(
         point=point, route=route, status=status, since=since, until=until, points_allowed=allowed
@@ -193,7 +229,12 @@ async def list_decisions_route(
     )
 
 
-@router.post("/v1/decisions/{decision_id}/outcome", tags=["decisions"], response_model=Decision)
+@router.post(
+    "/v1/decisions/{decision_id}/outcome",
+    tags=["decisions"],
+    response_model=Decision,
+    openapi_extra=json_body(GroundTruthRequest),
+)
 async def record_outcome(
     request: Request, decision_id: str, who: Authenticated
 ) -> FastJSONResponse:
@@ -201,7 +242,7 @@ async def record_outcome(
     body = _parse(GroundTruthRequest, await _json_body(request))
     engine = _engine(request)
     decision = await run_in_threadpool(engine.get, decision_id)
-    require(who, (Role.CALLER, Role.OWNER), decision.point)
+    require_decision(who, (Role.CALLER, Role.OWNER), decision)
     updated = await run_in_threadpool(
         engine.record_ground_truth, decision_id, body.outcome, actor=who.actor
     )
@@ -218,9 +259,8 @@ async def list_points(request: Request, who: Authenticated) -> list[PointInfo]:
 @router.get("/v1/points/{point}", tags=["points"], response_model=PointInfo)
 async def get_point(request: Request, point: str, who: Authenticated) -> PointInfo:
     engine = _engine(request)
-    if not (point in engine.broken and engine.broken[point].spec):
-        engine._point(point)
-    require(who, READERS, point)
+    known = set(engine.points) | {n for n, b in engine.broken.items() if b.spec}
+    require_point(who, READERS, point, known)
     return _point_info(engine, point)
 
 
@@ -280,32 +320,51 @@ async def _toggle(
         if not who.all_points:
             require(who, Role.ADMIN, GLOBAL_SCOPE)
     else:
-        engine._point(scope)
-        require(who, Role.OWNER, scope)
+        require_point(who, Role.OWNER, scope, engine.points)
     switch = await run_in_threadpool(
         engine.set_kill, scope, engaged, actor=who.actor, reason=body.reason
     )
     return _kill_info(switch)
 
 
-@router.post("/v1/points/{point}/kill", tags=["kill switch"], response_model=KillSwitchInfo)
+@router.post(
+    "/v1/points/{point}/kill",
+    tags=["kill switch"],
+    response_model=KillSwitchInfo,
+    openapi_extra=json_body(ReasonRequest),
+)
 async def kill_point(request: Request, point: str, who: Authenticated) -> KillSwitchInfo:
     """No decision of this point is AUTO from the next one on, on every replica."""
     return await _toggle(request, who, point, True)
 
 
-@router.post("/v1/points/{point}/resume", tags=["kill switch"], response_model=KillSwitchInfo)
+@router.post(
+    "/v1/points/{point}/resume",
+    tags=["kill switch"],
+    response_model=KillSwitchInfo,
+    openapi_extra=json_body(ReasonRequest),
+)
 async def resume_point(request: Request, point: str, who: Authenticated) -> KillSwitchInfo:
     return await _toggle(request, who, point, False)
 
 
-@router.post("/v1/kill", tags=["kill switch"], response_model=KillSwitchInfo)
+@router.post(
+    "/v1/kill",
+    tags=["kill switch"],
+    response_model=KillSwitchInfo,
+    openapi_extra=json_body(ReasonRequest),
+)
 async def kill_all(request: Request, who: Authenticated) -> KillSwitchInfo:
     """The global kill switch (admin): no decision of any point is AUTO."""
     return await _toggle(request, who, GLOBAL_SCOPE, True)
 
 
-@router.post("/v1/resume", tags=["kill switch"], response_model=KillSwitchInfo)
+@router.post(
+    "/v1/resume",
+    tags=["kill switch"],
+    response_model=KillSwitchInfo,
+    openapi_extra=json_body(ReasonRequest),
+)
 async def resume_all(request: Request, who: Authenticated) -> KillSwitchInfo:
     return await _toggle(request, who, GLOBAL_SCOPE, False)
 

@@ -8,6 +8,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from warden.decision import Decision
 
+NO_NUL = "^[^\\x00]*$"  # PostgreSQL cannot store NUL in text; no name or reason needs one
+# A reason must say something: whitespace alone is refused.
+NOT_BLANK = "^[^\\x00]*[^\\s\\x00][^\\x00]*$"
+
 
 class DecisionRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -19,7 +23,9 @@ class DecisionRequest(BaseModel):
     )
     output: Any = Field(default=None, description="Proposal mode only: the AI's outcome.")
     confidence: Any = Field(default=None, description="Proposal mode only: its confidence.")
-    model_version: str | None = Field(default=None, description="Proposal mode only.")
+    model_version: str | None = Field(
+        default=None, max_length=128, description="Proposal mode only."
+    )
     callback_url: str | None = Field(
         default=None,
         max_length=2000,
@@ -36,7 +42,7 @@ class GroundTruthRequest(BaseModel):
 class ReasonRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    reason: str = Field(min_length=1, description="Why; recorded in the ledger.")
+    reason: str = Field(min_length=1, pattern=NOT_BLANK, description="Why; recorded in the ledger.")
 
 
 class DecisionPage(BaseModel):

@@ -24,7 +24,7 @@ from warden.cli.policy import (
 )
 from warden.cli.review import review_app
 from warden.cli.rollout import rollout_app
-from warden.cli.users import user_app
+from warden.cli.users import principal_app, token_app, user_app
 from warden.cli.witness import witness_app
 from warden.errors import PolicyError, WardenError
 
@@ -34,7 +34,6 @@ app = typer.Typer(
     help="Warden: a governed runtime for AI decisions in production.",
 )
 policy_app = typer.Typer(no_args_is_help=True, help="Check decision point files.")
-token_app = typer.Typer(no_args_is_help=True, help="Create API tokens.")
 app.add_typer(policy_app, name="policy")
 policy_app.command("diff")(policy_diff)
 policy_app.command("replay")(policy_replay)
@@ -46,6 +45,7 @@ app.add_typer(monitor_app, name="monitor")
 app.command("report")(report)
 app.add_typer(review_app, name="review")
 app.add_typer(user_app, name="user")
+app.add_typer(principal_app, name="principal")
 app.add_typer(audit_app, name="audit")
 app.add_typer(model_app, name="model")
 app.add_typer(rollout_app, name="rollout")
@@ -256,43 +256,6 @@ def decide(
     finally:
         engine.close()
     _print_json(decision.model_dump(mode="json"))
-
-
-@token_app.command("create")
-def token_create(
-    name: Annotated[str, typer.Option(help="Who or what uses the token.")],
-    role: Annotated[
-        list[str],
-        typer.Option(help="caller, reviewer, owner, auditor or admin; repeat for several."),
-    ],
-    point: Annotated[
-        list[str], typer.Option(help="Decision point the token may act on; repeat, or '*' for all.")
-    ],
-    group: Annotated[
-        list[str] | None, typer.Option(help="Reviewer group, e.g. credit-officers; repeatable.")
-    ] = None,
-) -> None:
-    """Create an API token and print it once (only its hash is stored)."""
-    from warden.auth.tokens import create_token
-    from warden.store.recorder import Recorder
-
-    db = context.database(context.settings())
-    recorder = Recorder(db)
-    try:
-        secret, principal = create_token(
-            recorder, name=name, roles=role, points=point, groups=group, actor=context.actor()
-        )
-    except WardenError as error:
-        _fail(error)
-    finally:
-        recorder.close()
-        db.dispose()
-    err.print(
-        f"Token for [bold]{name}[/bold] (roles {', '.join(sorted(principal.roles))}; "
-        f"points {', '.join(sorted(principal.points))}). It is shown only once:",
-        highlight=False,
-    )
-    out.print(secret, highlight=False, soft_wrap=True)
 
 
 def _toggle_kill(

@@ -18,13 +18,25 @@ def settings(config: Path | None = None) -> Settings:
     return Settings.from_env(config=config)
 
 
-def actor() -> str:
-    """Who runs this command, as recorded in the ledger."""
+def os_user() -> str:
     try:
-        user = getpass.getuser()
+        return getpass.getuser()
     except (KeyError, OSError):
-        user = os.environ.get("USER", "unknown")
-    return f"cli:{user}"
+        return os.environ.get("USER", "unknown")
+
+
+def principal_name() -> str:
+    """The person running the CLI: `WARDEN_PRINCIPAL`, else the operating-system user. The
+    same name as a person's API tokens and console login makes them one person for review."""
+    return os.environ.get("WARDEN_PRINCIPAL", "").strip() or os_user()
+
+
+def actor() -> str:
+    """Who runs this command, as recorded in the ledger: the principal, then the credential."""
+    from warden.auth.principals import principal_id_for
+
+    name = principal_name()
+    return f"principal:{principal_id_for(name)}:{name} via cli:{os_user()}"
 
 
 def database(s: Settings) -> sa.Engine:

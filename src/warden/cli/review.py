@@ -41,21 +41,27 @@ JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of 
 
 @dataclass(frozen=True)
 class Operator(Principal):
-    """Whoever runs the CLI, named as `warden decide` names them, so they cannot approve
-    their own decisions; admin rights, since they can open the database anyway."""
+    """Whoever runs the CLI, the principal `warden decide` records, so they cannot approve
+    their own decisions (from any credential); admin rights, since they can open the
+    database anyway."""
 
     @property
-    def actor(self) -> str:
-        return self.name
+    def credential(self) -> str:
+        return f"cli:{self.name}"
 
 
 def operator() -> Principal:
+    from warden.auth.principals import principal_id_for
+
+    name = context.principal_name()
     return Operator(
         token_id="",
-        name=context.actor(),
+        name=context.os_user(),
         roles=frozenset({Role.ADMIN}),
         points=frozenset({"*"}),
         method="cli",
+        principal_id=principal_id_for(name),
+        principal_name=name,
     )
 
 

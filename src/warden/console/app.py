@@ -7,6 +7,7 @@ from pathlib import Path
 from fastapi import FastAPI
 from starlette.staticfiles import StaticFiles
 
+from warden.console.account import router as account_router
 from warden.console.health import router as health_router
 from warden.console.routes import router
 
@@ -16,4 +17,5 @@ HERE = Path(__file__).parent
 def mount_console(app: FastAPI) -> None:
     app.include_router(router)
     app.include_router(health_router)
+    app.include_router(account_router)
     app.mount("/console/static", StaticFiles(directory=HERE / "static"), name="console-static")

@@ -21,6 +21,7 @@ from warden.auth.tokens import Role, authenticate
 from warden.auth.users import verify_password
 from warden.console.render import templates
 from warden.console.sessions import COOKIE, Session, close_session, load_session, open_session
+from warden.console.throttle import LoginThrottle
 from warden.decision import Route, Status
 from warden.engine import Engine
 from warden.errors import Forbidden, NotFound, WardenError
@@ -116,6 +117,20 @@ async def login(request: Request) -> Response:
         return _login_error(request, next_url, "The login form expired; please try again.", 403)
     db = _engine(request).db
     token = form.get("token", "").strip()
+    username = None if token else form.get("username", "").strip().lower() or None
+    address = request.client.host if request.client else None
+    throttle: LoginThrottle = request.app.state.login_throttle
+    blocked = throttle.blocked(username, address)
+    if blocked is not None:
+        wait, which = blocked
+        minutes = max(1, round(wait / 60))
+        return _login_error(
+            request,
+            next_url,
+            f"Too many failed sign-ins {'for this user' if which == 'user' else 'from your address'}"
+            f"; try again in about {minutes} minute{'s' if minutes != 1 else ''}.",
+            429,
+        )
     if token:
         method = "console-token"
 
@@ -136,8 +151,10 @@ async def login(request: Request) -> Response:
 
         principal = await run_in_threadpool(by_password)
     if principal is None:
+        throttle.failed(username, address)
         what = "token" if token else "username or password"
         return _login_error(request, next_url, f"That {what} is not valid.", 401)
+    throttle.succeeded(username)
     if not set(principal.roles) & CONSOLE_ROLES:
         return _login_error(
             request,

@@ -354,8 +354,44 @@ def token_created(p: Projection, ev: Event) -> None:
         "created_by": ev.actor,
         "created_at": ev.ts if recorded else UNKNOWN,
         "revoked_at": None,
+        "principal_id": pl.get("principal_id", UNKNOWN),
+        "expires_at": pl.get("expires_at", UNKNOWN),
     }
     p.put(ev, s.tokens, (pl["token_id"],), values)
+
+
+@fold("token.revoked")
+def token_revoked(p: Projection, ev: Event) -> None:
+    key = (ev.payload["token_id"],)
+    row = p.get(s.tokens, key)
+    if row is not None and row.get("revoked_at") is None:
+        p.update(ev, s.tokens, key, {"revoked_at": ev.ts})
+
+
+@fold("token.rotated")
+def token_rotated(p: Projection, ev: Event) -> None:
+    """The old token expires at the end of its overlap; the new one holds the same grants (its
+    secret's hash and creation are not recorded by this event)."""
+    pl = ev.payload
+    p.update(ev, s.tokens, (pl["token_id"],), {"expires_at": pl.get("old_expires_at", UNKNOWN)})
+    values = {
+        "name": pl.get("name", UNKNOWN),
+        "secret_hash": UNKNOWN,
+        "roles": pl.get("roles", UNKNOWN),
+        "points": pl.get("points", UNKNOWN),
+        "groups": pl.get("groups", UNKNOWN),
+        "created_by": UNKNOWN,
+        "created_at": UNKNOWN,
+        "revoked_at": None,
+        "principal_id": pl.get("principal_id", UNKNOWN),
+        "expires_at": pl.get("expires_at", UNKNOWN),
+    }
+    p.put(ev, s.tokens, (pl["new_token_id"],), values)
+
+
+@fold("user.disabled")
+def user_disabled(p: Projection, ev: Event) -> None:
+    p.update(ev, s.users, (ev.payload["username"],), {"disabled_at": ev.ts})
 
 
 @fold("user.created")
@@ -370,6 +406,7 @@ def user_created(p: Projection, ev: Event) -> None:
         "created_by": ev.actor,
         "created_at": ev.ts if recorded else UNKNOWN,
         "disabled_at": None,
+        "principal_id": pl.get("principal_id", UNKNOWN),
     }
     p.put(ev, s.users, (pl["username"],), values)
 

@@ -138,9 +138,7 @@ def signing_key(db: sa.Engine, home: Path) -> SigningKey:
                 f"holds key {mine}; restore the original key file, or rotate with "
                 "`warden audit rotate-key`"
             )
-        with write_connection(db) as conn, conn.begin():
-            if active(conn) is None:
-                record(conn, key.public)
+        _record_first(db, key.public)
         return signing_key(db, home)
     if current.key_id != mine:
         raise KeyChanged(
@@ -153,7 +151,15 @@ def signing_key(db: sa.Engine, home: Path) -> SigningKey:
 
 def _create(db: sa.Engine, home: Path) -> SigningKey:
     key = keys.load_or_create(home)
-    with write_connection(db) as conn, conn.begin():
-        if active(conn) is None:
-            record(conn, key.public)
+    _record_first(db, key.public)
     return signing_key(db, home)
+
+
+def _record_first(db: sa.Engine, key: PublicKey) -> None:
+    """Record the ledger's first key; a process that recorded the same key first wins."""
+    try:
+        with write_connection(db) as conn, conn.begin():
+            if active(conn) is None:
+                record(conn, key)
+    except sa.exc.IntegrityError:
+        pass

@@ -15,7 +15,13 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import httpx
+import orjson
 
+from warden.ids import new_id
+from warden.outbound.deliver import post_signed
+from warden.outbound.egress import EgressRefused
+from warden.outbound.secrets import SECRET_ENV
+from warden.outbound.secrets import current as current_secret
 from warden.policy.monitoring import SinksSpec
 
 log = logging.getLogger("warden.alerts")
@@ -112,10 +118,21 @@ class WebhookSink:
                 self._deliver(client, notice)
 
     def _deliver(self, client: httpx.Client, notice: Notice) -> None:
+        """Signed like review callbacks, to an allowed target only, redirects not followed."""
+        secret = current_secret()
+        if secret is None:
+            log.error("alert webhook not sent: no signing secret (set %s)", SECRET_ENV)
+            return
+        body = orjson.dumps(notice.payload())
+        msg_id = new_id()
         for attempt in range(self.attempts):
             try:
-                client.post(self.url, json=notice.payload()).raise_for_status()
+                response = post_signed(client, self.url, body, secret=secret, msg_id=msg_id)
+                response.raise_for_status()  # a redirect is an error too: never followed
                 self.delivered += 1
+                return
+            except EgressRefused as exc:
+                log.error("alert webhook refused: %s", exc.message)
                 return
             except httpx.HTTPError as exc:
                 if attempt == self.attempts - 1:

@@ -212,6 +212,16 @@ class ReviewSpec(_Strict):
         default_factory=list,
         description="Groups that get the task on a four-eyes disagreement or a first SLA expiry.",
     )
+    escalation_approvals: int | None = Field(
+        default=None,
+        ge=1,
+        le=5,
+        description=(
+            "Agreeing votes needed once a task is escalated (disagreement or missed SLA). "
+            "Default: as many as before escalating, so a four-eyes decision still needs two "
+            "people. Set 1 only if one senior reviewer may settle an escalated task alone."
+        ),
+    )
     lease: Seconds = Field(default=900.0, description="How long a claim holds a task.")
     callback_url: str | None = Field(
         default=None, description="Receives every final review decision as a signed webhook."

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from warden.auth.principals import person_of
 from warden.auth.tokens import Principal, Role
-from warden.errors import Forbidden
+from warden.errors import Forbidden, NotFound
 from warden.review.tasks import ReviewTask
 
 VIEWERS = (Role.REVIEWER, Role.OWNER, Role.AUDITOR)
@@ -23,6 +24,10 @@ def check_any_view(who: Principal) -> None:
 
 
 def check_view(who: Principal, point: str) -> None:
+    """404 for a point outside `who`'s scope (as for one that does not exist), else 403
+    unless `who` may read its reviews."""
+    if not who.may_see(point):
+        raise NotFound(f"no decision point '{point}' among yours", field="point")
     if not may_view(who, point):
         raise Forbidden(
             f"this principal may not see reviews of point '{point}'; it needs the reviewer, "
@@ -56,12 +61,21 @@ def check_reviewer(who: Principal, task: ReviewTask) -> None:
             "`warden token create --group` or `warden user create --group`)",
             field="Authorization",
         )
-    if task.submitted_by is not None and task.submitted_by == who.actor:
+    if submitted_by_them(who, task):
         raise Forbidden(
-            "you submitted this decision; another reviewer must decide it", field="Authorization"
+            "you submitted this decision; another person must review it (any of your tokens "
+            "and your console login count as you)",
+            field="Authorization",
         )
-    if who.actor in task.excluded:
+    if who.person in {person_of(e) for e in task.excluded}:
         raise Forbidden(
             "you have already voted on this decision; it needs a different reviewer now",
             field="Authorization",
         )
+
+
+def submitted_by_them(who: Principal, task: ReviewTask) -> bool:
+    """Whether `who` is the person (any credential of theirs) who submitted the decision."""
+    if task.submitted_by is None:
+        return False
+    return person_of(task.submitted_by) == who.person or task.submitted_by == who.actor

@@ -1,8 +1,9 @@
 """Verdicts: approve, reject, override, and how votes combine under four-eyes.
 
 Each verdict is one vote at the task's current level. When `required` votes agree the decision
-is final; any disagreement escalates: one more reviewer (from `escalate_to`, or the same groups,
-and never one who already voted) decides alone.
+is final; any disagreement escalates to `escalate_to` (or the same groups), where reviewers who
+have not voted yet — as many as the policy's `escalation_approvals`, by default as many as
+before — decide.
 """
 
 from __future__ import annotations
@@ -164,7 +165,8 @@ def decide(
     if agree:
         return TaskChange(values=values, events=events)
     groups = task.escalate_to_groups()
-    values.update(level=task.level + 1, groups=groups, required=1)
+    required = task.required_after_escalation()
+    values.update(level=task.level + 1, groups=groups, required=required)
     events.append(
         event(
             "review.escalated",
@@ -179,6 +181,7 @@ def decide(
                 ],
                 "level": task.level + 1,
                 "groups": groups,
+                "required": required,
                 "excluded": values["excluded"],
             },
         )

@@ -67,7 +67,7 @@ class ReviewDesk:
             if decision is None:
                 raise NotFound(f"no decision with id '{decision_id}'", field="id")
             if who is not None:
-                check_view(who, decision.point)
+                _check_visible(who, decision.point, decision_id)
             raise NotFound(
                 f"decision '{decision_id}' was not routed to review (route "
                 f"{decision.route.value}); it has no review task",
@@ -75,16 +75,16 @@ class ReviewDesk:
             )
         task = to_task(row)
         if who is not None:
-            check_view(who, task.point)
+            _check_visible(who, task.point, decision_id)
         task.decision = decision
         return task
 
     def tasks(
         self, who: Principal, flt: TaskFilter, *, cursor: str | None = None, limit: int = 50
     ) -> tuple[list[ReviewTask], str | None]:
-        check_any_view(who)
         if flt.point is not None:
-            check_view(who, flt.point)
+            check_view(who, flt.point)  # first: a point outside the scope is 404, not 403
+        check_any_view(who)
         allowed = self._visible_points(who)
         flt = TaskFilter(**{**flt.__dict__, "points_allowed": allowed})
         with self.db.connect() as conn:
@@ -125,10 +125,10 @@ class ReviewDesk:
         PostgreSQL the candidates are read `FOR UPDATE SKIP LOCKED`, so a row another
         transaction holds is passed over rather than waited for.
         """
+        if point is not None:
+            check_view(who, point)  # first: a point outside the scope is 404, not 403
         if not who.roles & {Role.REVIEWER, Role.ADMIN}:
             raise Forbidden("claiming a task needs the reviewer role", field="Authorization")
-        if point is not None:
-            check_view(who, point)
         allowed = sorted(self._visible_points(who))
         t = review_tasks
         picked: list[ReviewTask] = []
@@ -283,3 +283,10 @@ def _decisions(conn: sa.Connection, ids: list[str]) -> dict[str, Decision]:
         return {}
     rows = conn.execute(sa.select(decisions).where(decisions.c.id.in_(ids))).all()
     return {r.id: queries.to_decision(r) for r in rows}
+
+
+def _check_visible(who: Principal, point: str, decision_id: str) -> None:
+    """Outside `who`'s scope a task is answered exactly like an unknown id (nothing leaks)."""
+    if not who.may_see(point):
+        raise NotFound(f"no decision with id '{decision_id}'", field="id")
+    check_view(who, point)

@@ -29,7 +29,7 @@ def expire(task: ReviewTask, decision: Decision, now: datetime) -> TaskChange | 
                 **CLEAR_CLAIM,
                 "level": 1,
                 "groups": list(task.escalate_to),
-                "required": 1,
+                "required": task.required_after_escalation(),
                 "due_at": due_at,
             },
             events=[
@@ -42,6 +42,7 @@ def expire(task: ReviewTask, decision: Decision, now: datetime) -> TaskChange | 
                         "why": "sla expired",
                         "level": 1,
                         "groups": list(task.escalate_to),
+                        "required": task.required_after_escalation(),
                         "missed_due_at": iso(task.due_at),
                         "due_at": iso(due_at),
                         "policy_version": decision.policy_version,

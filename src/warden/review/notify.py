@@ -5,19 +5,17 @@ crash can never lose one. `WebhookSender` (one per replica) takes due rows with
 `FOR UPDATE SKIP LOCKED` and a short in-flight lease, posts them, and on failure retries with
 exponential backoff; after the last attempt the row stays as a dead letter with its last error.
 
-Signature (as Stripe's): header `Warden-Signature: t=<unix seconds>,v1=<hex>` where
-`<hex> = HMAC-SHA256(secret, f"{t}.{body}")`. Receivers recompute it and reject old timestamps.
+Every post carries two signatures over the same body (see `warden.outbound.signing`): the
+Stripe-style `Warden-Signature: t=<unix seconds>,v1=<hex>` and the Standard Webhooks
+`webhook-id`/`webhook-timestamp`/`webhook-signature`. Receivers recompute one and reject old
+timestamps. Targets are checked against `WARDEN_WEBHOOK_ALLOW` and the internal ranges before
+every post (see `warden.outbound.egress`); a refused target is a dead letter at once.
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import logging
-import os
-import secrets
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -30,15 +28,17 @@ import sqlalchemy as sa
 import warden
 from warden.decision import Decision
 from warden.ids import new_id
+from warden.outbound.deliver import post_signed
+from warden.outbound.egress import AllowList, EgressRefused, Resolver, system_resolver
+from warden.outbound.secrets import SECRET_ENV, webhook_secret
+from warden.outbound.signing import SIGNATURE_HEADER, sign, verify
 from warden.store.database import write_connection
-from warden.store.schema import server_secrets, webhook_deliveries
+from warden.store.schema import webhook_deliveries
 
 log = logging.getLogger(__name__)
 
-SECRET_ENV = "WARDEN_WEBHOOK_SECRET"
-SECRET_NAME = "webhook"
-SIGNATURE_HEADER = "Warden-Signature"
 TOLERANCE_SECONDS = 300
+__all__ = ["SECRET_ENV", "SIGNATURE_HEADER", "WebhookSender", "deliveries", "sign", "verify"]
 
 
 class DeliveryStatus:
@@ -69,46 +69,6 @@ def delivery_row(decision: Decision, url: str, now: datetime) -> dict[str, Any]:
     }
 
 
-def sign(secret: str, body: bytes, timestamp: int) -> str:
-    mac = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256)
-    return f"t={timestamp},v1={mac.hexdigest()}"
-
-
-def verify(
-    secret: str, body: bytes, header: str, *, now: float | None = None, tolerance: int = 300
-) -> bool:
-    """What a receiver does: recompute the signature and refuse stale timestamps."""
-    try:
-        parts = dict(item.split("=", 1) for item in header.split(","))
-        timestamp = int(parts["t"])
-    except (ValueError, KeyError):
-        return False
-    if abs((now if now is not None else time.time()) - timestamp) > tolerance:
-        return False
-    expected = sign(secret, body, timestamp).split("v1=", 1)[1]
-    return hmac.compare_digest(expected, parts.get("v1", ""))
-
-
-def webhook_secret(db: sa.Engine) -> str:
-    """`WARDEN_WEBHOOK_SECRET`, or one generated once and kept in the database for all replicas."""
-    configured = os.environ.get(SECRET_ENV)
-    if configured:
-        return configured
-    with write_connection(db) as conn, conn.begin():
-        found = conn.execute(
-            sa.select(server_secrets.c.value).where(server_secrets.c.name == SECRET_NAME)
-        ).scalar()
-        if found is not None:
-            return str(found)
-        value = "whsec_" + secrets.token_urlsafe(32)
-        conn.execute(
-            server_secrets.insert().values(
-                name=SECRET_NAME, value=value, created_at=datetime.now(UTC)
-            )
-        )
-        return value
-
-
 @dataclass(frozen=True)
 class Backoff:
     """Delay before attempt n+1: base * 2**(n-1), capped; `attempts` tries in all."""
@@ -136,8 +96,12 @@ class WebhookSender:
         batch: int = 20,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         transport: httpx.BaseTransport | None = None,
+        allow: AllowList | None = None,
+        resolver: Resolver = system_resolver,
     ) -> None:
         self.db = db
+        self.allow = allow
+        self.resolver = resolver
         self._secret = secret
         self._resolved: str | None = secret if isinstance(secret, str) else None
         self.backoff = backoff or Backoff()
@@ -225,22 +189,31 @@ class WebhookSender:
 
     def _deliver(self, row: Any) -> None:
         body = row.body.encode()
-        headers = {
-            "Content-Type": "application/json",
-            SIGNATURE_HEADER: sign(self.secret, body, int(time.time())),
-            "Warden-Delivery": row.id,
-            "Warden-Attempt": str(row.attempts + 1),
-        }
+        extra = {"Warden-Delivery": row.id, "Warden-Attempt": str(row.attempts + 1)}
         error: str | None = None
+        final = False
         try:
-            response = self.client.post(row.url, content=body, headers=headers)
-            if not response.is_success:
+            response = post_signed(
+                self.client,
+                row.url,
+                body,
+                secret=self.secret,
+                msg_id=row.id,
+                extra_headers=extra,
+                allow=self.allow,
+                resolver=self.resolver,
+            )
+            if response.is_redirect:
+                error = f"HTTP {response.status_code}: redirects are not followed"
+            elif not response.is_success:
                 error = f"HTTP {response.status_code}: {response.text[:200]}"
+        except EgressRefused as exc:
+            error, final = f"refused: {exc.message}", True
         except httpx.HTTPError as exc:
             error = f"{type(exc).__name__}: {exc}"
-        self._record(row, error)
+        self._record(row, error, final=final)
 
-    def _record(self, row: Any, error: str | None) -> None:
+    def _record(self, row: Any, error: str | None, *, final: bool = False) -> None:
         now = self.clock()
         attempts = row.attempts + 1
         t = webhook_deliveries
@@ -250,7 +223,7 @@ class WebhookSender:
                 "finished_at": now,
                 "last_error": None,
             }
-        elif attempts >= self.backoff.attempts:
+        elif final or attempts >= self.backoff.attempts:
             values = {"status": DeliveryStatus.DEAD, "finished_at": now, "last_error": error}
             log.warning(
                 "webhook %s to %s dead after %d attempts: %s", row.id, row.url, attempts, error

@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from pydantic import BaseModel, Field
 
 from warden.decision import Decision
-from warden.errors import InvalidRequest
+from warden.outbound.egress import check_url
 from warden.policy.point import CompiledPoint
 from warden.policy.rules import bind
 from warden.store.queries import aware
@@ -58,6 +58,9 @@ class ReviewTask(BaseModel):
     groups: list[str] = Field(description="Reviewer groups that may act now; empty: any.")
     escalate_to: list[str] = Field(default_factory=list)
     required: int = Field(description="Agreeing votes needed at this level.")
+    escalation_required: int | None = Field(
+        default=None, description="Agreeing votes needed once escalated; null: `required`."
+    )
     four_eyes: bool
     votes: list[Vote]
     excluded: list[str] = Field(description="Reviewers who may not act again on this task.")
@@ -88,17 +91,19 @@ class ReviewTask(BaseModel):
     def level_votes(self) -> list[Vote]:
         return [v for v in self.votes if v.level == self.level]
 
+    def required_after_escalation(self) -> int:
+        """The policy's `escalation_approvals` when set, else as many votes as now: escalation
+        never quietly turns four eyes into two."""
+        return self.escalation_required or self.required
+
     def escalate_to_groups(self) -> list[str]:
         """Escalation goes to `escalate_to` when configured, else stays with the same groups."""
         return list(self.escalate_to) or list(self.groups)
 
 
 def check_callback_url(url: str) -> None:
-    if not url.startswith(("http://", "https://")) or len(url) > 2000:
-        raise InvalidRequest(
-            "callback_url must be an http:// or https:// URL of at most 2000 characters",
-            field="callback_url",
-        )
+    """Refuse, before anything is stored, a callback the egress policy would never send."""
+    check_url(url, field="callback_url")
 
 
 def new_task_row(
@@ -108,6 +113,7 @@ def new_task_row(
     spec = compiled.spec.review
     four_eyes = _four_eyes(compiled, decision)
     created: datetime = decision["created_at"]
+    required = max(spec.approvals, 2 if four_eyes else 1)
     return {
         "decision_id": decision["id"],
         "point": compiled.name,
@@ -115,7 +121,8 @@ def new_task_row(
         "level": 0,
         "groups": list(spec.reviewers),
         "escalate_to": list(spec.escalate_to),
-        "required": max(spec.approvals, 2 if four_eyes else 1),
+        "required": required,
+        "escalation_required": spec.escalation_approvals or required,
         "four_eyes": four_eyes,
         "votes": [],
         "excluded": [],
@@ -184,6 +191,7 @@ def to_task(row: Any) -> ReviewTask:
         groups=m["groups"],
         escalate_to=m["escalate_to"],
         required=m["required"],
+        escalation_required=m.get("escalation_required"),
         four_eyes=m["four_eyes"],
         votes=[Vote.model_validate(v) for v in m["votes"]],
         excluded=m["excluded"],

@@ -21,6 +21,16 @@ def aware(value: datetime | None) -> datetime | None:
     return value
 
 
+def as_utc(value: datetime) -> datetime:
+    """The same instant in UTC; a naive time is read as UTC.
+
+    SQLite keeps timestamps as UTC text and compares text: a bound time with another offset
+    must be converted first, or the same instant would select different rows than on
+    PostgreSQL.
+    """
+    return value.astimezone(UTC) if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
 def _utc(value: datetime) -> datetime:
     return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
@@ -89,9 +99,9 @@ def list_decisions(
     if flt.status:
         query = query.where(decisions.c.status == flt.status.value)
     if flt.since:
-        query = query.where(decisions.c.created_at >= flt.since)
+        query = query.where(decisions.c.created_at >= as_utc(flt.since))
     if flt.until:
-        query = query.where(decisions.c.created_at < flt.until)
+        query = query.where(decisions.c.created_at < as_utc(flt.until))
     if cursor:
         query = query.where(decisions.c.id < cursor)
     rows = conn.execute(query).all()

@@ -60,7 +60,7 @@ events = sa.Table(
     sa.Column("leaf_hash", sa.String(64), nullable=False),
     sa.Column("chain_hash", sa.String(64), nullable=False),
     sa.Index(None, "decision_id"),
-    # events not about one decision, folded by the state check (migration 0009)
+    # events not about one decision, folded by the state check (migration 0010)
     sa.Index(
         "ix_events_state_seq",
         "seq",
@@ -87,6 +87,28 @@ kill_switches = sa.Table(
     sa.Column("changed_at", Timestamp, nullable=False),
 )
 
+# -- principals and credential lifecycle (migration 0010) ---------------------------------
+
+principals = sa.Table(
+    "principals",
+    metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("name", sa.String(255), nullable=False, unique=True),
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("created_by", sa.String(255), nullable=False),
+    sa.Column("created_at", Timestamp, nullable=False),
+    sa.Column("disabled_at", Timestamp),
+)
+
+# One row: bumped in the transaction of every revocation, disabling or rotation, so each
+# replica's credential cache learns of it with one cheap read.
+auth_epoch = sa.Table(
+    "auth_epoch",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("epoch", sa.BigInteger, nullable=False),
+)
+
 tokens = sa.Table(
     "tokens",
     metadata,
@@ -99,6 +121,8 @@ tokens = sa.Table(
     sa.Column("created_at", Timestamp, nullable=False),
     sa.Column("revoked_at", Timestamp),
     sa.Column("groups", sa.JSON, server_default=sa.text("'[]'")),  # reviewer groups (0003)
+    sa.Column("principal_id", sa.String(32)),  # 0009: the person or service it belongs to
+    sa.Column("expires_at", Timestamp),  # 0009
 )
 
 policies = sa.Table(
@@ -128,6 +152,7 @@ review_tasks = sa.Table(
     sa.Column("groups", sa.JSON, nullable=False),
     sa.Column("escalate_to", sa.JSON, nullable=False),
     sa.Column("required", sa.Integer, nullable=False),
+    sa.Column("escalation_required", sa.Integer),  # 0009: agreeing votes once escalated
     sa.Column("four_eyes", sa.Boolean, nullable=False),
     sa.Column("votes", sa.JSON, nullable=False),
     sa.Column("excluded", sa.JSON, nullable=False),
@@ -160,6 +185,7 @@ users = sa.Table(
     sa.Column("created_by", sa.String(255), nullable=False),
     sa.Column("created_at", Timestamp, nullable=False),
     sa.Column("disabled_at", Timestamp),
+    sa.Column("principal_id", sa.String(32)),  # 0009
 )
 
 console_sessions = sa.Table(

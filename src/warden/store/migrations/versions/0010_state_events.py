@@ -3,8 +3,8 @@
 `warden audit verify` folds these (kill switches, tokens, users, policies, models, rollouts,
 alerts) in seq order; the partial index reads them without scanning every decision's event.
 
-Revision ID: 0009
-Revises: 0008
+Revision ID: 0010
+Revises: 0009
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0009"
-down_revision = "0008"
+revision = "0010"
+down_revision = "0009"
 branch_labels = None
 depends_on = None
 
