@@ -34,6 +34,7 @@ from tests.reviewing import (
     token,
 )
 from warden.api.app import create_app
+from warden.auth.lifecycle import disable_user, revoke_token, rotate_token
 from warden.auth.users import create_user
 from warden.cli.app import app
 from warden.engine import Engine
@@ -407,3 +408,25 @@ def test_older_events_leave_columns_unchecked_rather_than_failing(db: sa.Engine)
         assert not verify_ledger(db, []).ok
     finally:
         engine.close()
+
+
+def test_revoked_and_rotated_tokens_and_disabled_users_follow_from_their_events(
+    deployment: Deployment,
+) -> None:
+    recorder = deployment.engine.recorder
+    with deployment.db.connect() as conn:
+        alice, bob = (
+            conn.execute(sa.select(tokens.c.id).where(tokens.c.name == name)).scalar_one()
+            for name in ("alice", "bob")
+        )
+    revoke_token(recorder, alice, actor="admin", reason="left the team")
+    rotate_token(recorder, bob, actor="admin")
+    disable_user(recorder, "carol", actor="admin", reason="left")
+    report = verify_ledger(deployment.db, [])
+    assert report.ok, report.projection and report.projection.to_dict()
+    # a revocation undone in the database is found
+    _tamper(deployment.db, tokens.update().where(tokens.c.id == alice).values(revoked_at=None))
+    report = verify_ledger(deployment.db, [])
+    assert report.projection is not None
+    (found,) = report.projection.disagreements
+    assert (found.table, found.key, found.column) == ("tokens", {"id": alice}, "revoked_at")
