@@ -76,6 +76,8 @@ MATRIX: dict[tuple[str, str], Row] = {
     ("GET", "/healthz"): Row("public"),
     ("GET", "/readyz"): Row("public"),
     ("GET", "/metrics"): Row("public"),
+    ("GET", "/docs"): Row("public"),
+    ("GET", "/redoc"): Row("public"),
     ("GET", "/v1/reviews"): Row("point", VIEW),
     ("GET", "/v1/reviews/counts"): Row("any", VIEW),
     ("POST", "/v1/reviews/claim"): Row("point", REVIEW),

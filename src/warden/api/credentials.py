@@ -8,16 +8,19 @@ rotation, and never again.
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Request
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.concurrency import run_in_threadpool
 
 from warden.api.auth import Authenticated
+from warden.api.openapi import json_body
 from warden.api.responses import FastJSONResponse
 from warden.api.routes import _json_body, _parse
+from warden.api.schemas import NO_NUL, NOT_BLANK
 from warden.auth import lifecycle
 from warden.auth.tokens import Principal, Role, create_token, parse_expiry
 from warden.engine import Engine
@@ -28,31 +31,71 @@ from warden.store.recorder import GLOBAL_SCOPE
 router = APIRouter(prefix="/v1", tags=["credentials"])
 
 
+# What the parsers accept, stated in the schema so that clients (and schemathesis) know it: a
+# lifetime is positive and bounded (a timedelta of 10^7 days overflows), a grace may be zero.
+LIFETIME = r"^\s*(never|0*[1-9]\d{0,5}(\.\d+)?\s*(ms|s|m|h|d))\s*$"
+GRACE = r"^\s*\d{1,6}(\.\d+)?\s*(ms|s|m|h|d)\s*$"
+LIFETIME_HELP = "is not a lifetime; write e.g. 90d, 12h or 30m (or never)"
+GRACE_HELP = "is not a grace period; write e.g. 24h, 30m or 0s"
+Point = Annotated[str, Field(min_length=1, max_length=255, pattern=NOT_BLANK)]
+
+
+def _checked(value: str | None, pattern: str, help: str) -> str | None:
+    """The pattern the schema states, with a message a person can act on."""
+    if value is not None and not re.match(pattern, value):
+        raise ValueError(f"{value!r} {help}")
+    return value
+
+
 class TokenCreateRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(min_length=1, max_length=255, description="Who or what uses the token.")
-    roles: list[str] = Field(min_length=1, max_length=5)
-    points: list[str] = Field(min_length=1, max_length=1000)
-    groups: list[str] = Field(default_factory=list, max_length=100)
-    principal: str | None = Field(
-        default=None, max_length=255, description="Name or id; default: the one named `name`."
+    name: str = Field(
+        min_length=1, max_length=255, pattern=NOT_BLANK, description="Who or what uses the token."
     )
-    kind: str = Field(default="person", description="person or service, for a new principal.")
-    expires: str | None = Field(default=None, max_length=32, description="e.g. 90d; or never.")
+    roles: list[Role] = Field(min_length=1, max_length=5)
+    points: list[Point] = Field(min_length=1, max_length=1000)
+    groups: list[Point] = Field(default_factory=list, max_length=100)
+    principal: str | None = Field(
+        default=None,
+        max_length=255,
+        pattern=NOT_BLANK,
+        description="Name or id; default: the one named `name`.",
+    )
+    kind: Literal["person", "service"] = Field(
+        default="person", description="person or service, for a new principal."
+    )
+    expires: str | None = Field(
+        default=None,
+        max_length=32,
+        json_schema_extra={"pattern": LIFETIME},
+        description="e.g. 90d, 12h, 30m; or never.",
+    )
+
+    _lifetime = field_validator("expires")(lambda value: _checked(value, LIFETIME, LIFETIME_HELP))
 
 
 class RevokeRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    reason: str = Field(default="", max_length=2000)
+    reason: str = Field(default="", max_length=2000, pattern=NO_NUL)
 
 
 class RotateRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    grace: str = Field(default="24h", max_length=32, description="Old secret works this long.")
-    expires: str | None = Field(default=None, max_length=32)
+    grace: str = Field(
+        default="24h",
+        max_length=32,
+        json_schema_extra={"pattern": GRACE},
+        description="Old secret works this long.",
+    )
+    expires: str | None = Field(
+        default=None, max_length=32, json_schema_extra={"pattern": LIFETIME}
+    )
+
+    _grace = field_validator("grace")(lambda value: _checked(value, GRACE, GRACE_HELP))
+    _lifetime = field_validator("expires")(lambda value: _checked(value, LIFETIME, LIFETIME_HELP))
 
 
 def _engine(request: Request) -> Engine:
@@ -103,7 +146,7 @@ async def list_tokens(request: Request, who: Authenticated, all: bool = False) -
     return FastJSONResponse({"data": [t.as_dict(now) for t in found]})
 
 
-@router.post("/tokens", status_code=201)
+@router.post("/tokens", status_code=201, openapi_extra=json_body(TokenCreateRequest))
 async def create(request: Request, who: Authenticated) -> FastJSONResponse:
     """Create a token (admins); the secret is in this answer only."""
     require_admin(who)
@@ -113,7 +156,7 @@ async def create(request: Request, who: Authenticated) -> FastJSONResponse:
         lambda: create_token(
             engine.recorder,
             name=body.name,
-            roles=body.roles,
+            roles=[role.value for role in body.roles],
             points=body.points,
             groups=body.groups,
             actor=who.actor,
@@ -134,7 +177,7 @@ async def create(request: Request, who: Authenticated) -> FastJSONResponse:
     )
 
 
-@router.post("/tokens/{token_id}/revoke")
+@router.post("/tokens/{token_id}/revoke", openapi_extra=json_body(RevokeRequest, required=False))
 async def revoke(request: Request, token_id: str, who: Authenticated) -> FastJSONResponse:
     """Revoke a token now (admins, or the principal it belongs to)."""
     engine = _engine(request)
@@ -148,7 +191,7 @@ async def revoke(request: Request, token_id: str, who: Authenticated) -> FastJSO
     return FastJSONResponse(info.as_dict(datetime.now(UTC)))
 
 
-@router.post("/tokens/{token_id}/rotate")
+@router.post("/tokens/{token_id}/rotate", openapi_extra=json_body(RotateRequest, required=False))
 async def rotate(request: Request, token_id: str, who: Authenticated) -> FastJSONResponse:
     """A new secret; the old one works for `grace` (admins, or the token's principal)."""
     engine = _engine(request)
@@ -170,7 +213,7 @@ async def rotate(request: Request, token_id: str, who: Authenticated) -> FastJSO
     return FastJSONResponse({**info.as_dict(datetime.now(UTC)), "secret": secret})
 
 
-@router.post("/users/{username}/disable")
+@router.post("/users/{username}/disable", openapi_extra=json_body(RevokeRequest, required=False))
 async def disable_user(request: Request, username: str, who: Authenticated) -> FastJSONResponse:
     """Disable a console user (admins): no more logins, and their sessions end now."""
     require_admin(who)
@@ -184,7 +227,7 @@ async def disable_user(request: Request, username: str, who: Authenticated) -> F
     return FastJSONResponse({"username": username, "disabled": True})
 
 
-@router.post("/principals/{name}/disable")
+@router.post("/principals/{name}/disable", openapi_extra=json_body(RevokeRequest, required=False))
 async def disable_principal(request: Request, name: str, who: Authenticated) -> FastJSONResponse:
     """Disable a person or service (admins): every credential of theirs is refused."""
     require_admin(who)
