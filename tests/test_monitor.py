@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import sqlalchemy as sa
 
+from tests.ledger_helpers import assert_state_agrees
 from tests.monitoring import MONITORING, applications, monitored_points
 from warden.decision import Route
 from warden.engine import Engine
@@ -95,6 +96,7 @@ def test_drift_fires_tighten_and_a_person_lifts_it(monitored: Engine) -> None:
     _decide(monitored, applications(rng, 200, shifted=True))
     monitor.poll()  # new evidence: a new episode
     assert "loan_approval" in monitored.tightened
+    assert_state_agrees(monitored.db)  # alerts and protections follow from their events
 
 
 def test_kill_action_engages_the_kill_switch(tmp_path: Path, db: sa.Engine) -> None:

@@ -11,6 +11,7 @@ from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
 from tests.conftest import LOAN_POINT, write_points
+from tests.ledger_helpers import assert_state_agrees
 from warden.api.app import create_app
 from warden.auth.tokens import create_token
 from warden.cli.app import app
@@ -48,6 +49,7 @@ def test_a_change_waits_for_a_second_person(tmp_path: Path, db: sa.Engine) -> No
         assert after.policy_version == pending and after.route is Route.REVIEW
         with pytest.raises(Conflict):
             engine.approve_policy("loan_approval", pending, actor="carol")
+        assert_state_agrees(db)  # policy versions and approvals follow from their events
     finally:
         engine.close()
 

@@ -10,6 +10,7 @@ import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
+from tests.ledger_helpers import assert_state_agrees
 from tests.reviewing import (
     AUTO_INPUT,
     FOUR_EYES_INPUT,
@@ -422,6 +423,7 @@ def test_sla_escalates_to_the_next_group_first(tmp_path: Path, db: sa.Engine, cl
         clock.advance(4 * 3600 + 1)
         assert desk.expire_due() == 1
         assert engine.get(decision.id).outcome == "decline"
+        assert_state_agrees(db)  # escalation and expiry follow from their events
     finally:
         engine.close()
 

@@ -15,6 +15,7 @@ import orjson
 import pytest
 import sqlalchemy as sa
 
+from tests.ledger_helpers import assert_state_agrees
 from tests.reviewing import REVIEW_INPUT, Clock, review_points, reviewer
 from warden.engine import Engine
 from warden.errors import InvalidRequest
@@ -106,6 +107,7 @@ def test_a_failing_receiver_gets_the_decision_after_retries(engine: Engine) -> N
         (record,) = deliveries(conn, decision_id=decision_id)
     assert record["status"] == "delivered" and record["attempts"] == 3
     assert record["last_error"] is None
+    assert_state_agrees(engine.db)  # the task's callback URL follows from its event
 
 
 def test_the_last_failure_leaves_a_dead_letter(engine: Engine) -> None:

@@ -13,6 +13,7 @@ import pytest
 import sqlalchemy as sa
 from sklearn.linear_model import LogisticRegression
 
+from tests.ledger_helpers import assert_state_agrees
 from warden.errors import Conflict, InvalidRequest, NotFound
 from warden.policy.loader import load_point
 from warden.policy.point import CompiledPoint
@@ -191,6 +192,7 @@ def test_rollout_commands(
         "rollout.aborted",
     ):
         assert kind in types
+    assert_state_agrees(db)  # rollouts and aliases follow from their events
 
 
 def test_stale_transition_loses(
@@ -239,6 +241,7 @@ def test_controller_promotes_step_by_step(
     assert percents == [50, 100, 0]
     assert latest.state is State.PROMOTED
     assert registry.aliases("credit") == {"champion": "v2"}
+    assert_state_agrees(rollouts.db)
 
 
 def test_controller_rolls_back_within_the_interval(

@@ -48,7 +48,7 @@ from warden.policy.point import CompiledPoint
 from warden.policy.router import Failure, Routing, route, tighten
 from warden.policy.schema import ModelKind
 from warden.policy.versions import PolicyVersion, PolicyVersions
-from warden.review.tasks import check_callback_url, new_task_row
+from warden.review.tasks import check_callback_url, new_task_row, task_payload
 from warden.rollout.deployment import Deployments, Selection
 from warden.rollout.registry import Registry
 from warden.rollout.rollouts import Rollouts
@@ -539,11 +539,15 @@ class Engine:
             _apply_routing(decision, routing)
             event.payload = _event_payload(decision)
             if decision["route"] == Route.REVIEW.value:
-                change.rows.append((review_tasks, new_task_row(compiled, decision, callback_url)))
+                task = new_task_row(compiled, decision, callback_url)
+                event.payload["review_task"] = task_payload(task)
+                change.rows.append((review_tasks, task))
 
         change = Change(events=[draft], decision=row, revoke=revoke, variant=variant)
         if row["route"] == Route.REVIEW.value:  # the task is written in the decision's transaction
-            change.rows.append((review_tasks, new_task_row(compiled, row, callback_url)))
+            task = new_task_row(compiled, row, callback_url)
+            draft.payload["review_task"] = task_payload(task)
+            change.rows.append((review_tasks, task))
         return change
 
     def decide_many(
@@ -962,6 +966,7 @@ def _event_payload(row: dict[str, Any]) -> dict[str, Any]:
             "policy_version",
             "model_version",
             "idempotency_key",
+            "request_hash",
         )
     }
 

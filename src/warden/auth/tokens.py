@@ -173,6 +173,8 @@ def create_token(
             "principal_id": principal_id,
             "principal": owner_name,
             "expires_at": expires_at.isoformat() if expires_at else None,
+            # the hash of a 256-bit random secret reveals nothing, and makes the row derivable
+            "secret_hash": row["secret_hash"],
         },
         ts=now,
     )

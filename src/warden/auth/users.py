@@ -6,6 +6,7 @@ login costs the same time whether or not the user exists, so logins do not revea
 
 from __future__ import annotations
 
+import hashlib
 import re
 from datetime import UTC, datetime
 
@@ -51,27 +52,33 @@ def create_user(
     parsed = parse_roles(roles)
     if not points:
         raise InvalidRequest("a user needs at least one point, or '*' for all", field="point")
+    now = datetime.now(UTC)
+    password_hash = _hasher.hash(password)
     with recorder.engine.connect() as conn:
         existing = people.find(conn, principal) if principal else None
         owner = str(existing.name) if existing is not None else (principal or username)
         principal_id, created, insert = people.ensure(conn, owner, people.Kind.PERSON, actor)
     row = {
         "username": username,
-        "password_hash": _hasher.hash(password),
+        "password_hash": password_hash,
         "roles": sorted(parsed),
         "points": sorted(set(points)),
         "groups": sorted(set(groups or ())),
         "created_by": actor,
-        "created_at": datetime.now(UTC),
+        "created_at": now,
         "disabled_at": None,
         "principal_id": principal_id,
     }
     draft = EventDraft(
         type="user.created",
         actor=actor,
+        ts=now,
         payload={
             **{k: row[k] for k in ("username", "roles", "points", "groups", "principal_id")},
             "principal": owner,
+            # a digest of the password hash: a swapped hash is detected, yet the ledger (which
+            # auditors export) holds nothing to guess passwords against
+            "password_sha256": hashlib.sha256(password_hash.encode()).hexdigest(),
         },
     )
 

@@ -19,6 +19,7 @@ from warden.errors import WardenError
 from warden.ledger import checkpoint as checkpoints
 from warden.ledger import identity, keys, note, remembered, witness
 from warden.ledger.export import ExportFilter, export_events
+from warden.ledger.projection import StateReport
 from warden.ledger.proof import build_bundle, check_bundle, consistency_between
 from warden.ledger.tree import LedgerTree
 from warden.ledger.verify import Report, verify_ledger
@@ -163,6 +164,7 @@ def verify(
         _print_json(report.to_dict())
     else:
         _print_report(report, trusted, bool(public_key))
+        _print_state(report.projection)
     raise typer.Exit(0 if report.ok else 1)
 
 
@@ -172,6 +174,32 @@ def _advance_state(path: Path, state: remembered.Remembered | None, report: Repo
         return
     remembered.save(path, report.origin, newest)
     report.state = (report.state or "first run") + f"; now remembering checkpoint {newest.size}"
+
+
+def _print_state(state: StateReport | None) -> None:
+    """The state tables against what the events imply."""
+    if state is None:
+        return
+    rows = sum(state.rows.values())
+    unchecked = (
+        f"; {state.unchecked:,} values older events do not record" if state.unchecked else ""
+    )
+    if state.ok:
+        out.print(
+            f"[green]ok[/green] state agrees with the ledger: {rows:,} rows in "
+            f"{len(state.rows)} tables ({state.seconds:.2f} s{unchecked})",
+            highlight=False,
+        )
+        return
+    out.print(
+        f"[red]STATE DIFFERS[/red] from the ledger: {state.count:,} disagreement(s) in "
+        f"{rows:,} rows{unchecked}",
+        highlight=False,
+    )
+    for found in state.disagreements:
+        out.print(f"   {found.kind}: {found.message}", highlight=False)
+    if state.count > len(state.disagreements):
+        out.print(f"   ... and {state.count - len(state.disagreements):,} more", highlight=False)
 
 
 def _print_report(report: Report, trusted: list[keys.PublicKey], explicit: bool) -> None:

@@ -30,6 +30,7 @@ from warden.ledger import note as notes
 from warden.ledger.chain import GENESIS
 from warden.ledger.checkpoint import Checkpoint, all_checkpoints
 from warden.ledger.keys import PublicKey
+from warden.ledger.projection import StateReport, verify_state
 from warden.ledger.remembered import Remembered
 from warden.ledger.tree import TILE, LedgerDamaged, LedgerTree, TiledFrontier
 from warden.ledger.trust import ROTATED, KeyChain, Rotation, rotation
@@ -93,10 +94,11 @@ class Report:
     witnesses: dict[str, int] = field(default_factory=dict)  # witness -> newest size cosigned
     seconds: float = 0.0
     problems: list[Break] = field(default_factory=list)
+    projection: StateReport | None = None  # the state tables against what the events imply
 
     @property
     def ok(self) -> bool:
-        return not self.problems
+        return not self.problems and (self.projection is None or self.projection.ok)
 
     @property
     def first(self) -> Break | None:
@@ -121,6 +123,7 @@ class Report:
             "seconds": round(self.seconds, 3),
             "first_break": self.first.to_dict() if self.first else None,
             "problems": [p.to_dict() for p in self.problems],
+            "projection": self.projection.to_dict() if self.projection is not None else None,
         }
 
 
@@ -134,9 +137,12 @@ def verify_ledger(
     state: Remembered | None = None,
     cosigners: Sequence[notes.Verifier] = (),
     min_cosigners: int = 0,
+    projection: bool = True,
 ) -> Report:
     """Verify everything Warden stored, against the trusted public `keys`.
 
+    `projection`: also check that every state table holds what the events imply
+    (`warden.ledger.projection`).
     `require_signed`: fail unless a checkpoint signed by a trusted key covers the ledger.
     `state`: a checkpoint remembered from an earlier run, which the ledger must extend.
     `cosigners`, `min_cosigners`: witnesses, and how many must have cosigned a checkpoint.
@@ -163,6 +169,8 @@ def verify_ledger(
             sizes.add(state.size)
         chain = ChainPass(sizes, int(last_row or 0), progress)
         chain.run(event_batches(conn, db.dialect.name))
+        if projection:
+            report.projection = verify_state(conn, db.dialect.name)
     report.head = head_seq
     report.events = chain.verified
     report.checkpoints = len(stored)

@@ -116,6 +116,7 @@ class PolicyVersions:
                 "owner": point.spec.owner,
                 "source": str(point.source),
                 "status": status,
+                "content": row["content"],
             },
         )
         self.recorder.record(Change(events=[draft], apply=apply))

@@ -34,6 +34,7 @@ from warden.review.tasks import (
     count_open,
     get_task_row,
     list_tasks,
+    task_payload,
     to_task,
 )
 from warden.store import queries
@@ -240,10 +241,11 @@ class ReviewDesk:
 def _update(conn: sa.Connection, task: ReviewTask, change: TaskChange) -> None:
     """The versioned write: it applies only if nobody changed the task since it was read."""
     t = review_tasks
+    values = {**change.values, "version": task.version + 1}
     result = conn.execute(
         t.update()
         .where(t.c.decision_id == task.decision_id, t.c.version == task.version)
-        .values(**change.values, version=task.version + 1)
+        .values(**values)
     )
     if result.rowcount != 1:
         raise Conflict(
@@ -253,6 +255,19 @@ def _update(conn: sa.Connection, task: ReviewTask, change: TaskChange) -> None:
         )
     if change.final is not None:
         settle(conn, change.final, task.callback_url)
+    _record_values(change, values)
+
+
+def _record_values(change: TaskChange, values: dict[str, Any]) -> None:
+    """The change's last event carries the task columns it set and, when it settles the
+    decision, the outcome and the reason appended: the rows follow from the ledger."""
+    payload = change.events[-1].payload
+    payload["task"] = task_payload(values)
+    if change.final is not None:
+        payload["settled"] = {
+            "outcome": change.final.outcome,
+            "reason": change.final.reasons[-1].model_dump(exclude_none=True),
+        }
 
 
 def _updated(task: ReviewTask, change: TaskChange) -> ReviewTask:

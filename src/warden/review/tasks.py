@@ -6,6 +6,7 @@ SLA, the expiry outcome), so a later policy change never alters a review already
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -140,6 +141,25 @@ def new_task_row(
         "outcome": None,
         "version": 1,
     }
+
+
+# Columns a task's event implies already: its decision, point, time and submitter.
+_FROM_EVENT = frozenset({"decision_id", "point", "created_at", "submitted_by"})
+
+
+def task_payload(values: dict[str, Any]) -> dict[str, Any]:
+    """Task columns as the ledger records them (times as ISO text, the callback URL — which may
+    carry a secret — as its SHA-256), so the task row is derivable from its events
+    (`warden.ledger.folds`)."""
+    recorded = {
+        name: value.isoformat() if isinstance(value, datetime) else value
+        for name, value in values.items()
+        if name not in _FROM_EVENT
+    }
+    url = recorded.get("callback_url")
+    if isinstance(url, str):
+        recorded["callback_url"] = hashlib.sha256(url.encode()).hexdigest()
+    return recorded
 
 
 def _four_eyes(compiled: CompiledPoint, decision: dict[str, Any]) -> bool:

@@ -201,6 +201,7 @@ class Rollouts:
                 "challenger": challenger,
                 "plan": row["plan"],
                 "percent": self._percent(mode, plan, 0),
+                "reason": row["reason"],
             },
         )
         self.recorder.record(Change(events=[draft], apply=apply))
@@ -250,7 +251,10 @@ class Rollouts:
             if moved.rowcount != 1:
                 raise _Lost
             if state is State.PROMOTED:
-                _move_alias(conn, rollout.point, "champion", rollout.challenger, actor, now, reason)
+                promoted = f"rollout {rollout.id} promoted"  # as its alias event says
+                _move_alias(
+                    conn, rollout.point, "champion", rollout.challenger, actor, now, promoted
+                )
             if state not in ACTIVE:
                 conn.execute(
                     model_aliases.delete().where(
@@ -282,6 +286,7 @@ class Rollouts:
                         "from": rollout.champion,
                         "to": rollout.challenger,
                         "reason": f"rollout {rollout.id} promoted",
+                        "rollout": rollout.id,
                     },
                 )
             )

@@ -60,6 +60,13 @@ events = sa.Table(
     sa.Column("leaf_hash", sa.String(64), nullable=False),
     sa.Column("chain_hash", sa.String(64), nullable=False),
     sa.Index(None, "decision_id"),
+    # events not about one decision, folded by the state check (migration 0010)
+    sa.Index(
+        "ix_events_state_seq",
+        "seq",
+        sqlite_where=sa.text("decision_id IS NULL"),
+        postgresql_where=sa.text("decision_id IS NULL"),
+    ),
 )
 
 ledger_head = sa.Table(
@@ -80,7 +87,7 @@ kill_switches = sa.Table(
     sa.Column("changed_at", Timestamp, nullable=False),
 )
 
-# -- principals and credential lifecycle (migration 0009) ---------------------------------
+# -- principals and credential lifecycle (migration 0010) ---------------------------------
 
 principals = sa.Table(
     "principals",

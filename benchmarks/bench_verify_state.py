@@ -1,0 +1,130 @@
+"""The whole `warden audit verify` — hash chain, columns, Merkle tree, tiles, checkpoint
+signatures and the state projection — over a million real decisions.
+
+Run: .venv/bin/python benchmarks/bench_verify_state.py [--decisions 1000000] [--repeat 3]
+With WARDEN_DB_URL pointing at PostgreSQL, it is also measured there (in a throwaway schema).
+Decisions are made by the engine (`decide_many`, 1,000 at a time), so the rows and events are
+exactly what Warden writes: one in twenty goes to review and has a review task beside it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from concurrent.futures import Future
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from _setup import applications, write_point
+from bench_ledger import postgres_schema
+
+from warden.engine import Engine
+from warden.ids import new_id
+from warden.ledger.checkpoint import make_checkpoint
+from warden.ledger.keys import SigningKey, load_or_create
+from warden.ledger.verify import Report, verify_ledger
+from warden.policy.loader import load_points
+from warden.store.database import create_engine, migrate
+from warden.store.schema import decisions
+
+BATCH = 1000
+
+
+def fill(folder: Path, db: sa.Engine, count: int) -> float:
+    """`count` decisions as the engine records them; returns decisions per second.
+
+    The first thousand are made by the engine (`decide_many`); the rest repeat them with new
+    ids and times through the engine's own change builder and the recorder, so the rows,
+    events and review tasks are exactly what Warden writes, without the model in the way.
+    """
+    engine = Engine(load_points(write_point(folder / "points", "callable")), db, actor="bench")
+    inputs = applications(BATCH)
+    for i in range(0, BATCH, 20):  # large amounts go to review
+        inputs[i] = {**inputs[i], "amount": 60000.0 + i}
+    began = time.perf_counter()
+    try:
+        engine.decide_many("loan_approval", inputs[: min(BATCH, count)])
+        with db.connect() as conn:
+            templates = [dict(r._mapping) for r in conn.execute(sa.select(decisions))]
+        compiled = engine._point("loan_approval")
+        pending: list[Future[Any]] = []
+        for n in range(len(templates), count):
+            now = datetime.now(UTC)
+            row = {**templates[n % len(templates)], "id": new_id(), "created_at": now}
+            if row["route"] != "review":
+                row["decided_at"] = now
+            pending.append(
+                engine.recorder.submit(engine._change(compiled, row, row["actor"], None, None))
+            )
+            if len(pending) >= 4096:
+                for future in pending:
+                    future.result(3600)
+                pending = []
+        for future in pending:
+            future.result(3600)
+    finally:
+        engine.close()
+    return count / (time.perf_counter() - began)
+
+
+def measure(db: sa.Engine, key: SigningKey, repeat: int, backend: str, decisions: int) -> None:
+    reports: list[Report] = []
+    for _ in range(repeat):
+        load = os.getloadavg()[0]
+        report = verify_ledger(db, [key.public])
+        assert report.ok, (
+            report.projection.disagreements[:3] if report.projection else report.problems
+        )
+        reports.append(report)
+        print(f"  run: {report.seconds:.2f} s (load average {load:.1f})", flush=True)
+    best = statistics.median(r.seconds for r in reports)
+    state = statistics.median(r.projection.seconds for r in reports if r.projection is not None)
+    sample = reports[0]
+    assert sample.projection is not None
+    rows = sum(sample.projection.rows.values())
+    print(
+        f"warden audit verify, {decisions:,} decisions ({sample.events:,} events, {rows:,} state "
+        f"rows, {backend}): {best:.2f} s — of which state projection {state:.2f} s "
+        f"(median of {repeat}; load average {os.getloadavg()[0]:.1f}, {os.cpu_count()} cores)",
+        flush=True,
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--decisions", type=int, default=1_000_000)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--skip-sqlite", action="store_true", help="measure PostgreSQL only")
+    args = parser.parse_args()
+    pg_url = os.environ.get("WARDEN_DB_URL", "")
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        if not args.skip_sqlite:
+            key = load_or_create(folder / "home-sqlite")
+            db = create_engine(f"sqlite:///{folder / 'warden.db'}", sqlite_synchronous="OFF")
+            migrate(db)
+            rate = fill(folder, db, args.decisions)
+            print(f"filled SQLite: {args.decisions:,} decisions at {rate:,.0f}/s", flush=True)
+            make_checkpoint(db, key)
+            measure(db, key, args.repeat, "SQLite", args.decisions)
+            db.dispose()
+        if pg_url.startswith("postgresql"):
+            key = load_or_create(folder / "home-postgres")  # a key signs one ledger
+            with postgres_schema(pg_url) as pg:
+                rate = fill(folder, pg, args.decisions)
+                print(f"filled PostgreSQL: {args.decisions:,} at {rate:,.0f}/s", flush=True)
+                make_checkpoint(pg, key)
+                measure(pg, key, args.repeat, "PostgreSQL", args.decisions)
+
+
+if __name__ == "__main__":
+    main()
