@@ -28,6 +28,7 @@ LOW_CARDINALITY = {
     "metric",
     "state",
     "severity",
+    "reason",  # why a write was refused: one of a few fixed words (queue_full, unavailable...)
 }
 
 
