@@ -786,6 +786,13 @@ class Engine:
             raise NotFound(
                 f"no decision point '{scope}'; use a point name or '*' for all", field="point"
             )
+        return self.write_kill_switch(scope, engaged, actor=actor, reason=reason)
+
+    def write_kill_switch(
+        self, scope: str, engaged: bool, *, actor: str, reason: str
+    ) -> queries.KillSwitch:
+        """Record a kill switch's new state with its event, for any scope the caller checked: a
+        point, `*`, or another part's own (the MCP gateway's `agent:NAME`, `server:NAME`)."""
         if not reason.strip():
             raise InvalidRequest(
                 "say why the kill switch changes; a reason is required", field="reason"
@@ -803,7 +810,7 @@ class Engine:
         draft = EventDraft(
             type="kill_switch.engaged" if engaged else "kill_switch.released",
             actor=actor,
-            point=None if scope == GLOBAL_SCOPE else scope,
+            point=scope if scope in self.points else None,
             payload={"scope": scope, "reason": reason},
             ts=now,
         )

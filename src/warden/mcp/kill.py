@@ -7,15 +7,11 @@ sees them like any other switch and every process reading the database obeys the
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 import sqlalchemy as sa
 
 from warden.engine import Engine
 from warden.errors import InvalidRequest
-from warden.ledger.chain import EventDraft
 from warden.store import queries
-from warden.store.recorder import Change
 from warden.store.schema import kill_switches
 
 KINDS = ("agent", "server")
@@ -36,31 +32,7 @@ def set_switch(
     engine: Engine, kind: str, name: str, engaged: bool, *, actor: str, reason: str
 ) -> queries.KillSwitch:
     """Engage or release the switch of one agent or server; effective for the next call."""
-    key = scope(kind, name)
-    if not reason.strip():
-        raise InvalidRequest(
-            "say why the kill switch changes; a reason is required", field="reason"
-        )
-    now = datetime.now(UTC)
-    values = {"engaged": engaged, "actor": actor, "reason": reason, "changed_at": now}
-
-    def apply(conn: sa.Connection) -> None:
-        updated = conn.execute(
-            kill_switches.update().where(kill_switches.c.scope == key).values(**values)
-        )
-        if updated.rowcount == 0:
-            conn.execute(kill_switches.insert().values(scope=key, **values))
-
-    draft = EventDraft(
-        type="kill_switch.engaged" if engaged else "kill_switch.released",
-        actor=actor,
-        payload={"scope": key, "reason": reason},
-        ts=now,
-    )
-    engine.recorder.record(
-        Change(events=[draft], apply=apply, guard_update=lambda g: g.with_kill(key, engaged))
-    )
-    return queries.KillSwitch(key, engaged, actor, reason, now)
+    return engine.write_kill_switch(scope(kind, name), engaged, actor=actor, reason=reason)
 
 
 def engaged(engine: Engine, agent: str, server: str) -> queries.KillSwitch | None:
