@@ -11,7 +11,8 @@ import math
 import tempfile
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -205,8 +206,7 @@ class Engine:
         `callback_url` receives the decision as a signed webhook if it goes to review and
         becomes final later.
         """
-        self._admit()
-        try:
+        with self._in_flight_place():
             return flow.run(
                 self.decision_flow(
                     point,
@@ -218,8 +218,6 @@ class Engine:
                     callback_url=callback_url,
                 )
             )
-        finally:
-            self._leave()
 
     async def decide_async(
         self,
@@ -234,8 +232,7 @@ class Engine:
     ) -> Decision:
         """`decide` on an asyncio event loop: the same flow, awaiting the model and the commit
         instead of blocking a thread on them (the HTTP server decides this way)."""
-        self._admit()
-        try:
+        with self._in_flight_place():
             return await flow.run_async(
                 self.decision_flow(
                     point,
@@ -247,11 +244,18 @@ class Engine:
                     callback_url=callback_url,
                 )
             )
+
+    @contextmanager
+    def _in_flight_place(self) -> Iterator[None]:
+        """A place among the decisions in flight for the block, or `Unavailable` at once when
+        none is free."""
+        self._admit()
+        try:
+            yield
         finally:
             self._leave()
 
     def _admit(self) -> None:
-        """Take a place among the decisions in flight, or refuse at once when none is free."""
         with self._flight_lock:
             if self._in_flight >= self.max_in_flight:
                 WRITES_REFUSED.labels("at_capacity").inc()
@@ -565,12 +569,9 @@ class Engine:
         fails its schema is refused and recorded, and comes back as that refused decision
         (rather than raised, so one bad row does not hide the others).
         """
-        self._admit()
-        try:
-            with collector_paused():  # a batch builds thousands of objects, none in a cycle
-                return self._decide_many(point, inputs, contexts, actor)
-        finally:
-            self._leave()
+        # a batch builds thousands of objects, none in a cycle: the collector can pause
+        with self._in_flight_place(), collector_paused():
+            return self._decide_many(point, inputs, contexts, actor)
 
     def _decide_many(
         self,
