@@ -22,7 +22,7 @@ import pytest
 import sqlalchemy as sa
 from alembic import command
 from fastapi.testclient import TestClient
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
@@ -312,7 +312,7 @@ def test_any_change_to_any_state_row_is_found(
 CREDENTIALS = (principals, tokens, users, tool_executions)
 
 
-@settings(examples, max_examples=2)
+@settings(examples, max_examples=2, phases=[Phase.generate])  # each example: ~100 checks
 @given(data=st.data())
 def test_every_column_of_every_authority_row_is_checked(
     deployment: Deployment, data: st.DataObject
