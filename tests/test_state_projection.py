@@ -49,7 +49,7 @@ from warden.ledger.verify import verify_ledger
 from warden.mcp.ledger import claim_change
 from warden.policy.loader import load_points
 from warden.review.desk import ReviewDesk
-from warden.store.database import alembic_config, migrate
+from warden.store.database import alembic_config, migrate, write_connection
 from warden.store.recorder import Change, DuplicateKey
 from warden.store.schema import decisions, principals, tokens, tool_executions, users
 
@@ -301,7 +301,9 @@ def _events(conn: sa.Connection) -> dict[int, str]:
 def test_any_change_to_any_state_row_is_found(
     batch: None, deployment: Deployment, data: st.DataObject
 ) -> None:
-    with deployment.db.connect() as conn, conn.begin() as tx:
+    # the write lock from the start: on SQLite a read snapshot turned writer fails at once when
+    # the log was checkpointed meanwhile (the recorder's checkpointer runs in the background)
+    with write_connection(deployment.db) as conn, conn.begin() as tx:
         events = _events(conn)
         done = data.draw(tampering(conn))
         report = _check(conn)
@@ -329,7 +331,7 @@ def test_every_column_of_every_authority_row_is_checked(
         ]
     assert {t.name for t, _, _ in targets} == {t.name for t in CREDENTIALS}
     for table, row, column in targets:
-        with deployment.db.connect() as conn, conn.begin() as tx:
+        with write_connection(deployment.db) as conn, conn.begin() as tx:
             done = change(data.draw, conn, table, row, column)
             report = _check(conn)
             tx.rollback()
@@ -698,7 +700,7 @@ def test_credentials_older_than_principals_imply_their_migrated_principal(db: sa
             (tokens, tokens.c.id == "0123456789ab", "groups", ["credit-officers"]),
             (users, users.c.username == "erin", "principal_id", principal_id_for("x")),
         ):
-            with db.connect() as conn, conn.begin() as tx:
+            with write_connection(db) as conn, conn.begin() as tx:
                 conn.execute(table.update().where(where).values({column: value}))
                 state = _check(conn)
                 tx.rollback()
