@@ -40,7 +40,8 @@ _drafts = st.builds(
     point=st.none() | st.text(),
     decision_id=st.none() | st.text(),
     ts=st.datetimes(
-        min_value=datetime(1970, 1, 2), timezones=st.sampled_from([UTC, timezone(timedelta(hours=5))])
+        min_value=datetime(1970, 1, 2),
+        timezones=st.sampled_from([UTC, timezone(timedelta(hours=5))]),
     ),
 )
 
@@ -63,7 +64,9 @@ def test_a_prepared_event_seals_to_the_canonical_body_and_hashes(
 
 
 @given(draft=_drafts, seqs=st.lists(st.integers(1, 10**12), min_size=2, max_size=4, unique=True))
-def test_one_preparation_seals_at_any_place_in_the_chain(draft: EventDraft, seqs: list[int]) -> None:
+def test_one_preparation_seals_at_any_place_in_the_chain(
+    draft: EventDraft, seqs: list[int]
+) -> None:
     """The leaf-hash state is copied, never consumed: a batch whose head moved is sealed again
     from the same preparation."""
     prepared = prepare(draft)

@@ -36,8 +36,8 @@ from typing import Any
 import sqlalchemy as sa
 
 from warden.errors import Unavailable
-from warden.ledger.chain import EventDraft, SealedEvent, seal
-from warden.monitor.metrics import SHADOW_DROPPED, WRITER_ERRORS, WRITES_REFUSED
+from warden.ledger.chain import EventDraft, PreparedEvent, SealedEvent, prepare, seal_prepared
+from warden.monitor.metrics import LEDGER_LOCK_HOLD, SHADOW_DROPPED, WRITER_ERRORS, WRITES_REFUSED
 from warden.store.database import write_connection
 from warden.store.rawsql import RawStatements
 from warden.store.schema import decisions, events, ledger_head
@@ -159,6 +159,8 @@ class Recorder:
         self._riders_since = 0.0
         self._riders_committing = 0
         self._riders_lock = threading.Lock()
+        # How long each commit held the ledger head lock; a benchmark may keep raw samples.
+        self.observe_lock_hold: Callable[[float], None] = LEDGER_LOCK_HOLD.observe
         self._thread.start()
 
     @property
@@ -486,6 +488,7 @@ class Recorder:
     def _write_with_core(self, batch: Sequence[Change]) -> tuple[list[Any], GuardState]:
         """Changes that write other state (kill switches, tokens...) run through SQLAlchemy."""
         committing: _Plan | None = None
+        readies = [None if c.apply else _ready(c, self._sql) for c in batch]  # before the lock
         try:
             conn = self._core_connection()
             transaction = conn.begin()
@@ -494,10 +497,18 @@ class Recorder:
                 .where(ledger_head.c.id == 1)
                 .with_for_update()
             ).first()
+            locked = time.perf_counter()
             if head is None:
                 raise RuntimeError(_NO_HEAD)
             guard = _guard_state([tuple(r) for r in conn.execute(sa.text(self._sql.guards))])
-            plan = _plan(batch, head.seq, head.chain_hash, guard, conn)
+            plan = _plan(
+                list(zip(batch, readies, strict=True)),
+                head.seq,
+                head.chain_hash,
+                guard,
+                conn,
+                self._sql,
+            )
             if plan.decisions:
                 conn.execute(decisions.insert(), plan.decisions)
             for table, rows in plan.rows.items():
@@ -516,6 +527,7 @@ class Recorder:
                 plan.guard = _guard_state([tuple(r) for r in current])
             committing = plan
             transaction.commit()
+            self.observe_lock_hold(time.perf_counter() - locked)
         except BaseException as exc:
             self._drop_core_connection()
             if committing is not None:
@@ -539,85 +551,92 @@ class Recorder:
             self._core = None
 
     def _write_raw(self, batch: Sequence[Change]) -> tuple[list[Any], GuardState]:
-        """Decisions and their events: the hot path, on the writer's own DBAPI connection."""
+        """Decisions and their events: the hot path, on the writer's own DBAPI connection.
+        Everything that does not depend on the chain head is made ready first, outside the
+        head lock; then the critical section."""
+        readies = [_ready(change, self._sql) for change in batch]
+        return self._append_under_head_lock(self._raw_connection(), batch, readies)
+
+    def _append_under_head_lock(
+        self, conn: Any, batch: Sequence[Change], readies: Sequence[_Ready]
+    ) -> tuple[list[Any], GuardState]:
+        """The critical section, all of it: lock the chain head; read what may withdraw a
+        decision's authority and which idempotency keys are taken (both as of the lock); chain
+        the prepared events onto the head; insert; advance the head; COMMIT.
+
+        On PostgreSQL this is two round trips in pipeline mode — BEGIN, the head row FOR
+        UPDATE, guards and key checks in the first; the inserts, the head update and COMMIT in
+        the second — so the head row is locked for one round trip, a little Python (sealing
+        costs one short SHA-256 update per event), and the COMMIT's WAL flush. On SQLite,
+        BEGIN IMMEDIATE takes the database's write lock and the statements run in process.
+        """
         sql = self._sql
-        conn = self._raw_connection()
+        keyed, key_queries = _key_checks(batch, sql.mark)
         cursor = conn.cursor()
+        guards_cursor = conn.cursor()
+        key_cursors = [conn.cursor() for _ in key_queries]
         committing: _Plan | None = None
         try:
-            if sql.begin:
-                cursor.execute(sql.begin)
-            cursor.execute(sql.head)
-            head = cursor.fetchone()
-            if head is None:
-                raise RuntimeError(_NO_HEAD)
-            cursor.execute(sql.guards)
-            guard = _guard_state(cursor.fetchall())
-            refused = self._retried_keys(cursor, batch)
-            kept = [c for c in batch if c not in refused] if refused else batch
-            plan = _plan(kept, head[0], head[1], guard, None)
-            if refused:
-                answers = iter(plan.results)
-                plan.results = [refused[c] if c in refused else next(answers) for c in batch]
-            if plan.decisions:
-                cursor.executemany(
-                    sql.insert_decision, [sql.decision_row(d) for d in plan.decisions]
-                )
-            for table, rows in plan.rows.items():
-                insert, convert = sql.inserter(table)
-                cursor.executemany(insert, [convert(row) for row in rows])
-            if plan.events:
-                cursor.executemany(sql.insert_event, [sql.event_row(e.row()) for e in plan.events])
-                cursor.execute(sql.update_head, (plan.seq, plan.chain_hash))
-            committing = plan
-            if sql.sqlite:
-                cursor.execute("COMMIT")
-            else:
-                conn.commit()
+            with self._pipeline(conn) as pipeline:
+                if sql.begin:
+                    cursor.execute(sql.begin)
+                cursor.execute(sql.head, (HEAD_ID,))
+                guards_cursor.execute(sql.guards)
+                for key_cursor, (statement, params) in zip(key_cursors, key_queries, strict=True):
+                    key_cursor.execute(statement, params)
+                pipeline.sync()
+                head = cursor.fetchone()
+                locked = time.perf_counter()  # the head row is ours from here to COMMIT
+                if head is None:
+                    raise RuntimeError(_NO_HEAD)
+                guard = _guard_state(guards_cursor.fetchall())
+                taken = {(point, key) for c in key_cursors for point, key in c.fetchall()}
+                refused = _refusals(keyed, taken)
+                kept = [(c, r) for c, r in zip(batch, readies, strict=True) if c not in refused]
+                plan = _plan(kept, head[0], head[1], guard, None, sql)
+                if refused:
+                    answers = iter(plan.results)
+                    plan.results = [refused[c] if c in refused else next(answers) for c in batch]
+                if plan.decision_params:
+                    cursor.executemany(sql.insert_decision, plan.decision_params)
+                for table, table_rows in plan.row_params.items():
+                    cursor.executemany(sql.inserter(table)[0], table_rows)
+                if plan.events:
+                    cursor.executemany(
+                        sql.insert_event, [sql.event_row(e.row()) for e in plan.events]
+                    )
+                    cursor.execute(sql.update_head, (plan.seq, plan.chain_hash, HEAD_ID))
+                committing = plan
+                if sql.sqlite:
+                    cursor.execute("COMMIT")
+                else:
+                    conn.commit()
+            self.observe_lock_hold(time.perf_counter() - locked)
         except BaseException as exc:
             self._abandon(conn)
-            if committing is not None:
+            if committing is not None and not self._refused_by_database(exc):
                 raise _CommitUnknown(exc, committing.results, committing) from exc
             raise
         finally:
-            try:
-                cursor.close()
-            except Exception:  # a broken connection's cursor
-                log.debug("closing a cursor failed", exc_info=True)
+            for used in (cursor, guards_cursor, *key_cursors):
+                try:
+                    used.close()
+                except Exception:  # a broken connection's cursor
+                    log.debug("closing a cursor failed", exc_info=True)
         return plan.results, plan.guard
 
-    def _retried_keys(self, cursor: Any, batch: Sequence[Change]) -> dict[Change, DuplicateKey]:
-        """Decisions whose idempotency key is already taken — by a committed decision or by an
-        earlier change in this batch — found inside the write lock, so the rest of the batch
-        commits together instead of one by one after a unique-index failure (a client retrying
-        under load would otherwise cost every decision in its batch a commit of its own)."""
-        keyed = [
-            (c, c.decision["point"], c.decision["idempotency_key"])
-            for c in batch
-            if c.decision is not None and c.decision.get("idempotency_key") is not None
-        ]
-        if not keyed:
-            return {}
-        mark = self._sql.mark
-        by_point: dict[str, list[str]] = {}
-        for _, point, key in keyed:
-            by_point.setdefault(point, []).append(key)
-        taken: set[tuple[str, str]] = set()
-        for point, keys in by_point.items():  # (point, idempotency_key) is the unique index
-            for start in range(0, len(keys), 500):  # under the driver's parameter limit
-                chunk = keys[start : start + 500]
-                cursor.execute(
-                    f"SELECT idempotency_key FROM decisions WHERE point = {mark} AND "
-                    f"idempotency_key IN ({', '.join([mark] * len(chunk))})",
-                    [point, *chunk],
-                )
-                taken.update((point, key) for (key,) in cursor.fetchall())
-        refused: dict[Change, DuplicateKey] = {}
-        for change, point, key in keyed:
-            if (point, key) in taken:
-                refused[change] = DuplicateKey(f"idempotency key {key!r} of {point!r} is taken")
-            taken.add((point, key))
-        return refused
+    def _pipeline(self, conn: Any) -> Any:
+        """PostgreSQL's pipeline mode: statements queued, sent together, answered together."""
+        if self._sql.sqlite:
+            return _NoPipeline()
+        return conn.driver_connection.pipeline()
+
+    def _refused_by_database(self, exc: BaseException) -> bool:
+        """Whether PostgreSQL itself refused a statement of the transaction — a unique key, bad
+        data, a deadlock — so it certainly did not commit. In pipeline mode the inserts travel
+        with COMMIT, and their errors arrive with it; a broken connection is no such answer."""
+        state = getattr(exc, "sqlstate", None)
+        return isinstance(state, str) and state[:2] in _REFUSED_CLASSES
 
     def _raw_connection(self) -> Any:
         if self._raw is None:
@@ -650,6 +669,10 @@ RIDERS_PER_COMMIT = 16  # a few rows more per commit cost little; many would del
 RIDER_WAIT = 1.0  # seconds riders wait for a decision's commit before committing alone
 
 _NO_HEAD = "ledger_head is missing; run `warden init` to migrate the database"
+HEAD_ID = 1  # the ledger_head row of the one chain
+# SQLSTATE classes of a statement PostgreSQL refused (data, integrity, transaction state,
+# rollback, syntax or access): the transaction certainly did not commit.
+_REFUSED_CLASSES = frozenset({"22", "23", "25", "40", "42"})
 
 
 def _guard_state(rows: Sequence[Sequence[Any]]) -> GuardState:
@@ -702,37 +725,126 @@ class _Plan:
     seq: int
     chain_hash: str
     guard: GuardState
+    decision_params: list[tuple[Any, ...]] = field(default_factory=list)
+    row_params: dict[sa.Table, list[tuple[Any, ...]]] = field(default_factory=dict)
+
+
+@dataclass(eq=False)
+class _Ready:
+    """A change made ready outside the head lock: its DBAPI parameters and prepared events."""
+
+    decision: tuple[Any, ...] | None
+    rows: list[tuple[sa.Table, tuple[Any, ...]]]
+    events: list[PreparedEvent]
+
+
+def _ready(change: Change, sql: RawStatements) -> _Ready:
+    return _Ready(
+        None if change.decision is None else sql.decision_row(change.decision),
+        [(table, sql.inserter(table)[1](row)) for table, row in change.rows],
+        [prepare(draft) for draft in change.events],
+    )
 
 
 def _plan(
-    batch: Sequence[Change], seq: int, prev: str, guard: GuardState, conn: sa.Connection | None
+    batch: Sequence[tuple[Change, _Ready | None]],
+    seq: int,
+    prev: str,
+    guard: GuardState,
+    conn: sa.Connection | None,
+    sql: RawStatements,
 ) -> _Plan:
-    """Order the batch into the chain: re-route revoked AUTO decisions, apply, seal events."""
-    results: list[Any] = []
-    rows: list[dict[str, Any]] = []
-    others: dict[sa.Table, list[dict[str, Any]]] = {}
-    sealed: list[SealedEvent] = []
-    for change in batch:
+    """Order the batch into the chain: re-route revoked AUTO decisions, apply, seal events.
+
+    Under the head lock. A change arrives ready (`_Ready`) unless it runs `apply`; one that
+    is re-routed or applied here is made ready again, since either may rewrite it."""
+    plan = _Plan([], [], {}, [], seq, prev, guard)
+    for change, ready in batch:
         decision = change.decision
         if decision is not None:
             if change.revoke is not None and decision["route"] == "auto":
                 if guard.is_killed(decision["point"]):
                     change.revoke(change, "kill_switch")
+                    ready = None
                 elif change.variant and not guard.canary_active(change.variant):
                     change.revoke(change, "rollout_stopped")
-            rows.append(decision)
+                    ready = None
+            plan.decisions.append(decision)
         for table, row in change.rows:
-            others.setdefault(table, []).append(row)
+            plan.rows.setdefault(table, []).append(row)
         if change.apply is not None:
             assert conn is not None
-            results.append(change.apply(conn))
+            plan.results.append(change.apply(conn))
+            ready = None
         else:
-            results.append(decision)
+            plan.results.append(decision)
+        if ready is None:
+            ready = _ready(change, sql)
+        if ready.decision is not None:
+            plan.decision_params.append(ready.decision)
+        for table, params in ready.rows:
+            plan.row_params.setdefault(table, []).append(params)
         if change.guard_update is not None:
             guard = change.guard_update(guard)
-        for draft in change.events:
+        for prepared in ready.events:
             seq += 1
-            event = seal(seq, prev, draft)
+            event = seal_prepared(seq, prev, prepared)
             prev = event.chain_hash
-            sealed.append(event)
-    return _Plan(results, rows, others, sealed, seq, prev, guard)
+            plan.events.append(event)
+    plan.seq, plan.chain_hash, plan.guard = seq, prev, guard
+    return plan
+
+
+def _key_checks(
+    batch: Sequence[Change], mark: str
+) -> tuple[list[tuple[Change, str, str]], list[tuple[str, list[str]]]]:
+    """The batch's idempotency keys, and the queries that find which are already taken —
+    sent right behind the head lock, so they see every decision committed before it."""
+    keyed = [
+        (c, c.decision["point"], c.decision["idempotency_key"])
+        for c in batch
+        if c.decision is not None and c.decision.get("idempotency_key") is not None
+    ]
+    by_point: dict[str, list[str]] = {}
+    for _, point, key in keyed:
+        by_point.setdefault(point, []).append(key)
+    queries = []
+    for point, keys in by_point.items():  # (point, idempotency_key) is the unique index
+        for start in range(0, len(keys), 500):  # under the driver's parameter limit
+            chunk = keys[start : start + 500]
+            queries.append(
+                (
+                    f"SELECT point, idempotency_key FROM decisions WHERE point = {mark} AND "
+                    f"idempotency_key IN ({', '.join([mark] * len(chunk))})",
+                    [point, *chunk],
+                )
+            )
+    return keyed, queries
+
+
+def _refusals(
+    keyed: Sequence[tuple[Change, str, str]], taken: set[tuple[str, str]]
+) -> dict[Change, DuplicateKey]:
+    """Decisions whose idempotency key is already taken — by a committed decision or by an
+    earlier change in this batch — so the rest of the batch commits together instead of one
+    by one after a unique-index failure (a client retrying under load would otherwise cost
+    every decision in its batch a commit of its own)."""
+    refused: dict[Change, DuplicateKey] = {}
+    for change, point, key in keyed:
+        if (point, key) in taken:
+            refused[change] = DuplicateKey(f"idempotency key {key!r} of {point!r} is taken")
+        taken.add((point, key))
+    return refused
+
+
+class _NoPipeline:
+    """SQLite runs in process: statements are answered as they are issued."""
+
+    def __enter__(self) -> _NoPipeline:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def sync(self) -> None:
+        return None
