@@ -161,6 +161,9 @@ class Recorder:
         self._riders_lock = threading.Lock()
         # How long each commit held the ledger head lock; a benchmark may keep raw samples.
         self.observe_lock_hold: Callable[[float], None] = LEDGER_LOCK_HOLD.observe
+        # PostgreSQL chains in the database, in one round trip (migration 0011).
+        self.append_in_database = not self._sql.sqlite
+        self._guard_seen: tuple[int, GuardState] | None = None  # as of that event
         self._thread.start()
 
     @property
@@ -425,15 +428,15 @@ class Recorder:
             self._fail(batch, Unavailable("the database failed while committing; not recorded"))
 
     def _read_back(self, unknown: _CommitUnknown) -> bool | None:
-        """Whether the batch committed: its last event is in the ledger with its hash. None
-        when that cannot be known (no event to look for, or no answer in time)."""
-        if unknown.seq is None:
+        """Whether the batch committed: its last event is in the ledger. None when that cannot
+        be known (no event to look for, or no answer in time)."""
+        if unknown.seq is None and unknown.locate is None:
             return None
         deadline = time.monotonic() + self.resolve_timeout
         pause = 0.05
         while True:
             try:
-                return self._committed(unknown.seq, unknown.chain_hash)
+                return self._committed(unknown)
             except Exception:
                 WRITER_ERRORS.labels("read_back").inc()
                 log.debug("reading back a commit failed", exc_info=True)
@@ -442,19 +445,31 @@ class Recorder:
                 time.sleep(pause)
                 pause = min(pause * 2, 1.0)
 
-    def _committed(self, seq: int, chain_hash: str) -> bool:
+    def _committed(self, unknown: _CommitUnknown) -> bool:
         # Under the ledger lock: a COMMIT still in flight on the broken connection finishes
         # (or is rolled back) before the lock is granted, so the answer cannot change later.
         with write_connection(self.engine) as conn, conn.begin():
             if not self._sql.sqlite:
                 conn.exec_driver_sql("SET LOCAL lock_timeout = '5s'")
             conn.execute(
-                sa.select(ledger_head.c.seq).where(ledger_head.c.id == 1).with_for_update()
+                sa.select(ledger_head.c.seq).where(ledger_head.c.id == HEAD_ID).with_for_update()
             )
-            found = conn.execute(
-                sa.select(events.c.chain_hash).where(events.c.seq == seq)
+            if unknown.locate is not None:
+                # Chained by the database: the event's place is unknown, its bytes around
+                # the sequence number are not — and the number is in the body.
+                floor, last = unknown.locate
+                found = conn.execute(
+                    sa.select(events.c.seq, events.c.body).where(
+                        events.c.seq > floor, events.c.type == last.draft.type
+                    )
+                )
+                return any(
+                    body.encode() == last.head + b"%d" % seq + last.tail for seq, body in found
+                )
+            chain_hash = conn.execute(
+                sa.select(events.c.chain_hash).where(events.c.seq == unknown.seq)
             ).scalar_one_or_none()
-        return found == chain_hash
+        return chain_hash == unknown.chain_hash
 
     def _write(self, batch: Sequence[Change]) -> list[Any]:
         try:
@@ -489,6 +504,7 @@ class Recorder:
         """Changes that write other state (kill switches, tokens...) run through SQLAlchemy."""
         committing: _Plan | None = None
         readies = [None if c.apply else _ready(c, self._sql) for c in batch]  # before the lock
+        self._guard_seen = None  # these changes may change it: read it under the lock again
         try:
             conn = self._core_connection()
             transaction = conn.begin()
@@ -555,7 +571,79 @@ class Recorder:
         Everything that does not depend on the chain head is made ready first, outside the
         head lock; then the critical section."""
         readies = [_ready(change, self._sql) for change in batch]
+        seen = self._guard_seen
+        if seen is not None and self.append_in_database and _chains_in_database(batch, seen[1]):
+            try:
+                return self._append_in_database(self._raw_connection(), batch, readies, seen)
+            except _GuardsMoved:
+                self._guard_seen = None  # read under the lock, in the transaction below
         return self._append_under_head_lock(self._raw_connection(), batch, readies)
+
+    def _append_in_database(
+        self,
+        conn: Any,
+        batch: Sequence[Change],
+        readies: Sequence[_Ready],
+        seen: tuple[int, GuardState],
+    ) -> tuple[list[Any], GuardState]:
+        """The critical section run by PostgreSQL alone (`warden_append`, migration 0011): the
+        inserts, the function — lock head, chain, insert events, advance head — and COMMIT go
+        in one round trip, so the head lock is never held while the writer's process works.
+
+        The guard state is the one last read under the lock, as of event `seen[0]`; the
+        function refuses when a guard event came after it, and the batch is written the
+        other way. Idempotency keys are checked before, without the lock; a key taken
+        meanwhile fails the batch on the unique index, which splits it."""
+        sql = self._sql
+        guard_seq, guard = seen
+        keyed, key_queries = _key_checks(batch, sql.mark)
+        cursor = conn.cursor()
+        append = conn.cursor()
+        committing: _Plan | None = None
+        try:
+            taken: set[tuple[str, str]] = set()
+            for statement, params in key_queries:  # starts the transaction; no lock yet
+                cursor.execute(statement, params)
+                taken.update((point, key) for point, key in cursor.fetchall())
+            refused = _refusals(keyed, taken)
+            kept = [(c, r) for c, r in zip(batch, readies, strict=True) if c not in refused]
+            plan, prepared = _unchained(kept, guard)
+            if refused:
+                answers = iter(plan.results)
+                plan.results = [refused[c] if c in refused else next(answers) for c in batch]
+            with self._pipeline(conn):
+                if plan.decision_params:
+                    cursor.executemany(sql.insert_decision, plan.decision_params)
+                for table, table_rows in plan.row_params.items():
+                    cursor.executemany(sql.inserter(table)[0], table_rows)
+                if prepared:
+                    append.execute(APPEND, (HEAD_ID, guard_seq, *_columns(prepared)))
+                committing = plan
+                conn.commit()
+            if prepared:
+                plan.seq, plan.chain_hash, locked_at = append.fetchone()
+                self.observe_lock_hold(max(0.0, time.time() - locked_at))
+                self._guard_seen = (plan.seq, guard)
+        except BaseException as exc:
+            self._abandon(conn)
+            state = getattr(exc, "sqlstate", None)
+            if state == GUARDS_MOVED:
+                raise _GuardsMoved() from exc
+            if state == "42883":  # undefined function: a database not migrated to 0011 yet
+                log.warning("warden_append is missing (run `warden init`); appending as before")
+                self.append_in_database = False
+                raise _GuardsMoved() from exc
+            if committing is not None and not self._refused_by_database(exc):
+                floor = (guard_seq, prepared[-1]) if prepared else None
+                raise _CommitUnknown(exc, committing.results, committing, floor) from exc
+            raise
+        finally:
+            for used in (cursor, append):
+                try:
+                    used.close()
+                except Exception:  # a broken connection's cursor
+                    log.debug("closing a cursor failed", exc_info=True)
+        return plan.results, plan.guard
 
     def _append_under_head_lock(
         self, conn: Any, batch: Sequence[Change], readies: Sequence[_Ready]
@@ -590,6 +678,7 @@ class Recorder:
                 if head is None:
                     raise RuntimeError(_NO_HEAD)
                 guard = _guard_state(guards_cursor.fetchall())
+                self._guard_seen = (head[0], guard)  # as of the head: see _append_in_database
                 taken = {(point, key) for c in key_cursors for point, key in c.fetchall()}
                 refused = _refusals(keyed, taken)
                 kept = [(c, r) for c, r in zip(batch, readies, strict=True) if c not in refused]
@@ -670,9 +759,15 @@ RIDER_WAIT = 1.0  # seconds riders wait for a decision's commit before committin
 
 _NO_HEAD = "ledger_head is missing; run `warden init` to migrate the database"
 HEAD_ID = 1  # the ledger_head row of the one chain
+APPEND = (
+    "SELECT last_seq, last_hash, locked_at FROM warden_append("
+    "%s, %s, %s::bytea[], %s::bytea[], %s::text[], %s::text[], %s::text[], %s::text[], "
+    "%s::timestamptz[])"
+)
+GUARDS_MOVED = "WA002"  # warden_append: a guard event came after the state the writer read
 # SQLSTATE classes of a statement PostgreSQL refused (data, integrity, transaction state,
 # rollback, syntax or access): the transaction certainly did not commit.
-_REFUSED_CLASSES = frozenset({"22", "23", "25", "40", "42"})
+_REFUSED_CLASSES = frozenset({"22", "23", "25", "40", "42", "WA"})
 
 
 def _guard_state(rows: Sequence[Sequence[Any]]) -> GuardState:
@@ -694,13 +789,25 @@ class DuplicateKey(Exception):
 class _CommitUnknown(Exception):
     """COMMIT was sent and failed: the batch may or may not have committed."""
 
-    def __init__(self, cause: BaseException, results: list[Any], plan: _Plan) -> None:
+    def __init__(
+        self,
+        cause: BaseException,
+        results: list[Any],
+        plan: _Plan,
+        locate: tuple[int, PreparedEvent] | None = None,
+    ) -> None:
         super().__init__(f"{type(cause).__name__}: {cause}")
         self.cause = cause
         self.results = results
         self.seq: int | None = plan.seq if plan.events else None
         self.chain_hash = plan.chain_hash
         self.guard = plan.guard
+        # Chained by the database: events after `floor`, the last one prepared thus.
+        self.locate = locate
+
+
+class _GuardsMoved(Exception):
+    """The guard state changed since the writer last read it: read it again under the lock."""
 
 
 def _settle(future: Future[Any], *, result: Any = None, error: BaseException | None = None) -> None:
@@ -762,13 +869,11 @@ def _plan(
     for change, ready in batch:
         decision = change.decision
         if decision is not None:
-            if change.revoke is not None and decision["route"] == "auto":
-                if guard.is_killed(decision["point"]):
-                    change.revoke(change, "kill_switch")
-                    ready = None
-                elif change.variant and not guard.canary_active(change.variant):
-                    change.revoke(change, "rollout_stopped")
-                    ready = None
+            withdrawn = _withdrawn(change, guard)
+            if withdrawn:
+                assert change.revoke is not None
+                change.revoke(change, withdrawn)
+                ready = None
             plan.decisions.append(decision)
         for table, row in change.rows:
             plan.rows.setdefault(table, []).append(row)
@@ -793,6 +898,65 @@ def _plan(
             plan.events.append(event)
     plan.seq, plan.chain_hash, plan.guard = seq, prev, guard
     return plan
+
+
+def _withdrawn(change: Change, guard: GuardState) -> str | None:
+    """Why an AUTO decision's authority is withdrawn under `guard`, if it is."""
+    decision = change.decision
+    if change.revoke is None or decision is None or decision["route"] != "auto":
+        return None
+    if guard.is_killed(decision["point"]):
+        return "kill_switch"
+    if change.variant and not guard.canary_active(change.variant):
+        return "rollout_stopped"
+    return None
+
+
+def _chains_in_database(batch: Sequence[Change], guard: GuardState) -> bool:
+    """Whether `warden_append` may write the batch: it has events, and none of its changes
+    runs `apply`, changes the guard state, or would be re-routed under `guard` (those are
+    decided with the state read under the lock)."""
+    has_events = False
+    for change in batch:
+        if change.apply is not None or change.guard_update is not None:
+            return False
+        if _withdrawn(change, guard):
+            return False
+        for draft in change.events:
+            if draft.type.startswith(GUARD_EVENTS):
+                return False
+            has_events = True
+    return has_events
+
+
+def _unchained(
+    batch: Sequence[tuple[Change, _Ready]], guard: GuardState
+) -> tuple[_Plan, list[PreparedEvent]]:
+    """A batch `_chains_in_database` accepted: its rows, results and prepared events."""
+    plan = _Plan([], [], {}, [], 0, "", guard)
+    prepared: list[PreparedEvent] = []
+    for change, ready in batch:
+        plan.results.append(change.decision)
+        if ready.decision is not None:
+            plan.decision_params.append(ready.decision)
+        for table, params in ready.rows:
+            plan.row_params.setdefault(table, []).append(params)
+        prepared.extend(ready.events)
+    return plan, prepared
+
+
+def _columns(prepared: Sequence[PreparedEvent]) -> tuple[list[Any], ...]:
+    """`warden_append`'s arrays: bytes around the number, then the plain columns."""
+    drafts = [p.draft for p in prepared]
+    return (
+        [p.head for p in prepared],
+        [p.tail for p in prepared],
+        [d.type for d in drafts],
+        [d.point for d in drafts],
+        [d.decision_id for d in drafts],
+        [d.actor for d in drafts],
+        [d.ts for d in drafts],
+    )
 
 
 def _key_checks(
