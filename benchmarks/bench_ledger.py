@@ -220,18 +220,24 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=1)
     parser.add_argument("--lock-hold", action="store_true")
     parser.add_argument("--rounds", type=int, default=1, help="--lock-hold rounds")
+    parser.add_argument(
+        "--two-round-trips",
+        action="store_true",
+        help="--lock-hold: chain in the writer (two pipelined round trips under the lock) "
+        "instead of in PostgreSQL's warden_append",
+    )
     parser.add_argument("--writer", help=argparse.SUPPRESS)  # a child: URL of its database
     args = parser.parse_args()
     pg_url = os.environ.get("WARDEN_DB_URL", "")
     if args.writer:
-        writer_child(args.writer, args.threads, args.seconds)
+        writer_child(args.writer, args.threads, args.seconds, args.two_round_trips)
         return
     if args.lock_hold:
         if not pg_url.startswith("postgresql"):
             raise SystemExit("--lock-hold needs WARDEN_DB_URL=postgresql+psycopg://...")
         for _ in range(args.rounds):
             for writers in (1, 2):
-                lock_hold(pg_url, writers, args.threads, args.seconds)
+                lock_hold(pg_url, writers, args.threads, args.seconds, args.two_round_trips)
         return
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
@@ -305,7 +311,7 @@ def full_run(folder: Path, db: sa.Engine, key: SigningKey, args: argparse.Namesp
 WRITER_APP = "warden_bench_writer"
 
 
-def writer_child(url: str, threads: int, seconds: float) -> None:
+def writer_child(url: str, threads: int, seconds: float, two_round_trips: bool) -> None:
     """One writer process: set up, say "ready", wait for "go", run the decision flow for
     `seconds`; prints decisions, lock hold samples and CPU seconds as one JSON line."""
     with tempfile.TemporaryDirectory() as tmp:
@@ -314,6 +320,8 @@ def writer_child(url: str, threads: int, seconds: float) -> None:
         engine = Engine(points, db, actor="bench")
         holds: list[float] = []
         engine.recorder.observe_lock_hold = holds.append
+        if two_round_trips:
+            engine.recorder.append_in_database = False
         # Name the writer's own connection, so the sampler tells it from pooled readers.
         conn = engine.recorder._raw_connection()
         cursor = conn.cursor()
@@ -369,7 +377,7 @@ def sample_activity(url: str, until: float) -> dict[str, int]:
     return counts
 
 
-def lock_hold(url: str, writers: int, threads: int, seconds: float) -> None:
+def lock_hold(url: str, writers: int, threads: int, seconds: float, two_trips: bool) -> None:
     """`writers` processes of the decision flow on one PostgreSQL database, side by side."""
     with postgres_schema(url) as pg:
         child_url = pg.url.render_as_string(hide_password=False)
@@ -384,6 +392,7 @@ def lock_hold(url: str, writers: int, threads: int, seconds: float) -> None:
                     str(threads),
                     "--seconds",
                     str(seconds),
+                    *(["--two-round-trips"] if two_trips else []),
                 ],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
