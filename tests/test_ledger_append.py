@@ -176,3 +176,27 @@ def test_two_writers_under_random_commit_faults_keep_one_chain(
         engine.close()
     assert {BEFORE, AFTER} <= {m for f in installed for m in f.injected}
     check_acknowledged_once(db, answers)
+
+
+def test_quotes_percent_signs_and_unicode_are_stored_exactly_on_either_path(
+    points_dir: Path, db: sa.Engine
+) -> None:
+    """`warden_append` travels as one query string with its parameters bound into the text:
+    what is read back must be what was decided, byte for byte."""
+    engine = Engine(load_points(points_dir), db, actor="t")
+    odd = "O'Brien %s %% \\ ü 🎉 $$ ; COMMIT"
+    try:
+        paths = _Paths(engine.recorder)
+        made = [
+            engine.decide("loan_approval", {**APPLICATION, "country": odd}, context={"n": odd})
+            for _ in range(3)
+        ]
+        if db.dialect.name != "sqlite":
+            assert IN_DATABASE in paths.used
+        for decision in made:
+            stored = engine.get(decision.id)
+            assert stored.input["country"] == odd and stored.context == {"n": odd}
+    finally:
+        engine.close()
+    report = verify_ledger(db, [])
+    assert report.ok, report.to_dict()

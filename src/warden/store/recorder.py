@@ -33,6 +33,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
+import psycopg
 import sqlalchemy as sa
 
 from warden.errors import Unavailable
@@ -586,9 +587,11 @@ class Recorder:
         readies: Sequence[_Ready],
         seen: tuple[int, GuardState],
     ) -> tuple[list[Any], GuardState]:
-        """The critical section run by PostgreSQL alone (`warden_append`, migration 0011): the
-        inserts, the function — lock head, chain, insert events, advance head — and COMMIT go
-        in one round trip, so the head lock is never held while the writer's process works.
+        """The critical section run by PostgreSQL alone: one query string — BEGIN, the inserts,
+        `warden_append` (migration 0011: lock head, chain, insert events, advance head) and
+        COMMIT — sent in one message, so the head lock is taken and released by the database
+        without waiting on the writer's process even once (a pipeline would send COMMIT in a
+        message of its own, after the writer thread got the interpreter back).
 
         The guard state is the one last read under the lock, as of event `seen[0]`; the
         function refuses when a guard event came after it, and the batch is written the
@@ -597,12 +600,15 @@ class Recorder:
         sql = self._sql
         guard_seq, guard = seen
         keyed, key_queries = _key_checks(batch, sql.mark)
+        driver = conn.driver_connection
+        literal = psycopg.ClientCursor(driver)  # parameters bound into the text, no I/O
+        driver.autocommit = True  # the script says BEGIN and COMMIT itself
         cursor = conn.cursor()
-        append = conn.cursor()
         committing: _Plan | None = None
+        prepared: list[PreparedEvent] = []
         try:
             taken: set[tuple[str, str]] = set()
-            for statement, params in key_queries:  # starts the transaction; no lock yet
+            for statement, params in key_queries:
                 cursor.execute(statement, params)
                 taken.update((point, key) for point, key in cursor.fetchall())
             refused = _refusals(keyed, taken)
@@ -611,17 +617,21 @@ class Recorder:
             if refused:
                 answers = iter(plan.results)
                 plan.results = [refused[c] if c in refused else next(answers) for c in batch]
-            with self._pipeline(conn):
-                if plan.decision_params:
-                    cursor.executemany(sql.insert_decision, plan.decision_params)
-                for table, table_rows in plan.row_params.items():
-                    cursor.executemany(sql.inserter(table)[0], table_rows)
-                if prepared:
-                    append.execute(APPEND, (HEAD_ID, guard_seq, *_columns(prepared)))
-                committing = plan
-                conn.commit()
+            script = ["BEGIN"]
+            if plan.decision_params:
+                script.extend(_values(literal, sql.insert_decision, plan.decision_params))
+            for table, table_rows in plan.row_params.items():
+                script.extend(_values(literal, sql.inserter(table)[0], table_rows))
             if prepared:
-                plan.seq, plan.chain_hash, locked_at = append.fetchone()
+                script.append(literal.mogrify(APPEND, (HEAD_ID, guard_seq, *_columns(prepared))))
+            script.append("COMMIT")
+            committing = plan
+            cursor.execute(";\n".join(script))
+            if prepared:
+                while cursor.description is None or cursor.description[0].name != "last_seq":
+                    if not cursor.nextset():
+                        raise RuntimeError("warden_append gave no answer")
+                plan.seq, plan.chain_hash, locked_at = cursor.fetchone()
                 self.observe_lock_hold(max(0.0, time.time() - locked_at))
                 self._guard_seen = (plan.seq, guard)
         except BaseException as exc:
@@ -638,12 +648,29 @@ class Recorder:
                 raise _CommitUnknown(exc, committing.results, committing, floor) from exc
             raise
         finally:
-            for used in (cursor, append):
-                try:
-                    used.close()
-                except Exception:  # a broken connection's cursor
-                    log.debug("closing a cursor failed", exc_info=True)
+            try:
+                cursor.close()
+                literal.close()
+            except Exception:  # a broken connection's cursor
+                log.debug("closing a cursor failed", exc_info=True)
+            self._end_autocommit(conn)
         return plan.results, plan.guard
+
+    def _end_autocommit(self, conn: Any) -> None:
+        """Back to transactions the driver opens; a connection that cannot be is dropped,
+        never used for the other critical section in autocommit (its head lock would not
+        outlast the SELECT)."""
+        if self._raw is not conn:
+            return  # already dropped
+        try:
+            conn.driver_connection.autocommit = False
+        except Exception:
+            log.warning("dropping the recorder's database connection", exc_info=True)
+            try:
+                conn.invalidate()
+            except Exception:  # already gone
+                log.debug("invalidating the connection failed", exc_info=True)
+            self._raw = None
 
     def _append_under_head_lock(
         self, conn: Any, batch: Sequence[Change], readies: Sequence[_Ready]
@@ -943,6 +970,19 @@ def _unchained(
             plan.row_params.setdefault(table, []).append(params)
         prepared.extend(ready.events)
     return plan, prepared
+
+
+def _values(
+    literal: Any, insert: str, rows: Sequence[tuple[Any, ...]], per_statement: int = 500
+) -> list[str]:
+    """`INSERT … VALUES (…)` for many rows as multi-row statements, parameters bound in."""
+    head, marks = insert.split(" VALUES ", 1)
+    statements = []
+    for start in range(0, len(rows), per_statement):
+        chunk = rows[start : start + per_statement]
+        text = f"{head} VALUES {', '.join([marks] * len(chunk))}"
+        statements.append(literal.mogrify(text, [value for row in chunk for value in row]))
+    return statements
 
 
 def _columns(prepared: Sequence[PreparedEvent]) -> tuple[list[Any], ...]:
