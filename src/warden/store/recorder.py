@@ -660,7 +660,7 @@ class Recorder:
         """Back to transactions the driver opens; a connection that cannot be is dropped,
         never used for the other critical section in autocommit (its head lock would not
         outlast the SELECT)."""
-        if self._raw is not conn:
+        if self._raw is None:
             return  # already dropped
         try:
             conn.driver_connection.autocommit = False
@@ -686,6 +686,8 @@ class Recorder:
         BEGIN IMMEDIATE takes the database's write lock and the statements run in process.
         """
         sql = self._sql
+        if not sql.sqlite and conn.driver_connection.autocommit:  # never hold it so briefly
+            conn.driver_connection.autocommit = False
         keyed, key_queries = _key_checks(batch, sql.mark)
         cursor = conn.cursor()
         guards_cursor = conn.cursor()
