@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
-from hypothesis import given
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from warden.ledger.canonical import NotCanonical, canonical_bytes
@@ -46,6 +46,7 @@ _drafts = st.builds(
 )
 
 
+@settings(suppress_health_check=[HealthCheck.too_slow], deadline=None)
 @given(
     draft=_drafts,
     seq=st.integers(1, 2**63 - 1),
@@ -63,6 +64,7 @@ def test_a_prepared_event_seals_to_the_canonical_body_and_hashes(
     assert seal(seq, prev, draft) == sealed
 
 
+@settings(suppress_health_check=[HealthCheck.too_slow], deadline=None)
 @given(draft=_drafts, seqs=st.lists(st.integers(1, 10**12), min_size=2, max_size=4, unique=True))
 def test_one_preparation_seals_at_any_place_in_the_chain(
     draft: EventDraft, seqs: list[int]
