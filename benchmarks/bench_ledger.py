@@ -68,11 +68,22 @@ def _draft(n: int) -> EventDraft:
 
 
 def append_alone(
-    db: sa.Engine, count: int, submitters: int = 8, window: int = 512, per_change: int = 1
+    db: sa.Engine,
+    count: int,
+    submitters: int = 8,
+    window: int = 512,
+    per_change: int = 1,
+    holds: list[float] | None = None,
+    two_round_trips: bool = False,
 ) -> float:
     """Events per second through the recorder: `submitters` threads, each keeping up to
-    `window` changes in flight (as many concurrent callers would), `per_change` events each."""
+    `window` changes in flight (as many concurrent callers would), `per_change` events each.
+    `holds` collects how long each commit held the ledger head lock."""
     recorder = Recorder(db)
+    if holds is not None:
+        recorder.observe_lock_hold = holds.append
+    if two_round_trips:
+        recorder.append_in_database = False
 
     def submit(index: int) -> None:
         pending: list[Future[Any]] = []
@@ -236,6 +247,7 @@ def main() -> None:
         if not pg_url.startswith("postgresql"):
             raise SystemExit("--lock-hold needs WARDEN_DB_URL=postgresql+psycopg://...")
         for _ in range(args.rounds):
+            lone_writer(pg_url, args.two_round_trips)
             for writers in (1, 2):
                 lock_hold(pg_url, writers, args.threads, args.seconds, args.two_round_trips)
         return
@@ -375,6 +387,23 @@ def sample_activity(url: str, until: float) -> dict[str, int]:
             time.sleep(0.002)
     admin.dispose()
     return counts
+
+
+def lone_writer(url: str, two_round_trips: bool) -> None:
+    """The lock hold with nothing else in the writer's process: one caller, one event per
+    commit — what the database and the wire cost, without waiting for the interpreter."""
+    with postgres_schema(url) as pg:
+        append_alone(pg, 50, submitters=1, window=1)  # warm: the guard state is known
+        holds: list[float] = []
+        began = time.process_time()
+        append_alone(pg, 2000, 1, 1, holds=holds, two_round_trips=two_round_trips)
+        cpu = time.process_time() - began
+    holds.sort()
+    print(
+        f"lock hold, lone writer, one caller, one event per commit (PostgreSQL): "
+        f"p50 {percentile(holds, 50) * 1e6:5.0f} µs, p99 {percentile(holds, 99) * 1e6:6.0f} µs; "
+        f"{cpu / 2000 * 1e6:4.0f} µs CPU per commit (load {os.getloadavg()[0]:.2f})"
+    )
 
 
 def lock_hold(url: str, writers: int, threads: int, seconds: float, two_trips: bool) -> None:
