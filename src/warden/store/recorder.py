@@ -602,11 +602,11 @@ class Recorder:
         keyed, key_queries = _key_checks(batch, sql.mark)
         driver = conn.driver_connection
         literal = psycopg.ClientCursor(driver)  # parameters bound into the text, no I/O
-        driver.autocommit = True  # the script says BEGIN and COMMIT itself
         cursor = conn.cursor()
         committing: _Plan | None = None
         prepared: list[PreparedEvent] = []
         try:
+            driver.autocommit = True  # the script says BEGIN and COMMIT itself
             taken: set[tuple[str, str]] = set()
             for statement, params in key_queries:
                 cursor.execute(statement, params)
