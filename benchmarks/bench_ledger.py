@@ -398,12 +398,33 @@ def lone_writer(url: str, two_round_trips: bool) -> None:
         began = time.process_time()
         append_alone(pg, 2000, 1, 1, holds=holds, two_round_trips=two_round_trips)
         cpu = time.process_time() - began
+        floor = durable_commit(pg)
     holds.sort()
     print(
         f"lock hold, lone writer, one caller, one event per commit (PostgreSQL): "
         f"p50 {percentile(holds, 50) * 1e6:5.0f} µs, p99 {percentile(holds, 99) * 1e6:6.0f} µs; "
-        f"{cpu / 2000 * 1e6:4.0f} µs CPU per commit (load {os.getloadavg()[0]:.2f})"
+        f"{cpu / 2000 * 1e6:4.0f} µs CPU per commit; a bare durable one-row commit: "
+        f"p50 {floor * 1e6:5.0f} µs (load {os.getloadavg()[0]:.2f})"
     )
+
+
+def durable_commit(pg: sa.Engine, count: int = 300) -> float:
+    """Median round trip of `BEGIN; INSERT one row; COMMIT` in one message: the WAL flush
+    that bounds any lock held until COMMIT returns."""
+    raw = pg.raw_connection()
+    try:
+        driver = raw.driver_connection
+        driver.autocommit = True
+        driver.execute("CREATE TABLE commit_probe (x integer)")
+        times = []
+        for _ in range(count):
+            began = time.perf_counter()
+            driver.execute("BEGIN; INSERT INTO commit_probe VALUES (1); COMMIT")
+            times.append(time.perf_counter() - began)
+        driver.autocommit = False
+    finally:
+        raw.close()
+    return statistics.median(times)
 
 
 def lock_hold(url: str, writers: int, threads: int, seconds: float, two_trips: bool) -> None:

@@ -3,7 +3,10 @@
 Callers hand over a `Change` and wait on its future. One writer thread per process batches
 whatever queued while the previous commit was in flight. Across processes the chain stays one
 total order: every transaction reads and advances `ledger_head` under a lock (the row lock on
-PostgreSQL, BEGIN IMMEDIATE on SQLite).
+PostgreSQL, BEGIN IMMEDIATE on SQLite). Everything that does not depend on the head is done
+before that lock is taken; what remains is `_append_in_database` (PostgreSQL: one message,
+the lock taken and released inside the database) or `_append_under_head_lock` (docs/ledger.md,
+"Writing").
 
 The writer's contract: a caller is answered only with the outcome of a transaction that
 committed, or with an error — never with what a transaction would have done.
@@ -16,7 +19,7 @@ committed, or with an error — never with what a transaction would have done.
   answers are always the results of the transaction that did commit (a retry's own results).
 - A batch whose COMMIT outcome is unknown (the connection broke during COMMIT) is never applied
   again blindly: the writer reads the ledger back under its lock — is the batch's last event
-  there, with its hash? — and answers with the batch's results if it committed, writes it anew
+  there, with its hash (or, chained by the database, its bytes)? — and answers with the batch's results if it committed, writes it anew
   if it did not, and fails every caller with `Unavailable` if that cannot be known.
 - A failure after COMMIT (the guard-state hook) is logged and counted; the commit stands.
 """
@@ -602,11 +605,11 @@ class Recorder:
         keyed, key_queries = _key_checks(batch, sql.mark)
         driver = conn.driver_connection
         literal = psycopg.ClientCursor(driver)  # parameters bound into the text, no I/O
-        driver.autocommit = True  # the script says BEGIN and COMMIT itself
         cursor = conn.cursor()
         committing: _Plan | None = None
         prepared: list[PreparedEvent] = []
         try:
+            driver.autocommit = True  # the script says BEGIN and COMMIT itself
             taken: set[tuple[str, str]] = set()
             for statement, params in key_queries:
                 cursor.execute(statement, params)
