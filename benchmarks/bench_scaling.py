@@ -488,7 +488,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--concurrency", type=int, default=32)
-    parser.add_argument("--model", choices=["sklearn", "function"], default="sklearn")
+    parser.add_argument("--model", choices=["sklearn", "callable"], default="sklearn")
     parser.add_argument(
         "--admin-url",
         default=os.environ.get(
