@@ -324,8 +324,13 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=16, help="concurrent clients per replica")
     parser.add_argument("--concurrency", type=int, default=32, help="of the measured runs")
     parser.add_argument("--decisions", type=int, default=20_000)
+    parser.add_argument(
+        "--hold-ms", type=float, help="what if: this lock hold per commit at the measured batch"
+    )
     args = parser.parse_args()
     costs = Costs.load(args.costs)
+    if args.hold_ms is not None:
+        costs = replace(costs, hold_ms=args.hold_ms)
     print(
         f"costs: interpreter {costs.server_cpu_ms:.2f} ms/decision, PostgreSQL "
         f"{costs.pg_cpu_ms:.2f} ms/decision, lock hold {costs.hold_ms:.1f} ms/commit at "
