@@ -170,8 +170,8 @@ def serve(
 ) -> None:
     """Run the HTTP API (OpenAPI docs at /docs).
 
-    With several workers, one shadow process serves them all (`warden.rollout.shadow_host`)
-    and /metrics merges every worker's samples."""
+    With several workers, one shadow process serves them all and /metrics merges every
+    worker's samples."""
     import logging
     import os
 

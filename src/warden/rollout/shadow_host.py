@@ -24,6 +24,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from multiprocessing.connection import Client, Connection, Listener
 from pathlib import Path
@@ -38,7 +39,7 @@ log = logging.getLogger(__name__)
 ADDRESS_ENV = "WARDEN_SHADOW_ADDRESS"
 KEY_ENV = "WARDEN_SHADOW_KEY"
 PROCESS_NAME = b"warden-shadow"  # what ps and /proc/<pid>/comm show
-START_TIMEOUT = 30.0  # seconds `serve` waits for the process to listen before going on
+METRICS_ENV = "PROMETHEUS_MULTIPROC_DIR"  # the workers' shared metrics folder: not for us
 RESTART_PAUSE = 1.0  # seconds between a death and the restart
 
 
@@ -70,7 +71,10 @@ class HostAddress:
 
 
 class ShadowHost:
-    """The shadow process of this host, started and kept running by `warden serve`."""
+    """The shadow process of this host, started and kept running by `warden serve`.
+
+    Starting does not wait for it to listen, so the server starts no later for it: a worker
+    whose first shadow call comes before then drops its calls for a few seconds (counted)."""
 
     def __init__(self) -> None:
         self._folder = Path(tempfile.mkdtemp(prefix="warden-shadow-"))  # mode 0700
@@ -107,14 +111,9 @@ class ShadowHost:
             name="warden-shadow",
             daemon=True,
         )
-        process.start()
+        with _without_env(METRICS_ENV):
+            process.start()
         self._process, self._ready = process, ready  # kept: a late child still needs it
-        if not self.wait_ready(START_TIMEOUT):
-            log.warning(
-                "the shadow process is not listening after %gs; shadow calls are dropped "
-                "until it is",
-                START_TIMEOUT,
-            )
 
     def wait_ready(self, timeout: float) -> bool:
         """Wait until the current shadow process listens; False when it did not in time."""
@@ -137,6 +136,19 @@ class ShadowHost:
                 return
             self.restarts += 1
             self._start()
+
+
+@contextlib.contextmanager
+def _without_env(name: str) -> Iterator[None]:
+    """The child inherits the environment as it is at its start: without the workers' metrics
+    folder its metrics stay its own, never summed into the server's /metrics. (A worker that
+    uvicorn restarts in this very instant would miss the folder too; both restarts are rare.)"""
+    saved = os.environ.pop(name, None)
+    try:
+        yield
+    finally:
+        if saved is not None:
+            os.environ[name] = saved
 
 
 # -- the shadow process -------------------------------------------------------------------
