@@ -123,7 +123,16 @@ def main() -> None:
         governed_port, bare_port = _free_port(), _free_port()
         servers = [
             subprocess.Popen(
-                [sys.executable, "-m", "warden", "serve", "--port", str(governed_port)],
+                [
+                    sys.executable,
+                    "-m",
+                    "warden",
+                    "serve",
+                    "--port",
+                    str(governed_port),
+                    "--workers",
+                    "1",
+                ],
                 env=env,
                 stderr=subprocess.DEVNULL,
             ),

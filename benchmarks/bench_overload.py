@@ -190,7 +190,7 @@ def main() -> None:
         ).stdout.strip()
         port = _free_port()
         server = subprocess.Popen(
-            [sys.executable, "-m", "warden", "serve", "--port", str(port)],
+            [sys.executable, "-m", "warden", "serve", "--port", str(port), "--workers", "1"],
             env=env,
             stderr=subprocess.DEVNULL,
         )

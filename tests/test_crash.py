@@ -34,7 +34,7 @@ def _free_port() -> int:
 def _start(points_dir: Path, db_url: str, port: int) -> subprocess.Popen[bytes]:
     env = {**os.environ, "WARDEN_CONFIG": str(points_dir), "WARDEN_DB_URL": db_url}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "warden", "serve", "--port", str(port)],
+        [sys.executable, "-m", "warden", "serve", "--port", str(port), "--workers", "1"],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,

@@ -298,7 +298,7 @@ def _serve(folder: Path, db_url: str, home: Path) -> tuple[subprocess.Popen[byte
         "WARDEN_HOME": str(home),
     }
     proc = subprocess.Popen(
-        [sys.executable, "-m", "warden", "serve", "--port", str(port)],
+        [sys.executable, "-m", "warden", "serve", "--port", str(port), "--workers", "1"],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

@@ -40,6 +40,7 @@ def _decided(text: str) -> float:
     )
 
 
+@pytest.mark.timeout(600)
 def test_metrics_merge_across_workers(tmp_path: Path) -> None:
     points = monitored_points(tmp_path / "points")
     db_url = f"sqlite:///{tmp_path / 'warden.db'}"
@@ -56,21 +57,21 @@ def test_metrics_merge_across_workers(tmp_path: Path) -> None:
         "WARDEN_DB_URL": db_url,
         "WARDEN_HOME": str(tmp_path / "home"),
     }
+    log = tmp_path / "serve.log"
     server = subprocess.Popen(
         [sys.executable, "-m", "warden", "serve", "--port", str(port), "--workers", "2"],
         env=env,
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        stderr=log.open("wb"),
     )
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.2)
+        deadline = time.monotonic() + 300  # two workers start slowly on a busy machine
+        started = 0
+        while started < 2 and time.monotonic() < deadline and server.poll() is None:
+            time.sleep(0.5)
+            started = log.read_text().count("Application startup complete")
+        assert started == 2, log.read_text()  # both workers serve before the traffic
         sent = 60
         headers = {"Authorization": f"Bearer {secret}"}
         for item in applications(np.random.default_rng(1), sent):

@@ -36,7 +36,7 @@ def _serve(folder: Path, db_url: str, home: Path) -> tuple[subprocess.Popen[byte
         "WARDEN_ROLLOUT_TICK": "3600",
     }
     proc = subprocess.Popen(
-        [sys.executable, "-m", "warden", "serve", "--port", str(port)],
+        [sys.executable, "-m", "warden", "serve", "--port", str(port), "--workers", "1"],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

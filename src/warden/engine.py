@@ -54,6 +54,7 @@ from warden.rollout.deployment import Deployments, Selection
 from warden.rollout.registry import Registry
 from warden.rollout.rollouts import Rollouts
 from warden.rollout.shadow import ShadowCall, ShadowRunner
+from warden.rollout.shadow_host import HostAddress
 from warden.store import queries
 from warden.store.recorder import (
     GLOBAL_SCOPE,
@@ -120,6 +121,7 @@ class Engine:
         actor: str = "system",
         model_cache: Path | None = None,
         shadow_process: bool = False,
+        shadow_host: HostAddress | None = None,
         broken: Sequence[BrokenPoint] = (),
         write_queue: int = MAX_QUEUE,
         shadow_backlog: int = MAX_RIDERS,
@@ -127,6 +129,7 @@ class Engine:
     ) -> None:
         """`shadow_process`: shadow models answer in a child process rather than on a thread
         of this one (see `warden.rollout.shadow_process`); the server turns it on.
+        `shadow_host`: that process is the host's shared one (`warden.rollout.shadow_host`).
 
         `broken`: point files that did not load (see `load_available`). A point whose model
         does not load joins them; the others serve, and deciding on a broken one says why.
@@ -138,6 +141,7 @@ class Engine:
         told at once to come back, instead of waiting in an ever longer line."""
         self.db = db
         self.shadow_process = shadow_process
+        self.shadow_host = shadow_host
         self.max_json_depth = jsonlimits.max_depth_from_env()  # of an input or a context
         self.max_in_flight = max_in_flight
         self._in_flight = 0
@@ -451,7 +455,9 @@ class Engine:
         self, compiled: CompiledPoint, decision_id: str, data: dict[str, Any], selection: Selection
     ) -> None:
         if self._shadow is None:
-            self._shadow = ShadowRunner(self.recorder, isolated=self.shadow_process)
+            self._shadow = ShadowRunner(
+                self.recorder, isolated=self.shadow_process, host=self.shadow_host
+            )
         for version, model in selection.shadows:
             self._shadow.submit(ShadowCall(decision_id, compiled.name, version, model, data))
 

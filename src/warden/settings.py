@@ -6,6 +6,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from warden.rollout.shadow_host import HostAddress
 from warden.store.database import sqlite_url
 
 
@@ -19,6 +20,7 @@ class Settings:
     write_queue: int = 10_000  # WARDEN_WRITE_QUEUE: changes waiting to be written, then 503
     shadow_backlog: int = 10_000  # WARDEN_SHADOW_BACKLOG: shadow results waiting, then dropped
     max_in_flight: int = 1024  # WARDEN_MAX_IN_FLIGHT: decisions being made at once, then 503
+    shadow_host: HostAddress | None = None  # set by `warden serve --workers N` for its workers
 
     @property
     def model_cache(self) -> Path:
@@ -43,6 +45,7 @@ class Settings:
             write_queue=_positive("WARDEN_WRITE_QUEUE", 10_000),
             shadow_backlog=_positive("WARDEN_SHADOW_BACKLOG", 10_000),
             max_in_flight=_positive("WARDEN_MAX_IN_FLIGHT", 1024),
+            shadow_host=HostAddress.from_env(),
         )
 
 

@@ -118,6 +118,7 @@ def _app_from_env() -> FastAPI:
         actor="warden serve",
         model_cache=settings.model_cache,
         shadow_process=settings.shadow_process,
+        shadow_host=settings.shadow_host,
         write_queue=settings.write_queue,
         shadow_backlog=settings.shadow_backlog,
         max_in_flight=settings.max_in_flight,

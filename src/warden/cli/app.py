@@ -158,10 +158,20 @@ def policy_check(
 def serve(
     host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to bind.")] = 8000,
-    workers: Annotated[int, typer.Option(help="Worker processes.")] = 1,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Worker processes. Default: 1 on SQLite (one writer at a time per file), "
+            "one per CPU on PostgreSQL.",
+        ),
+    ] = None,
     config: ConfigOption = None,
 ) -> None:
-    """Run the HTTP API (OpenAPI docs at /docs)."""
+    """Run the HTTP API (OpenAPI docs at /docs).
+
+    With several workers, one shadow process serves them all and /metrics merges every
+    worker's samples."""
     import logging
     import os
 
@@ -170,6 +180,8 @@ def serve(
     from warden.demo.server import bind
     from warden.monitor.metrics import prepare_multiprocess
     from warden.policy.loader import load_available
+    from warden.rollout.shadow_host import ShadowHost
+    from warden.serving import default_workers
 
     try:
         bind(host, port).close()  # a taken port is said at once, before loading anything
@@ -188,18 +200,26 @@ def serve(
             "above); the others serve. `warden policy check` lists every problem.",
             highlight=False,
         )
+    workers = workers or default_workers(s.db_url)
     prepare_multiprocess(workers, s.home)  # /metrics merges every worker's samples
     os.environ["WARDEN_CONFIG"] = str(s.config.resolve())
     context.database(s).dispose()
-    uvicorn.run(
-        "warden.api.app:create_app_from_env",
-        factory=True,
-        host=host,
-        port=port,
-        workers=workers,
-        log_level="info",
-        access_log=False,
-    )
+    shadows = ShadowHost() if workers > 1 and s.shadow_process else None
+    if shadows is not None:
+        os.environ.update(shadows.address.environ())  # the workers inherit where it listens
+    try:
+        uvicorn.run(
+            "warden.api.app:create_app_from_env",
+            factory=True,
+            host=host,
+            port=port,
+            workers=workers,
+            log_level="info",
+            access_log=False,
+        )
+    finally:
+        if shadows is not None:
+            shadows.close()
 
 
 def _load_json(value: str, name: str) -> Any:

@@ -4,8 +4,9 @@ Calls are queued without waiting and answered in the background; when more are o
 than the capacity allows, a call is dropped and counted, so a slow challenger can never add
 latency to the decisions that callers wait for. With `isolated=True` (the server's setting)
 models loaded from a decision point or the registry answer in a child process
-(`shadow_process`), so they do not compete with the champion for the interpreter either;
-anything else answers on a thread of this process.
+(`shadow_process`), so they do not compete with the champion for the interpreter either —
+under `warden serve --workers N` one process per host, shared by the workers
+(`shadow_host`); anything else answers on a thread of this process.
 """
 
 from __future__ import annotations
@@ -16,11 +17,13 @@ import threading
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from multiprocessing import AuthenticationError
 from typing import Any
 
 from warden.models.base import ModelFailure
 from warden.models.guard import GuardedModel, ModelRecipe
 from warden.monitor.metrics import SHADOW_DROPPED
+from warden.rollout.shadow_host import HostAddress
 from warden.rollout.shadow_process import Answer, ShadowProcess
 from warden.store.recorder import Recorder
 from warden.store.schema import shadow_results
@@ -91,12 +94,16 @@ class ShadowRunner:
         batch: int = 256,
         flush_every: float = 0.5,
         isolated: bool = False,
+        host: HostAddress | None = None,
     ) -> None:
+        """`host`: the host's shared shadow process (`warden serve --workers N` starts one);
+        without it an isolated runner starts a child process of its own."""
         self.recorder = recorder
         self.dropped = 0
         self.completed = 0
         self.capacity = capacity
         self.isolated = isolated
+        self.host = host
         self._results = _Results(recorder, batch, flush_every)
         self._queue: queue.Queue[ShadowCall | None] = queue.Queue(maxsize=capacity)
         self._thread = threading.Thread(target=self._run, name="warden-shadow", daemon=True)
@@ -153,7 +160,18 @@ class ShadowRunner:
                 SHADOW_DROPPED.inc()
                 return False
             if self._child is None or not self._child.alive:
-                self._child = ShadowProcess(self._answered, self._lost, self._tick)
+                try:
+                    self._child = ShadowProcess(self._answered, self._lost, self._tick, self.host)
+                except (OSError, EOFError, AuthenticationError) as exc:
+                    self._child_down_until = time.monotonic() + RESTART_AFTER
+                    self.dropped += 1
+                    SHADOW_DROPPED.inc()
+                    log.error(
+                        "cannot reach the shadow process (%s); shadow calls are dropped for %gs",
+                        exc,
+                        RESTART_AFTER,
+                    )
+                    return False
             self._in_child += 1
             child = self._child
         child.send(recipe, call.decision_id, call.point, call.version, call.input)

@@ -17,6 +17,7 @@ import contextlib
 import logging
 import multiprocessing
 import os
+import signal
 import threading
 import time
 from collections.abc import Callable
@@ -24,6 +25,7 @@ from typing import Any, NamedTuple
 
 from warden.models.base import ModelFailure, ModelLoadError
 from warden.models.guard import GuardedModel, ModelRecipe
+from warden.rollout.shadow_host import HostAddress, name_process
 
 log = logging.getLogger(__name__)
 
@@ -65,14 +67,12 @@ class ShadowProcess:
         on_answers: Callable[[list[Answer]], None],
         on_lost: Callable[[int, str], None],
         on_tick: Callable[[], None] = lambda: None,
+        host: HostAddress | None = None,
     ) -> None:
-        context = multiprocessing.get_context("spawn")  # fork would copy the parent's locks
-        self._conn, child_conn = context.Pipe()
-        self._process = context.Process(
-            target=serve, args=(child_conn,), name="warden-shadow", daemon=True
-        )
-        self._process.start()
-        child_conn.close()
+        """With `host`, talk to the host's shared shadow process (`shadow_host`) instead of
+        starting a child; connecting raises OSError or AuthenticationError when it cannot."""
+        self._peer: _Child | _Shared = _Child() if host is None else _Shared(host)
+        self._conn = self._peer.conn
         self._on_answers = on_answers
         self._on_lost = on_lost
         self._on_tick = on_tick
@@ -83,6 +83,11 @@ class ShadowProcess:
         self.alive = True
         self._courier = threading.Thread(target=self._run, name="warden-shadow-io", daemon=True)
         self._courier.start()
+
+    @property
+    def pid(self) -> int | None:
+        """The process answering: this one's child, or the host's shadow process."""
+        return self._peer.pid
 
     def send(
         self, recipe: ModelRecipe, decision_id: str, point: str, version: str, input: Any
@@ -99,10 +104,7 @@ class ShadowProcess:
         """Send what is queued, collect its answers, then stop the child."""
         self._stop.set()
         self._courier.join(timeout)
-        if self._process.is_alive():
-            self._process.kill()
-        self._process.join(timeout)
-        self._conn.close()
+        self._peer.close(timeout)
 
     def _run(self) -> None:
         in_flight: list[Request] = []
@@ -115,8 +117,10 @@ class ShadowProcess:
                         answers: list[Answer] = self._conn.recv()
                         in_flight = []
                         self._on_answers(answers)
-                    elif time.monotonic() - sent_at > STUCK_AFTER or not self._process.is_alive():
-                        raise ChildGone("no answer" if self._process.is_alive() else "exited")
+                    elif time.monotonic() - sent_at > STUCK_AFTER:
+                        raise ChildGone("no answer", hung=True)
+                    elif not self._peer.alive():
+                        raise ChildGone("exited")
                 else:
                     with self._lock:
                         in_flight, self._outbox = self._outbox, []
@@ -133,7 +137,7 @@ class ShadowProcess:
                     lost = len(in_flight) + len(self._outbox)
                     self._outbox = []
                 self.alive = False
-                self._process.kill()
+                self._peer.give_up(hung=isinstance(exc, ChildGone) and exc.hung)
                 self._on_lost(lost, str(exc) or type(exc).__name__)
                 return
             self._on_tick()
@@ -142,26 +146,83 @@ class ShadowProcess:
 class ChildGone(Exception):
     """The child process exited or stopped answering."""
 
+    def __init__(self, why: str, hung: bool = False) -> None:
+        super().__init__(why)
+        self.hung = hung
+
+
+class _Child:
+    """A shadow process of this process's own, on a pipe."""
+
+    def __init__(self) -> None:
+        context = multiprocessing.get_context("spawn")  # fork would copy the parent's locks
+        self.conn, child_conn = context.Pipe()
+        self._process = context.Process(
+            target=serve, args=(child_conn,), name="warden-shadow", daemon=True
+        )
+        self._process.start()
+        child_conn.close()
+        self.pid = self._process.pid
+
+    def alive(self) -> bool:
+        return bool(self._process.is_alive())
+
+    def give_up(self, hung: bool) -> None:
+        self._process.kill()
+
+    def close(self, timeout: float) -> None:
+        if self._process.is_alive():
+            self._process.kill()
+        self._process.join(timeout)
+        self.conn.close()
+
+
+class _Shared:
+    """The host's shadow process, which other workers use too: this worker only ever ends its
+    own connection, and kills the process only when it hangs (the server starts another)."""
+
+    def __init__(self, host: HostAddress) -> None:
+        self.conn, self.pid = host.connect()
+
+    def alive(self) -> bool:
+        try:
+            os.kill(self.pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+
+    def give_up(self, hung: bool) -> None:
+        if hung:
+            with contextlib.suppress(OSError):
+                os.kill(self.pid, signal.SIGKILL)
+        self.conn.close()
+
+    def close(self, timeout: float) -> None:
+        self.conn.close()
+
 
 def serve(conn: Any) -> None:
     """The child's loop: build each model once, answer each batch, until told to stop."""
-    _yield_the_cpu()
+    yield_the_cpu()
+    name_process()
     models: dict[str, GuardedModel | ModelLoadError] = {}
     while True:
         batch: list[Request] | None = conn.recv()
         if batch is None:
             return
-        conn.send([_answer(models, request) for request in batch])
+        conn.send([answer(models, request) for request in batch])
 
 
-def _yield_the_cpu() -> None:
+def yield_the_cpu() -> None:
     """Shadow work is best effort: at the lowest scheduling priority the child runs on cores
     the server leaves idle, and never takes one from a decision someone is waiting for."""
     with contextlib.suppress(AttributeError, OSError):  # no os.nice on this platform
         os.nice(NICENESS)
 
 
-def _answer(models: dict[str, GuardedModel | ModelLoadError], request: Request) -> Answer:
+def answer(models: dict[str, GuardedModel | ModelLoadError], request: Request) -> Answer:
     model = models.get(request.key)
     if model is None:
         model = models[request.key] = _build(request.recipe)
