@@ -99,9 +99,7 @@ def _ms(text: str) -> float:
     return float(match.group(1)) * units[match.group(2)]
 
 
-def _wrk(
-    url: str, script: Path, seconds: float, concurrency: int, pid: int
-) -> dict[str, float]:
+def _wrk(url: str, script: Path, seconds: float, concurrency: int, pid: int) -> dict[str, float]:
     before = _cpu_seconds(pid)
     out = subprocess.run(
         ["wrk", "-t2", f"-c{concurrency}", f"-d{seconds:g}s", "--latency", "-s", str(script), url],
@@ -182,8 +180,10 @@ def main() -> None:
             "PYTHONPATH": os.pathsep.join(p for p in (inherited, str(HERE)) if p),
         }
         token = subprocess.run(
-            [sys.executable, "-m", "warden", "token", "create", "--name", "bench"]
-            + ["--role", "caller", "--point", "loan_approval"],
+            [
+                *(sys.executable, "-m", "warden", "token", "create", "--name", "bench"),
+                *("--role", "caller", "--point", "loan_approval"),
+            ],
             env=env,
             check=True,
             capture_output=True,
