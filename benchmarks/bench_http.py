@@ -45,7 +45,7 @@ def _free_port() -> int:
 
 
 def _wait(url: str) -> None:
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 240  # a busy machine starts a server slowly
     while time.monotonic() < deadline:
         try:
             if httpx.get(url, timeout=1).status_code < 500:

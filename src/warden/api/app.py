@@ -15,12 +15,12 @@ from warden.api.audit import router as audit_router
 from warden.api.auth import TokenCache
 from warden.api.credentials import router as credentials_router
 from warden.api.docs import mount_docs
-from warden.api.limits import BodyLimit, NoNul
+from warden.api.limits import RequestLimits
 from warden.api.monitoring import router as monitoring_router
 from warden.api.responses import FastJSONResponse
 from warden.api.reviews import router as reviews_router
 from warden.api.rollouts import router as rollouts_router
-from warden.api.routes import router
+from warden.api.routes import hot_routes, router
 from warden.console.app import mount_console
 from warden.console.throttle import LoginThrottle
 from warden.engine import Engine
@@ -88,10 +88,10 @@ def create_app(
     app.include_router(audit_router)
     app.include_router(rollouts_router)
     app.include_router(credentials_router)
+    app.router.routes[0:0] = hot_routes()  # matched first (see hot_routes)
     mount_console(app)
     mount_docs(app)
-    app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
-    app.add_middleware(NoNul)
+    app.add_middleware(RequestLimits, max_bytes=max_body_bytes)
     return app
 
 

@@ -9,6 +9,7 @@ import orjson
 import sqlalchemy as sa
 from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette import routing
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
@@ -160,6 +161,20 @@ async def create_decision(request: Request) -> Response:
         callback_url=body.callback_url,
     )
     return _decision_response(decision)
+
+
+def hot_routes() -> list[routing.BaseRoute]:
+    """`POST /v1/decisions` as a plain Starlette route, to be placed before FastAPI's routes.
+
+    The endpoint reads its request itself (no parameters, no dependencies, a response it
+    renders), so FastAPI's request handling and its walk through the included routers are
+    pure cost on the hot path: about a tenth of the server's CPU per decision. The FastAPI
+    route stays registered, never reached for POST, to describe the endpoint in the OpenAPI
+    document; errors still pass through the app's exception handlers.
+    """
+    return [
+        routing.Route("/v1/decisions", create_decision, methods=["POST"], include_in_schema=False)
+    ]
 
 
 class BatchRequest(BaseModel):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
@@ -154,20 +155,43 @@ def policy_check(
         raise typer.Exit(1)
 
 
+class HTTPServer(StrEnum):
+    UVICORN = "uvicorn"
+    GRANIAN = "granian"
+
+
+APP_FACTORY = "warden.api.app:create_app_from_env"
+
+
 @app.command()
 def serve(
     host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to bind.")] = 8000,
     workers: Annotated[int, typer.Option(help="Worker processes.")] = 1,
+    server: Annotated[
+        HTTPServer,
+        typer.Option(
+            help="The HTTP server: uvicorn, or granian (pip install 'warden-ai[granian]')."
+        ),
+    ] = HTTPServer.UVICORN,
     config: ConfigOption = None,
 ) -> None:
     """Run the HTTP API (OpenAPI docs at /docs)."""
     import logging
     import os
 
-    import uvicorn
-
     from warden.demo.server import bind
+
+    if server is HTTPServer.GRANIAN:
+        try:
+            import granian  # noqa: F401
+        except ImportError:
+            err.print(
+                "[red]cannot serve[/red]: --server granian needs granian: "
+                "pip install 'warden-ai[granian]'",
+                highlight=False,
+            )
+            raise typer.Exit(1) from None
     from warden.monitor.metrics import prepare_multiprocess
     from warden.policy.loader import load_available
 
@@ -191,8 +215,13 @@ def serve(
     prepare_multiprocess(workers, s.home)  # /metrics merges every worker's samples
     os.environ["WARDEN_CONFIG"] = str(s.config.resolve())
     context.database(s).dispose()
+    if server is HTTPServer.GRANIAN:
+        _serve_granian(host, port, workers)
+        return
+    import uvicorn
+
     uvicorn.run(
-        "warden.api.app:create_app_from_env",
+        APP_FACTORY,
         factory=True,
         host=host,
         port=port,
@@ -200,6 +229,25 @@ def serve(
         log_level="info",
         access_log=False,
     )
+
+
+def _serve_granian(host: str, port: int, workers: int) -> None:
+    """The same application under granian (Rust HTTP handling, ASGI with lifespan); each
+    worker is a child process that calls the factory."""
+    from granian.constants import Interfaces
+    from granian.log import LogLevels
+    from granian.server import Server
+
+    Server(
+        APP_FACTORY,
+        address=host,
+        port=port,
+        interface=Interfaces.ASGI,
+        workers=workers,
+        factory=True,
+        log_level=LogLevels.info,
+        log_access=False,
+    ).serve()
 
 
 def _load_json(value: str, name: str) -> Any:
