@@ -29,7 +29,7 @@ class RequestLimits:
             return
         declared: bytes | None = None
         nul_header: bytes | None = None
-        for name, value in scope["headers"]:
+        for name, value in scope.get("headers") or ():
             if name == b"content-length":
                 declared = value
             if b"\x00" in value or b"\x00" in name:

@@ -12,7 +12,6 @@ from typing import Any
 
 import orjson
 from pydantic import BaseModel
-from starlette.background import BackgroundTask
 from starlette.responses import JSONResponse, Response
 
 from warden.decision import Decision, Reason
@@ -34,8 +33,6 @@ def _default(value: Any) -> Any:
         return value.model_dump(mode="json")
     if isinstance(value, float):  # a float subclass, such as numpy.float64
         return float(value)
-    if isinstance(value, int):
-        return int(value)
     raise TypeError(f"cannot serialise {type(value).__name__} as JSON")
 
 
@@ -51,8 +48,6 @@ def decisions_page_json(decisions: Iterable[Decision], next_cursor: str | None) 
     return orjson.dumps(page, default=_default, option=_OPTIONS)
 
 
-def json_bytes_response(
-    body: bytes, status_code: int = 200, background: BackgroundTask | None = None
-) -> Response:
+def json_bytes_response(body: bytes, status_code: int = 200) -> Response:
     """A response of JSON bytes already rendered."""
-    return Response(body, status_code, media_type="application/json", background=background)
+    return Response(body, status_code, media_type="application/json")
