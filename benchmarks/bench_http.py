@@ -195,8 +195,12 @@ def main() -> None:
             governed += ["--server", args.server]
         bare = _bare_command(args.server, bare_port)
         servers = {
-            GOVERNED: subprocess.Popen(governed, env=env, stderr=subprocess.DEVNULL),
-            BARE: subprocess.Popen(bare, env=env, stderr=subprocess.DEVNULL),
+            GOVERNED: subprocess.Popen(
+                governed, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            ),
+            BARE: subprocess.Popen(
+                bare, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            ),
         }
         results: dict[str, list[dict[str, float]]] = {BARE: [], GOVERNED: []}
         try:
