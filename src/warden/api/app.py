@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from typing import Any
 
 import sqlalchemy as sa
 from fastapi import FastAPI
@@ -15,12 +17,12 @@ from warden.api.audit import router as audit_router
 from warden.api.auth import TokenCache
 from warden.api.credentials import router as credentials_router
 from warden.api.docs import mount_docs
-from warden.api.limits import BodyLimit, NoNul
+from warden.api.limits import RequestLimits
 from warden.api.monitoring import router as monitoring_router
 from warden.api.responses import FastJSONResponse
 from warden.api.reviews import router as reviews_router
 from warden.api.rollouts import router as rollouts_router
-from warden.api.routes import router
+from warden.api.routes import hot_routes, router
 from warden.console.app import mount_console
 from warden.console.throttle import LoginThrottle
 from warden.engine import Engine
@@ -67,6 +69,7 @@ def create_app(
             engine.db.dispose()
 
     app = FastAPI(
+        **_fastapi_telemetry(),
         title="Warden",
         version=warden.__version__,
         lifespan=lifespan,
@@ -88,11 +91,34 @@ def create_app(
     app.include_router(audit_router)
     app.include_router(rollouts_router)
     app.include_router(credentials_router)
+    app.router.routes[0:0] = hot_routes()  # matched first (see hot_routes)
     mount_console(app)
     mount_docs(app)
-    app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
-    app.add_middleware(NoNul)
+    app.add_middleware(RequestLimits, max_bytes=max_body_bytes)
     return app
+
+
+def _fastapi_telemetry() -> dict[str, Any]:
+    """FastAPI's own HTTP telemetry (spans, metrics and logs through the global OpenTelemetry
+    providers) asks on every request whether any provider is set, which costs about as much
+    as the rest of the middleware together. It is turned off unless a global provider is set
+    when the app is built (as `opentelemetry-instrument` does) or FASTAPI_OTEL_AUTO_CONFIGURE
+    is on; Warden's decision spans have a provider of their own (`warden.monitor.tracing`)."""
+    try:
+        from fastapi.telemetry._api import _unconfigured
+        from opentelemetry import _logs, metrics, trace
+    except ImportError:  # a FastAPI without native telemetry
+        return {}
+    if os.environ.get("FASTAPI_OTEL_AUTO_CONFIGURE", "").lower() == "true":
+        return {}
+    providers = (
+        trace.get_tracer_provider(),
+        metrics.get_meter_provider(),
+        _logs.get_logger_provider(),
+    )
+    if all(_unconfigured(p) for p in providers):
+        return {"telemetry": {"tracing": False, "metrics": False, "logs": False}}
+    return {}
 
 
 def create_app_from_env() -> FastAPI:

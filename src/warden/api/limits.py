@@ -10,7 +10,15 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from warden.api.errors import error_response
 
 
-class BodyLimit:
+class RequestLimits:
+    """Both limits in one pure ASGI layer with one pass over the headers: 400 for a NUL
+    character anywhere in the path, the query string or a header (checked first), then 413
+    for a body larger than `max_bytes` (declared, or seen while it is read).
+
+    No id, cursor, name or token contains a NUL, and PostgreSQL refuses NUL in text: without
+    this a NUL would reach a query and fail there as a server error.
+    """
+
     def __init__(self, app: ASGIApp, max_bytes: int) -> None:
         self.app = app
         self.max_bytes = max_bytes
@@ -19,7 +27,21 @@ class BodyLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        declared = dict(scope.get("headers") or []).get(b"content-length")
+        declared: bytes | None = None
+        nul_header: bytes | None = None
+        for name, value in scope.get("headers") or ():
+            if name == b"content-length":
+                declared = value
+            if b"\x00" in value or b"\x00" in name:
+                nul_header = name
+                break
+        where = _nul_in(scope, nul_header)
+        if where is not None:
+            response = error_response(
+                400, "invalid_request", f"{where} contains a NUL character (%00); remove it", where
+            )
+            await response(scope, receive, send)
+            return
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
             await self._reject(scope, receive, send)
             return
@@ -53,32 +75,9 @@ class _TooLarge(Exception):
     pass
 
 
-class NoNul:
-    """400 for a NUL character anywhere in the path, the query string or a header.
-
-    No id, cursor, name or token contains one, and PostgreSQL refuses NUL in text: without
-    this a NUL would reach a query and fail there as a server error.
-    """
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            where = _nul_in(scope)
-            if where is not None:
-                response = error_response(
-                    400,
-                    "invalid_request",
-                    f"{where} contains a NUL character (%00); remove it",
-                    where,
-                )
-                await response(scope, receive, send)
-                return
-        await self.app(scope, receive, send)
-
-
-def _nul_in(scope: Scope) -> str | None:
+def _nul_in(scope: Scope, nul_header: bytes | None) -> str | None:
+    """Where the request holds a NUL: the path, a query parameter's name, or the header
+    `nul_header` already found."""
     if "\x00" in scope["path"]:
         return "path"
     query: bytes = scope.get("query_string") or b""
@@ -86,8 +85,6 @@ def _nul_in(scope: Scope) -> str | None:
         for name, value in parse_qsl(query.decode("latin-1"), keep_blank_values=True):
             if "\x00" in name or "\x00" in value:
                 return name.replace("\x00", "") or "query"
-    headers: list[tuple[bytes, bytes]] = scope.get("headers") or []
-    for raw_name, raw_value in headers:
-        if b"\x00" in raw_value or b"\x00" in raw_name:
-            return raw_name.decode("latin-1").replace("\x00", "")
+    if nul_header is not None:
+        return nul_header.decode("latin-1").replace("\x00", "")
     return None

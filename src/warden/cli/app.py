@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
@@ -154,6 +155,14 @@ def policy_check(
         raise typer.Exit(1)
 
 
+class HTTPServer(StrEnum):
+    UVICORN = "uvicorn"
+    GRANIAN = "granian"
+
+
+APP_FACTORY = "warden.api.app:create_app_from_env"
+
+
 @app.command()
 def serve(
     host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
@@ -166,6 +175,20 @@ def serve(
             "one per CPU on PostgreSQL.",
         ),
     ] = None,
+    server: Annotated[
+        HTTPServer,
+        typer.Option(
+            help="The HTTP server: uvicorn, or granian (pip install 'warden-ai[granian]')."
+        ),
+    ] = HTTPServer.UVICORN,
+    grace: Annotated[
+        float,
+        typer.Option(
+            min=0,
+            help="Seconds a stopping server (SIGTERM, Ctrl-C) waits for requests in flight "
+            "before it closes their connections.",
+        ),
+    ] = 10.0,
     config: ConfigOption = None,
 ) -> None:
     """Run the HTTP API (OpenAPI docs at /docs).
@@ -175,9 +198,18 @@ def serve(
     import logging
     import os
 
-    import uvicorn
-
     from warden.demo.server import bind
+
+    if server is HTTPServer.GRANIAN:
+        try:
+            import granian  # noqa: F401
+        except ImportError:
+            err.print(
+                "[red]cannot serve[/red]: --server granian needs granian: "
+                "pip install 'warden-ai[granian]'",
+                highlight=False,
+            )
+            raise typer.Exit(1) from None
     from warden.monitor.metrics import prepare_multiprocess
     from warden.policy.loader import load_available
     from warden.rollout.shadow_host import ShadowHost
@@ -208,18 +240,43 @@ def serve(
     if shadows is not None:
         os.environ.update(shadows.address.environ())  # the workers inherit where it listens
     try:
+        if server is HTTPServer.GRANIAN:
+            _serve_granian(host, port, workers)
+            return
+        import uvicorn
+
         uvicorn.run(
-            "warden.api.app:create_app_from_env",
+            APP_FACTORY,
             factory=True,
             host=host,
             port=port,
             workers=workers,
             log_level="info",
             access_log=False,
+            timeout_graceful_shutdown=grace,
         )
     finally:
         if shadows is not None:
             shadows.close()
+
+
+def _serve_granian(host: str, port: int, workers: int) -> None:
+    """The same application under granian (Rust HTTP handling, ASGI with lifespan); each
+    worker is a child process that calls the factory."""
+    from granian.constants import Interfaces
+    from granian.log import LogLevels
+    from granian.server import Server
+
+    Server(
+        APP_FACTORY,
+        address=host,
+        port=port,
+        interface=Interfaces.ASGI,
+        workers=workers,
+        factory=True,
+        log_level=LogLevels.info,
+        log_access=False,
+    ).serve()
 
 
 def _load_json(value: str, name: str) -> Any:
