@@ -182,13 +182,13 @@ def serve(
         ),
     ] = HTTPServer.UVICORN,
     grace: Annotated[
-        float,
+        int,
         typer.Option(
             min=0,
             help="Seconds a stopping server (SIGTERM, Ctrl-C) waits for requests in flight "
             "before it closes their connections.",
         ),
-    ] = 10.0,
+    ] = 10,
     config: ConfigOption = None,
 ) -> None:
     """Run the HTTP API (OpenAPI docs at /docs).
