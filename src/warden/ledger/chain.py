@@ -44,9 +44,11 @@ class SealedEvent:
     prev_hash: str
     leaf_hash: str
     chain_hash: str
+    lane: int = 0
 
     def row(self) -> dict[str, Any]:
         return {
+            "lane": self.lane,
             "seq": self.seq,
             "type": self.type,
             "point": self.point,
@@ -60,19 +62,20 @@ class SealedEvent:
         }
 
 
-def event_body(seq: int, draft: EventDraft) -> bytes:
-    return canonical_bytes(
-        {
-            "seq": seq,
-            "type": draft.type,
-            "point": draft.point,
-            "decision_id": draft.decision_id,
-            "actor": draft.actor,
-            "ts": draft.ts.isoformat(),
-            "payload": draft.payload,
-        },
-        checked=draft.checked,
-    )
+def event_body(seq: int, draft: EventDraft, lane: int = 0) -> bytes:
+    """The canonical body; an event of lane k > 0 names its lane (lane 0's bodies never do)."""
+    body = {
+        "seq": seq,
+        "type": draft.type,
+        "point": draft.point,
+        "decision_id": draft.decision_id,
+        "actor": draft.actor,
+        "ts": draft.ts.isoformat(),
+        "payload": draft.payload,
+    }
+    if lane:
+        body["lane"] = lane
+    return canonical_bytes(body, checked=draft.checked)
 
 
 def leaf_hash(body: bytes) -> bytes:
@@ -83,9 +86,9 @@ def next_chain_hash(prev_hex: str, leaf: bytes) -> str:
     return hashlib.sha256(bytes.fromhex(prev_hex) + leaf).hexdigest()
 
 
-def seal(seq: int, prev_hash: str, draft: EventDraft) -> SealedEvent:
-    """Give a draft its sequence number and hashes."""
-    body = event_body(seq, draft)
+def seal(seq: int, prev_hash: str, draft: EventDraft, lane: int = 0) -> SealedEvent:
+    """Give a draft its sequence number (in its lane) and hashes."""
+    body = event_body(seq, draft, lane)
     leaf = leaf_hash(body)
     return SealedEvent(
         seq=seq,
@@ -98,6 +101,7 @@ def seal(seq: int, prev_hash: str, draft: EventDraft) -> SealedEvent:
         prev_hash=prev_hash,
         leaf_hash=leaf.hex(),
         chain_hash=next_chain_hash(prev_hash, leaf),
+        lane=lane,
     )
 
 

@@ -89,12 +89,14 @@ class RawStatements:
         return cls(
             sqlite=sqlite,
             begin="BEGIN IMMEDIATE" if sqlite else None,
-            head="SELECT seq, chain_hash FROM ledger_head WHERE id = 1"
+            head=f"SELECT seq, chain_hash FROM ledger_head WHERE id = {mark}"
             + ("" if sqlite else " FOR UPDATE"),
             guards=GUARDS,
             insert_decision=_insert(decisions, mark),
             insert_event=_insert(events, mark),
-            update_head=f"UPDATE ledger_head SET seq = {mark}, chain_hash = {mark} WHERE id = 1",
+            update_head=(
+                f"UPDATE ledger_head SET seq = {mark}, chain_hash = {mark} WHERE id = {mark}"
+            ),
             decision_row=_converter(decisions, time),
             event_row=_converter(events, time),
             mark=mark,

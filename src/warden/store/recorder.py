@@ -1,9 +1,10 @@
 """Group commit: state rows and their ledger events, many changes per transaction.
 
 Callers hand over a `Change` and wait on its future. One writer thread per process batches
-whatever queued while the previous commit was in flight. Across processes the chain stays one
-total order: every transaction reads and advances `ledger_head` under a lock (the row lock on
-PostgreSQL, BEGIN IMMEDIATE on SQLite).
+whatever queued while the previous commit was in flight. Across processes each lane's chain
+stays one total order: every transaction reads and advances the `ledger_head` rows of the lanes
+it writes under a lock (row locks on PostgreSQL, taken in lane order; BEGIN IMMEDIATE on
+SQLite, which has one lane). A change to what guards decisions takes every lane's head.
 
 The writer's contract: a caller is answered only with the outcome of a transaction that
 committed, or with an error — never with what a transaction would have done.
@@ -37,6 +38,7 @@ import sqlalchemy as sa
 
 from warden.errors import Unavailable
 from warden.ledger.chain import EventDraft, SealedEvent, seal
+from warden.ledger.lanes import CONTROL, head_id, lane_count, lane_of
 from warden.monitor.metrics import SHADOW_DROPPED, WRITER_ERRORS, WRITES_REFUSED
 from warden.store.database import write_connection
 from warden.store.rawsql import RawStatements
@@ -159,6 +161,7 @@ class Recorder:
         self._riders_since = 0.0
         self._riders_committing = 0
         self._riders_lock = threading.Lock()
+        self._lanes = 0  # the ledger's lanes, read at the first write
         self._thread.start()
 
     @property
@@ -425,13 +428,13 @@ class Recorder:
     def _read_back(self, unknown: _CommitUnknown) -> bool | None:
         """Whether the batch committed: its last event is in the ledger with its hash. None
         when that cannot be known (no event to look for, or no answer in time)."""
-        if unknown.seq is None:
+        if unknown.seq is None or unknown.lane is None:
             return None
         deadline = time.monotonic() + self.resolve_timeout
         pause = 0.05
         while True:
             try:
-                return self._committed(unknown.seq, unknown.chain_hash)
+                return self._committed(unknown.lane, unknown.seq, unknown.chain_hash)
             except Exception:
                 WRITER_ERRORS.labels("read_back").inc()
                 log.debug("reading back a commit failed", exc_info=True)
@@ -440,17 +443,19 @@ class Recorder:
                 time.sleep(pause)
                 pause = min(pause * 2, 1.0)
 
-    def _committed(self, seq: int, chain_hash: str) -> bool:
+    def _committed(self, lane: int, seq: int, chain_hash: str) -> bool:
         # Under the ledger lock: a COMMIT still in flight on the broken connection finishes
         # (or is rolled back) before the lock is granted, so the answer cannot change later.
         with write_connection(self.engine) as conn, conn.begin():
             if not self._sql.sqlite:
                 conn.exec_driver_sql("SET LOCAL lock_timeout = '5s'")
             conn.execute(
-                sa.select(ledger_head.c.seq).where(ledger_head.c.id == 1).with_for_update()
+                sa.select(ledger_head.c.seq)
+                .where(ledger_head.c.id == head_id(lane))
+                .with_for_update()
             )
             found = conn.execute(
-                sa.select(events.c.chain_hash).where(events.c.seq == seq)
+                sa.select(events.c.chain_hash).where(events.c.lane == lane, events.c.seq == seq)
             ).scalar_one_or_none()
         return found == chain_hash
 
@@ -489,26 +494,24 @@ class Recorder:
         try:
             conn = self._core_connection()
             transaction = conn.begin()
-            head = conn.execute(
-                sa.select(ledger_head.c.seq, ledger_head.c.chain_hash)
-                .where(ledger_head.c.id == 1)
-                .with_for_update()
-            ).first()
-            if head is None:
-                raise RuntimeError(_NO_HEAD)
+            lanes = self._lane_count(conn)
+            heads = self._lock_heads(
+                lambda sql, params: conn.exec_driver_sql(sql, params).first(), batch, lanes
+            )
             guard = _guard_state([tuple(r) for r in conn.execute(sa.text(self._sql.guards))])
-            plan = _plan(batch, head.seq, head.chain_hash, guard, conn)
+            plan = _plan(batch, heads, lanes, guard, conn)
             if plan.decisions:
                 conn.execute(decisions.insert(), plan.decisions)
             for table, rows in plan.rows.items():
                 conn.execute(table.insert(), rows)
             if plan.events:
                 conn.execute(events.insert(), [e.row() for e in plan.events])
-                conn.execute(
-                    ledger_head.update()
-                    .where(ledger_head.c.id == 1)
-                    .values(seq=plan.seq, chain_hash=plan.chain_hash)
-                )
+                for lane, (seq, chain_hash) in plan.advanced.items():
+                    conn.execute(
+                        ledger_head.update()
+                        .where(ledger_head.c.id == head_id(lane))
+                        .values(seq=seq, chain_hash=chain_hash)
+                    )
             if any(e.type.startswith(GUARD_EVENTS) for c in batch for e in c.events):
                 # An alias moved, a rollout or policy changed: report the state these
                 # changes leave, so the very next decision already follows it.
@@ -547,15 +550,18 @@ class Recorder:
         try:
             if sql.begin:
                 cursor.execute(sql.begin)
-            cursor.execute(sql.head)
-            head = cursor.fetchone()
-            if head is None:
-                raise RuntimeError(_NO_HEAD)
+            lanes = self._lanes or self._lane_count_raw(cursor)
+
+            def fetch(statement: str, params: tuple[Any, ...]) -> Any:
+                cursor.execute(statement, params)
+                return cursor.fetchone()
+
+            heads = self._lock_heads(fetch, batch, lanes)
             cursor.execute(sql.guards)
             guard = _guard_state(cursor.fetchall())
             refused = self._retried_keys(cursor, batch)
             kept = [c for c in batch if c not in refused] if refused else batch
-            plan = _plan(kept, head[0], head[1], guard, None)
+            plan = _plan(kept, heads, lanes, guard, None)
             if refused:
                 answers = iter(plan.results)
                 plan.results = [refused[c] if c in refused else next(answers) for c in batch]
@@ -568,7 +574,8 @@ class Recorder:
                 cursor.executemany(insert, [convert(row) for row in rows])
             if plan.events:
                 cursor.executemany(sql.insert_event, [sql.event_row(e.row()) for e in plan.events])
-                cursor.execute(sql.update_head, (plan.seq, plan.chain_hash))
+                for lane, (seq, chain_hash) in plan.advanced.items():
+                    cursor.execute(sql.update_head, (seq, chain_hash, head_id(lane)))
             committing = plan
             if sql.sqlite:
                 cursor.execute("COMMIT")
@@ -585,6 +592,42 @@ class Recorder:
             except Exception:  # a broken connection's cursor
                 log.debug("closing a cursor failed", exc_info=True)
         return plan.results, plan.guard
+
+    def _lock_heads(
+        self,
+        fetch: Callable[[str, tuple[Any, ...]], Any],
+        batch: Sequence[Change],
+        lanes: int,
+    ) -> dict[int, tuple[int, str]]:
+        """Lock and read the head rows of the lanes the batch writes, in ascending lane order so
+        that two writers never wait for each other in a cycle: every lane for a batch that
+        changes what guards decisions (a barrier), else the lanes of its events."""
+        if lanes == 1:
+            wanted = [CONTROL]
+        elif any(_is_barrier(change) for change in batch):
+            wanted = list(range(lanes))
+        else:
+            wanted = sorted(
+                {lane_of(e.point, e.decision_id, lanes) for c in batch for e in c.events}
+            ) or [CONTROL]
+        heads = {}
+        for lane in wanted:
+            head = fetch(self._sql.head, (head_id(lane),))
+            if head is None:
+                raise RuntimeError(_NO_HEAD)
+            heads[lane] = (int(head[0]), str(head[1]))
+        return heads
+
+    def _lane_count(self, conn: sa.Connection) -> int:
+        """The ledger's lanes, read once: they are fixed when the ledger is created."""
+        if self._lanes == 0:
+            self._lanes = lane_count(conn)
+        return self._lanes
+
+    def _lane_count_raw(self, cursor: Any) -> int:
+        cursor.execute("SELECT count(*) FROM ledger_head")
+        self._lanes = max(1, int(cursor.fetchone()[0]))
+        return self._lanes
 
     def _retried_keys(self, cursor: Any, batch: Sequence[Change]) -> dict[Change, DuplicateKey]:
         """Decisions whose idempotency key is already taken — by a committed decision or by an
@@ -652,6 +695,11 @@ RIDER_WAIT = 1.0  # seconds riders wait for a decision's commit before committin
 _NO_HEAD = "ledger_head is missing; run `warden init` to migrate the database"
 
 
+def _is_barrier(change: Change) -> bool:
+    """A change to what guards decisions: with lanes, it is ordered against every lane."""
+    return any(e.type.startswith(GUARD_EVENTS) for e in change.events)
+
+
 def _guard_state(rows: Sequence[Sequence[Any]]) -> GuardState:
     by_kind: dict[str, list[Sequence[Any]]] = {"kill": [], "rollout": [], "alias": [], "policy": []}
     for row in rows:
@@ -675,8 +723,10 @@ class _CommitUnknown(Exception):
         super().__init__(f"{type(cause).__name__}: {cause}")
         self.cause = cause
         self.results = results
-        self.seq: int | None = plan.seq if plan.events else None
-        self.chain_hash = plan.chain_hash
+        last = plan.events[-1] if plan.events else None
+        self.lane: int | None = last.lane if last else None
+        self.seq: int | None = last.seq if last else None
+        self.chain_hash = last.chain_hash if last else ""
         self.guard = plan.guard
 
 
@@ -699,19 +749,25 @@ class _Plan:
     decisions: list[dict[str, Any]]
     rows: dict[sa.Table, list[dict[str, Any]]]
     events: list[SealedEvent]
-    seq: int
-    chain_hash: str
+    advanced: dict[int, tuple[int, str]]  # lane -> its new head (seq, chain hash)
     guard: GuardState
 
 
 def _plan(
-    batch: Sequence[Change], seq: int, prev: str, guard: GuardState, conn: sa.Connection | None
+    batch: Sequence[Change],
+    heads: dict[int, tuple[int, str]],
+    lanes: int,
+    guard: GuardState,
+    conn: sa.Connection | None,
 ) -> _Plan:
-    """Order the batch into the chain: re-route revoked AUTO decisions, apply, seal events."""
+    """Order the batch into the chains: re-route revoked AUTO decisions, apply, seal events,
+    each in its lane after the head locked for it."""
     results: list[Any] = []
     rows: list[dict[str, Any]] = []
     others: dict[sa.Table, list[dict[str, Any]]] = {}
     sealed: list[SealedEvent] = []
+    heads = dict(heads)
+    advanced: dict[int, tuple[int, str]] = {}
     for change in batch:
         decision = change.decision
         if decision is not None:
@@ -730,9 +786,16 @@ def _plan(
             results.append(decision)
         if change.guard_update is not None:
             guard = change.guard_update(guard)
+        barrier = lanes > 1 and _is_barrier(change)
         for draft in change.events:
-            seq += 1
-            event = seal(seq, prev, draft)
-            prev = event.chain_hash
+            lane = lane_of(draft.point, draft.decision_id, lanes)
+            if barrier:  # where every lane stood when this changed, hashed with it
+                draft.payload = {
+                    **draft.payload,
+                    "ledger_heads": [list(heads[k]) for k in range(lanes)],
+                }
+            seq, prev = heads[lane]
+            event = seal(seq + 1, prev, draft, lane)
+            heads[lane] = advanced[lane] = (event.seq, event.chain_hash)
             sealed.append(event)
-    return _Plan(results, rows, others, sealed, seq, prev, guard)
+    return _Plan(results, rows, others, sealed, advanced, guard)
