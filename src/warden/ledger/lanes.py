@@ -30,7 +30,8 @@ from warden.errors import InvalidRequest
 from warden.ledger import merkle
 from warden.ledger import note as notes
 from warden.ledger.chain import GENESIS
-from warden.store.schema import events, ledger_head
+from warden.ledger.keys import PublicKey
+from warden.store.schema import events, lane_checkpoints, ledger_head
 
 LANES_ENV = "WARDEN_LEDGER_LANES"
 INDEX_FORMAT = "warden.ledger.lanes/v1"
@@ -192,6 +193,39 @@ def sign_lanes(
         name = lane_origin(origin, head.lane)
         per_lane.append(notes.Note(body, (notes.sign_line(body, name, key),)).text())
     return sign_index(origin, heads, key), per_lane
+
+
+# -- stored lanes checkpoints ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StoredLanes:
+    id: int
+    origin: str
+    heads: list[LaneHead]
+    note: notes.Note
+
+
+def stored(conn: sa.Connection) -> list[StoredLanes | str]:
+    """Every stored lanes checkpoint, oldest first; one that cannot be read is a message."""
+    found: list[StoredLanes | str] = []
+    for id_, text in conn.execute(
+        sa.select(lane_checkpoints.c.id, lane_checkpoints.c.note).order_by(lane_checkpoints.c.id)
+    ).all():
+        try:
+            parsed = notes.parse_note(text)
+            origin, heads, _ = parse_index_body(parsed.body)
+        except notes.NoteError as exc:
+            found.append(f"lanes checkpoint {id_} cannot be read: {exc}")
+            continue
+        found.append(StoredLanes(int(id_), origin, heads, parsed))
+    return found
+
+
+def signed_by_any(checkpoint: StoredLanes, keys: list[PublicKey]) -> bool:
+    return any(
+        checkpoint.note.signed_by(notes.Verifier(checkpoint.origin, key.raw)) for key in keys
+    )
 
 
 # -- proofs across lanes -------------------------------------------------------------------

@@ -302,6 +302,16 @@ checkpoints = sa.Table(
     sa.Column("note", sa.Text),  # the same checkpoint as a C2SP signed note (migration 0007)
 )
 
+# signed lanes checkpoints of a ledger with several lanes (migration 0011, `warden.ledger.lanes`)
+lane_checkpoints = sa.Table(
+    "lane_checkpoints",
+    metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True),
+    sa.Column("signed_at", sa.String(40), nullable=False),
+    sa.Column("key_id", sa.String(64), nullable=False),
+    sa.Column("note", sa.Text, nullable=False),
+)
+
 ledger_tiles = sa.Table(
     "ledger_tiles",
     metadata,

@@ -1,0 +1,489 @@
+"""Ledger lanes: independent chains per lane, one signed index over them, proofs across lanes.
+
+The invariants: with N lanes any tamper in any lane is found and named with its lane; a fork in
+one lane fails that lane's consistency proof; an event proved across lanes checks with an
+independent RFC 9162 implementation; writers of points in different lanes commit side by side.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import multiprocessing
+import os
+import uuid
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import orjson
+import pytest
+import sqlalchemy as sa
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from warden.ledger import lanes as lanes_mod
+from warden.ledger import merkle
+from warden.ledger import note as notes
+from warden.ledger.chain import GENESIS, EventDraft, leaf_hash, next_chain_hash
+from warden.ledger.keys import load_or_create
+from warden.ledger.lanecheckpoint import lane_consistency, make_lanes_checkpoint, prove_event
+from warden.ledger.lanes import LaneHead, LaneProof, check_lane_proof, lane_of
+from warden.ledger.verify import verify_ledger
+from warden.store.database import create_engine, migrate
+from warden.store.recorder import Change, Recorder
+from warden.store.schema import events, ledger_head
+
+POSTGRES_ENV = "WARDEN_TEST_POSTGRES_URL"
+LANES = 4
+
+
+# -- an independent RFC 9162 (hashlib only, recursive, straight from the RFC's definitions) ----
+
+
+def _h(data: bytes) -> bytes:
+    return hashlib.sha256(data).digest()
+
+
+def _mth(leaves: Sequence[bytes]) -> bytes:
+    """MTH(D[n]) over leaf hashes."""
+    if not leaves:
+        return _h(b"")
+    if len(leaves) == 1:
+        return leaves[0]
+    k = 1
+    while k * 2 < len(leaves):
+        k *= 2
+    return _h(b"\x01" + _mth(leaves[:k]) + _mth(leaves[k:]))
+
+
+def _path(m: int, leaves: Sequence[bytes]) -> list[bytes]:
+    """PATH(m, D[n]) of RFC 9162 2.1.3.1."""
+    if len(leaves) == 1:
+        return []
+    k = 1
+    while k * 2 < len(leaves):
+        k *= 2
+    if m < k:
+        return [*_path(m, leaves[:k]), _mth(leaves[k:])]
+    return [*_path(m - k, leaves[k:]), _mth(leaves[:k])]
+
+
+def _independent_inclusion(
+    leaf: bytes, m: int, leaves: Sequence[bytes], proof: list[bytes]
+) -> bool:
+    return leaves[m] == leaf and _path(m, leaves) == proof
+
+
+# -- pure: lane assignment, the index, proofs across lanes --------------------------------------
+
+
+@given(st.text(min_size=1, max_size=40), st.integers(1, 64), st.booleans())
+def test_a_decisions_events_share_its_points_lane_and_control_events_stay_in_lane_0(
+    point: str, lanes: int, about_a_decision: bool
+) -> None:
+    decision = str(uuid.uuid4()) if about_a_decision else None
+    lane = lane_of(point, decision, lanes)
+    assert 0 <= lane < lanes
+    assert lane == lane_of(point, str(uuid.uuid4()) if about_a_decision else None, lanes)
+    if decision is None or lanes == 1:
+        assert lane == 0
+    else:
+        assert lane >= 1  # lane 0 is the control lane
+
+
+def _lanes(bodies: list[list[str]]) -> list[LaneHead]:
+    return [
+        LaneHead(k, len(b), merkle.root([leaf_hash(x.encode()) for x in b]))
+        for k, b in enumerate(bodies)
+    ]
+
+
+def _body(lane: int, seq: int, text: str) -> str:
+    place = f'"lane":{lane},' if lane else ""
+    return f'{{"actor":"a",{place}"payload":{{"x":{text!r:s}}},"seq":{seq}}}'.replace("'", '"')
+
+
+lane_bodies = st.lists(
+    st.lists(st.text(alphabet="abcdef", max_size=6), min_size=1, max_size=20),
+    min_size=1,
+    max_size=6,
+).map(lambda lanes: [[_body(k, i + 1, t) for i, t in enumerate(b)] for k, b in enumerate(lanes)])
+
+
+@settings(max_examples=60, deadline=None)
+@given(lane_bodies, st.data())
+def test_an_event_proved_across_lanes_checks_independently_and_any_altered_byte_fails(
+    bodies: list[list[str]], data: st.DataObject
+) -> None:
+    private = lanes_mod.Ed25519PrivateKey.generate()
+    origin = "ledger.example.com/loans"
+    heads = _lanes(bodies)
+    note, per_lane = lanes_mod.sign_lanes(origin, heads, private)
+    lane = data.draw(st.integers(0, len(heads) - 1))
+    seq = data.draw(st.integers(1, heads[lane].size))
+    leaves = [leaf_hash(x.encode()) for x in bodies[lane]]
+    proof = LaneProof(
+        body=bodies[lane][seq - 1],
+        lane=lane,
+        seq=seq,
+        inclusion=merkle.inclusion_proof(seq - 1, len(leaves), merkle.MemoryTree(leaves).subtree),
+        lane_inclusion=lanes_mod.index_inclusion(origin, heads, lane),
+        index_note=note,
+    )
+    verifier = notes.Verifier(origin, notes.raw_public(private.public_key()))
+    assert check_lane_proof(proof, verifier) is None
+    # independently: the event in its lane, the lane's checkpoint body in the lanes tree, the
+    # lanes root and every lane's size and root as the signed note lists them
+    assert _independent_inclusion(leaf_hash(proof.body.encode()), seq - 1, leaves, proof.inclusion)
+    lane_leaves = [_h(b"\x00" + h.body(origin).encode()) for h in heads]
+    assert _independent_inclusion(lane_leaves[lane], lane, lane_leaves, proof.lane_inclusion)
+    parsed = notes.parse_note(note)
+    assert parsed.signed_by(verifier)
+    lines = parsed.body.split("\n")
+    assert lines[:3] == [lanes_mod.INDEX_FORMAT, origin, str(len(heads))]
+    assert base64.b64decode(lines[3]) == _mth(lane_leaves)
+    for k, line in enumerate(lines[4:-1]):
+        assert line == f"{k} {len(bodies[k])} {base64.b64encode(_mth_of(bodies[k])).decode()}"
+    # each lane's own note is an ordinary tlog-checkpoint of its own origin
+    own = notes.parse_note(per_lane[lane])
+    body = notes.parse_checkpoint(own.body)
+    assert (body.size, body.root) == (heads[lane].size, heads[lane].root)
+    assert body.origin == (origin if lane == 0 else f"{origin}/lane/{lane}")
+    # any altered hash of either path, another place, or another body fails
+    broken = data.draw(st.sampled_from(["inclusion", "lane_inclusion", "seq", "lane", "body"]))
+    if broken == "inclusion" and proof.inclusion:
+        at = data.draw(st.integers(0, len(proof.inclusion) - 1))
+        bad = [*proof.inclusion]
+        bad[at] = bytes([bad[at][0] ^ 1]) + bad[at][1:]
+        assert check_lane_proof(_with(proof, inclusion=bad), verifier) is not None
+    elif broken == "lane_inclusion" and proof.lane_inclusion:
+        bad = [bytes([proof.lane_inclusion[0][0] ^ 1]) + proof.lane_inclusion[0][1:]]
+        bad += proof.lane_inclusion[1:]
+        assert check_lane_proof(_with(proof, lane_inclusion=bad), verifier) is not None
+    elif broken == "seq":
+        assert check_lane_proof(_with(proof, seq=seq + 1), verifier) is not None
+    elif broken == "lane" and len(heads) > 1:
+        other = (lane + 1) % len(heads)
+        assert check_lane_proof(_with(proof, lane=other), verifier) is not None
+    elif broken == "body":
+        assert check_lane_proof(_with(proof, body=proof.body + " "), verifier) is not None
+
+
+def _mth_of(bodies: list[str]) -> bytes:
+    return _mth([_h(b"\x00" + x.encode()) for x in bodies])
+
+
+def _with(proof: LaneProof, **changes: Any) -> LaneProof:
+    values = {**proof.__dict__, **changes}
+    return LaneProof(**values)
+
+
+def test_a_lanes_checkpoint_signed_by_another_key_or_with_an_edited_lane_line_is_refused() -> None:
+    key = lanes_mod.Ed25519PrivateKey.generate()
+    other = lanes_mod.Ed25519PrivateKey.generate()
+    origin = "ledger.example.com/x"
+    heads = _lanes([[_body(0, 1, "a")], [_body(1, 1, "b"), _body(1, 2, "c")]])
+    good = lanes_mod.sign_index(origin, heads, key)
+    proof = LaneProof(_body(1, 1, "b"), 1, 1, [leaf_hash(_body(1, 2, "c").encode())], [], good)
+    proof = _with(proof, lane_inclusion=lanes_mod.index_inclusion(origin, heads, 1))
+    verifier = notes.Verifier(origin, notes.raw_public(key.public_key()))
+    assert check_lane_proof(proof, verifier) is None
+    stranger = notes.Verifier(origin, notes.raw_public(other.public_key()))
+    assert "not signed" in (check_lane_proof(proof, stranger) or "")
+    edited = good.replace("1 2 ", "1 3 ", 1)
+    assert check_lane_proof(_with(proof, index_note=edited), verifier) is not None
+
+
+# -- PostgreSQL: lanes in the database ---------------------------------------------------------
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    base = os.environ.get(POSTGRES_ENV)
+    if not base:
+        pytest.skip(f"{POSTGRES_ENV} is not set")
+    schema = f"t_{uuid.uuid4().hex[:16]}"
+    admin = sa.create_engine(base)
+    with admin.begin() as conn:
+        conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+    separator = "&" if "?" in base else "?"
+    yield f"{base}{separator}options=-csearch_path%3D{schema}"
+    with admin.begin() as conn:
+        conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
+    admin.dispose()
+
+
+@pytest.fixture
+def lanes_db(pg_url: str) -> Iterator[sa.Engine]:
+    db = create_engine(pg_url)
+    migrate(db)
+    lanes_mod.configure(db, LANES)
+    yield db
+    db.dispose()
+
+
+def _points_per_lane(lanes: int) -> dict[int, str]:
+    found: dict[int, str] = {}
+    n = 0
+    while len(found) < lanes - 1:
+        point = f"point_{n}"
+        found.setdefault(lane_of(point, "d", lanes), point)
+        n += 1
+    return found
+
+
+def _decision_event(point: str, n: int) -> EventDraft:
+    return EventDraft(
+        "decision.created", "test", {"n": n}, point=point, decision_id=str(uuid.uuid4())
+    )
+
+
+def _fill(db: sa.Engine, per_lane: int = 5) -> dict[int, str]:
+    points = _points_per_lane(LANES)
+    recorder = Recorder(db)
+    try:
+        for n in range(per_lane):
+            changes = [Change(events=[_decision_event(p, n)]) for p in points.values()]
+            changes.append(Change(events=[EventDraft("token.created", "test", {"n": n})]))
+            for future in recorder.submit_many(changes):
+                recorder.wait(future)
+            if n == 1:  # a barrier: a guard change takes every lane and records their heads
+                recorder.record(
+                    Change(events=[EventDraft("kill_switch.released", "test", {"scope": "x"})])
+                )
+    finally:
+        recorder.close()
+    return points
+
+
+def _lane_rows(db: sa.Engine, lane: int) -> list[dict[str, Any]]:
+    with db.connect() as conn:
+        return [
+            dict(r)
+            for r in conn.execute(
+                sa.select(events).where(events.c.lane == lane).order_by(events.c.seq)
+            ).mappings()
+        ]
+
+
+def test_lanes_are_independent_chains_and_a_barrier_records_every_lanes_head(
+    lanes_db: sa.Engine,
+) -> None:
+    points = _fill(lanes_db)
+    for lane in range(LANES):
+        rows = _lane_rows(lanes_db, lane)
+        assert [r["seq"] for r in rows] == list(range(1, len(rows) + 1))
+        prev = GENESIS
+        for row in rows:
+            assert row["prev_hash"] == prev
+            assert next_chain_hash(prev, leaf_hash(row["body"].encode())) == row["chain_hash"]
+            assert ('"lane":' in row["body"]) == (lane > 0)
+            prev = row["chain_hash"]
+        if lane:
+            assert {r["point"] for r in rows} == {points[lane]}
+        else:
+            assert all(r["decision_id"] is None for r in rows)
+    barrier = next(r for r in _lane_rows(lanes_db, 0) if r["type"] == "kill_switch.released")
+    recorded = orjson.loads(barrier["body"])["payload"]["ledger_heads"]
+    assert len(recorded) == LANES
+    for lane in range(1, LANES):
+        seq, chain_hash = recorded[lane]
+        assert seq == 2 and _lane_rows(lanes_db, lane)[seq - 1]["chain_hash"] == chain_hash
+    assert verify_ledger(lanes_db, [], projection=False).ok
+
+
+def test_any_tamper_in_any_lane_is_found_and_named_with_its_lane(
+    lanes_db: sa.Engine, tmp_path: Any
+) -> None:
+    _fill(lanes_db)
+    key = load_or_create(tmp_path)
+    make_lanes_checkpoint(lanes_db, key)
+    trusted = [key.public]
+    assert verify_ledger(lanes_db, trusted, projection=False).ok
+
+    originals = {k: _lane_rows(lanes_db, k) for k in range(LANES)}
+    with lanes_db.connect() as conn:
+        heads = [r._asdict() for r in conn.execute(sa.select(ledger_head)).all()]
+
+    @settings(
+        max_examples=24, deadline=None, suppress_health_check=list(HealthCheck), database=None
+    )
+    @given(
+        st.integers(0, LANES - 1),
+        st.sampled_from(["body", "delete", "reorder", "rehash", "move"]),
+        st.data(),
+    )
+    def tamper(lane: int, how: str, data: st.DataObject) -> None:
+        rows = originals[lane]
+        at = data.draw(st.integers(0, len(rows) - 2))
+        try:
+            _tamper(lanes_db, lane, rows, at, how)
+            report = verify_ledger(lanes_db, trusted, projection=False)
+            assert not report.ok, (lane, how, at)
+            named = {p.lane or 0 for p in report.problems}
+            assert lane in named, (lane, how, at, [p.message for p in report.problems])
+        finally:
+            with lanes_db.begin() as conn:  # back to the genuine ledger
+                conn.execute(events.delete())
+                conn.execute(events.insert(), [r for k in range(LANES) for r in originals[k]])
+                for head in heads:
+                    conn.execute(
+                        ledger_head.update().where(ledger_head.c.id == head["id"]).values(head)
+                    )
+
+    tamper()
+    assert verify_ledger(lanes_db, trusted, projection=False).ok
+
+
+def _tamper(db: sa.Engine, lane: int, rows: list[dict[str, Any]], at: int, how: str) -> None:
+    where = (events.c.lane == lane) & (events.c.seq == rows[at]["seq"])
+    with db.begin() as conn:
+        if how == "body":
+            conn.execute(
+                events.update()
+                .where(where)
+                .values(body=rows[at]["body"].replace('"payload":{', '"payload":{"forged":1,'))
+            )
+        elif how == "delete":
+            conn.execute(events.delete().where(where))
+        elif how == "reorder":
+            a, b = rows[at], rows[at + 1]
+            conn.execute(
+                events.delete().where(events.c.lane == lane, events.c.seq.in_([a["seq"], b["seq"]]))
+            )
+            conn.execute(events.insert(), [{**a, "seq": b["seq"]}, {**b, "seq": a["seq"]}])
+        elif how == "move":  # the event is taken to the next lane, re-chained there
+            other = (lane + 1) % LANES
+            last = _lane_rows(db, other)[-1]
+            moved = {
+                **rows[at],
+                "lane": other,
+                "seq": last["seq"] + 1,
+                "prev_hash": last["chain_hash"],
+            }
+            moved["chain_hash"] = next_chain_hash(
+                last["chain_hash"], bytes.fromhex(moved["leaf_hash"])
+            )
+            conn.execute(events.delete().where(where))
+            conn.execute(events.insert().values(**moved))
+            conn.execute(
+                ledger_head.update()
+                .where(ledger_head.c.id == other + 1)
+                .values(seq=moved["seq"], chain_hash=moved["chain_hash"])
+            )
+        else:  # rewrite one event and re-hash the rest of the lane and its head
+            prev = rows[at]["prev_hash"]
+            for row in rows[at:]:
+                body = (
+                    row["body"].replace('"payload":{', '"payload":{"forged":1,')
+                    if row is rows[at]
+                    else row["body"]
+                )
+                leaf = leaf_hash(body.encode())
+                chain = next_chain_hash(prev, leaf)
+                conn.execute(
+                    events.update()
+                    .where((events.c.lane == lane) & (events.c.seq == row["seq"]))
+                    .values(body=body, leaf_hash=leaf.hex(), prev_hash=prev, chain_hash=chain)
+                )
+                prev = chain
+            conn.execute(
+                ledger_head.update().where(ledger_head.c.id == lane + 1).values(chain_hash=prev)
+            )
+
+
+def test_a_fork_in_one_lane_fails_that_lanes_consistency_proof_only(
+    lanes_db: sa.Engine, tmp_path: Any
+) -> None:
+    points = _fill(lanes_db)
+    key = load_or_create(tmp_path)
+    old = make_lanes_checkpoint(lanes_db, key)
+    forked = 2
+    rows = _lane_rows(lanes_db, forked)
+    _tamper(lanes_db, forked, rows, 1, "rehash")
+    recorder = Recorder(lanes_db)
+    try:
+        for n in range(3):
+            recorder.record(Change(events=[_decision_event(p, 100 + n) for p in points.values()]))
+    finally:
+        recorder.close()
+    new = make_lanes_checkpoint(lanes_db, key)
+    with lanes_db.connect() as conn:
+        proofs = [
+            lane_consistency(conn, h.lane, h.size, n.size)
+            for h, n in zip(old.heads, new.heads, strict=True)
+        ]
+    problems = lanes_mod.lane_consistency_problems(old.heads, new.heads, proofs)
+    assert len(problems) == 1 and f"lane {forked} " in problems[0], problems
+    # and verify names the lane whose events no longer give the root the older index signed
+    report = verify_ledger(lanes_db, [key.public], projection=False)
+    assert any(p.lane == forked and p.kind == "checkpoint_mismatch" for p in report.problems), [
+        p.to_dict() for p in report.problems
+    ]
+
+
+def test_an_event_is_proved_across_lanes_from_the_database(
+    lanes_db: sa.Engine, tmp_path: Any
+) -> None:
+    _fill(lanes_db)
+    key = load_or_create(tmp_path)
+    made = make_lanes_checkpoint(lanes_db, key)
+    verifier = notes.Verifier(made.origin, key.public.raw)
+    for lane in range(LANES):
+        rows = _lane_rows(lanes_db, lane)
+        with lanes_db.connect() as conn:
+            proof = prove_event(conn, made, lane, rows[-2]["seq"])
+        assert proof.body == rows[-2]["body"]
+        assert check_lane_proof(proof, verifier) is None
+        leaves = [leaf_hash(r["body"].encode()) for r in rows]
+        assert _independent_inclusion(leaves[-2], len(rows) - 2, leaves, proof.inclusion)
+
+
+def test_the_number_of_lanes_is_fixed_once_anything_is_recorded(lanes_db: sa.Engine) -> None:
+    assert lanes_mod.configure(lanes_db, LANES) == LANES
+    _fill(lanes_db, per_lane=1)
+    with pytest.raises(lanes_mod.LanesRefused, match="fixed when the ledger is created"):
+        lanes_mod.configure(lanes_db, LANES + 1)
+
+
+def test_sqlite_keeps_one_lane(tmp_path: Any) -> None:
+    db = create_engine(f"sqlite:///{tmp_path / 'w.db'}")
+    migrate(db)
+    with pytest.raises(lanes_mod.LanesRefused, match="SQLite has one lane"):
+        lanes_mod.configure(db, 2)
+    assert lanes_mod.configure(db, 1) == 1
+
+
+# -- two writer processes, points in different lanes -------------------------------------------
+
+
+def _writer(url: str, point: str, count: int, out: Any) -> None:
+    db = create_engine(url)
+    recorder = Recorder(db)
+    try:
+        for n in range(count):
+            recorder.record(Change(events=[_decision_event(point, n)]))
+    finally:
+        recorder.close()
+        db.dispose()
+    out.put(point)
+
+
+def test_two_writer_processes_commit_decisions_of_points_in_different_lanes(
+    lanes_db: sa.Engine, pg_url: str
+) -> None:
+    points = _points_per_lane(LANES)
+    chosen = [points[1], points[2]]
+    context = multiprocessing.get_context("spawn")
+    out = context.Queue()
+    workers = [context.Process(target=_writer, args=(pg_url, p, 200, out)) for p in chosen]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(120)
+        assert worker.exitcode == 0
+    assert {out.get(timeout=5), out.get(timeout=5)} == set(chosen)
+    for lane in (1, 2):
+        rows = _lane_rows(lanes_db, lane)
+        assert [r["seq"] for r in rows] == list(range(1, 201))
+    assert verify_ledger(lanes_db, [], projection=False).ok
