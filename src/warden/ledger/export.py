@@ -21,6 +21,7 @@ import sqlalchemy as sa
 
 from warden.errors import InvalidRequest
 from warden.ledger.checkpoint import Checkpoint
+from warden.ledger.lanes import lane_count
 from warden.ledger.tree import LedgerDamaged
 from warden.ledger.verify import ChainPass, Row, event_batches, instant, snapshot
 
@@ -88,6 +89,13 @@ def export_events(
         )
     if fmt not in ("jsonl", "parquet"):
         raise InvalidRequest(f"unknown format {fmt!r}; use jsonl or parquet", field="format")
+    with db.connect() as conn:
+        lanes = lane_count(conn)
+    if lanes > 1:
+        raise InvalidRequest(
+            f"this ledger has {lanes} lanes; export is built for a ledger of one lane so far "
+            "(each lane verifies with `warden audit verify`)"
+        )
     out.parent.mkdir(parents=True, exist_ok=True)
     partial = out.with_name(f".{out.name}.partial")
     writer: _Writer = _ParquetWriter(partial) if fmt == "parquet" else _JsonlWriter(partial)

@@ -44,12 +44,19 @@ def build_bundle(
     tree = tree or LedgerTree()
     with db.connect() as conn:
         rows = conn.execute(
-            sa.select(events.c.seq, events.c.body, events.c.leaf_hash)
+            sa.select(events.c.seq, events.c.body, events.c.leaf_hash, events.c.lane)
             .where(events.c.decision_id == decision_id)
             .order_by(events.c.seq)
         ).all()
         if not rows:
             raise NotFound(f"no events for decision '{decision_id}'", field="decision_id")
+        if rows[0].lane:
+            raise InvalidRequest(
+                f"decision '{decision_id}' is in lane {rows[0].lane}; its events are proved "
+                "against a lanes checkpoint (`warden.ledger.lanecheckpoint.prove_event`), which "
+                "this bundle format does not carry yet",
+                field="decision_id",
+            )
         cp = checkpoints.covering(conn, rows[-1].seq)
     if cp is None:
         if signer is None:
