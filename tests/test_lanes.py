@@ -30,6 +30,7 @@ from warden.ledger.lanecheckpoint import lane_consistency, make_lanes_checkpoint
 from warden.ledger.lanes import LaneHead, LaneProof, check_lane_proof, lane_of
 from warden.ledger.verify import verify_ledger
 from warden.store.database import create_engine, migrate
+from warden.store.rawsql import RawStatements
 from warden.store.recorder import Change, Recorder
 from warden.store.schema import events, ledger_head
 
@@ -487,3 +488,96 @@ def test_two_writer_processes_commit_decisions_of_points_in_different_lanes(
         rows = _lane_rows(lanes_db, lane)
         assert [r["seq"] for r in rows] == list(range(1, 201))
     assert verify_ledger(lanes_db, [], projection=False).ok
+
+
+def test_a_deployment_with_lanes_verifies_its_state_as_a_projection_of_every_lane(
+    lanes_db: sa.Engine, tmp_path: Any
+) -> None:
+    """Decisions, reviews, ground truth, tokens, users and kill switches on a ledger of several
+    lanes: each decision's events share its point's lane, the rest lane 0, and the state check
+    folds them all."""
+    from tests.reviewing import AUTO_INPUT, REVIEW_INPUT, Clock, review_points, reviewer, token
+    from warden.engine import Engine
+    from warden.policy.loader import load_points
+    from warden.review.desk import ReviewDesk
+
+    clock = Clock()
+    engine = Engine(load_points(review_points(tmp_path / "points")), lanes_db, actor="test")
+    desk = ReviewDesk(engine, clock=clock)
+    try:
+        auto = engine.decide("loan_approval", AUTO_INPUT).id
+        engine.record_ground_truth(auto, "approve", actor="test")
+        settled = engine.decide("loan_approval", REVIEW_INPUT).id
+        _, alice = reviewer(engine, "alice")
+        desk.claim(alice, settled)
+        clock.advance(30)
+        desk.approve(alice, settled)
+        token(engine, ["owner"], points=["*"], name="owner")
+        engine.set_kill("loan_approval", True, actor="ops", reason="drift")
+        killed = engine.decide("loan_approval", AUTO_INPUT)
+        assert killed.route != "auto"  # the barrier: no AUTO decision after the kill
+    finally:
+        engine.close()
+    lane = lane_of("loan_approval", auto, LANES)
+    assert lane > 0
+    with lanes_db.connect() as conn:
+        placed = conn.execute(sa.select(events.c.lane, events.c.decision_id)).all()
+    assert placed and all((d is None) == (k == 0) for k, d in placed)
+    assert {k for k, d in placed if d is not None} == {lane}
+    report = verify_ledger(lanes_db, [])
+    assert report.ok, report.to_dict()
+    assert report.projection is not None and report.projection.rows["decisions"] == 3
+    assert report.projection.rows["review_tasks"] == 2  # the killed one went to review
+    with lanes_db.begin() as conn:  # a state row changed outside Warden is still found
+        conn.execute(sa.text("UPDATE decisions SET outcome = 'deny' WHERE id = :id"), {"id": auto})
+    assert not verify_ledger(lanes_db, []).ok
+
+
+event_kinds = st.lists(
+    st.tuples(
+        st.sampled_from(["decision.created", "token.created", "kill_switch.engaged", "policy.x"]),
+        st.sampled_from(["a", "b", "c", "d", "e"]),
+    ),
+    min_size=1,
+    max_size=6,
+)
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.lists(event_kinds, min_size=1, max_size=5), st.integers(1, 6))
+def test_the_writer_locks_the_heads_of_its_lanes_in_ascending_order_and_every_lane_for_a_guard(
+    batch_events: list[list[tuple[str, str]]], lanes: int
+) -> None:
+    batch = [
+        Change(
+            events=[
+                EventDraft(
+                    kind,
+                    "t",
+                    {},
+                    point=point,
+                    decision_id=str(uuid.uuid4()) if kind == "decision.created" else None,
+                )
+                for kind, point in kinds
+            ]
+        )
+        for kinds in batch_events
+    ]
+    asked: list[int] = []
+
+    def fetch(statement: str, params: tuple[Any, ...]) -> tuple[int, str]:
+        assert "ledger_head" in statement
+        asked.append(params[0])
+        return (0, GENESIS)
+
+    recorder = Recorder.__new__(Recorder)  # only the lock choice, no writer thread
+    recorder._sql = RawStatements.for_dialect("postgresql")
+    heads = recorder._lock_heads(fetch, batch, lanes)
+    assert asked == sorted(set(asked))  # ascending, each once: no cycle between two writers
+    guard = any(e.type.startswith(("kill_switch.", "policy.")) for c in batch for e in c.events)
+    lanes_written = {lane_of(e.point, e.decision_id, lanes) for c in batch for e in c.events}
+    if guard and lanes > 1:
+        assert sorted(heads) == list(range(lanes))
+    else:
+        assert set(heads) == lanes_written
+    assert asked == [lane + 1 for lane in sorted(heads)]
