@@ -581,3 +581,43 @@ def test_the_writer_locks_the_heads_of_its_lanes_in_ascending_order_and_every_la
     else:
         assert set(heads) == lanes_written
     assert asked == [lane + 1 for lane in sorted(heads)]
+
+
+def test_the_monitor_follows_every_lane_with_its_own_cursor(
+    lanes_db: sa.Engine, tmp_path: Any
+) -> None:
+    """Two monitored points in two lanes: the second point's decisions, numbered from 1 in its
+    lane, are not skipped because the first point's lane is further along."""
+    import numpy as np
+
+    from tests.conftest import LOAN_POINT, write_points
+    from tests.monitoring import MONITORING, applications, write_reference
+    from warden.engine import Engine
+    from warden.monitor.worker import Monitor
+    from warden.policy.loader import load_points
+    from warden.store.schema import monitor_windows
+
+    other = next(
+        f"loan_{n}"
+        for n in range(100)
+        if lane_of(f"loan_{n}", "d", LANES) != lane_of("loan_approval", "d", LANES)
+    )
+    folder = tmp_path / "points"
+    monitored = LOAN_POINT.rstrip() + "\n" + MONITORING
+    write_points(folder, monitored, monitored.replace("point: loan_approval", f"point: {other}"))
+    write_reference(folder / "reference.csv", applications(np.random.default_rng(1), 2000))
+    engine = Engine(load_points(folder), lanes_db, actor="test")
+    rng = np.random.default_rng(3)
+    try:
+        monitor = Monitor(engine, clock=lambda: 1e9)
+        for item in applications(rng, 250):
+            engine.decide("loan_approval", item)
+        monitor.poll()
+        for item in applications(rng, 200):
+            engine.decide(other, item)
+        monitor.poll()
+    finally:
+        engine.close()
+    with lanes_db.connect() as conn:
+        windows = {r.point: r.decisions for r in conn.execute(sa.select(monitor_windows)).all()}
+    assert windows == {"loan_approval": 200, other: 200}
