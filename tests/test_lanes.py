@@ -621,3 +621,47 @@ def test_the_monitor_follows_every_lane_with_its_own_cursor(
     with lanes_db.connect() as conn:
         windows = {r.point: r.decisions for r in conn.execute(sa.select(monitor_windows)).all()}
     assert windows == {"loan_approval": 200, other: 200}
+
+
+def test_the_periodic_checkpointer_signs_lanes_checkpoints_that_verify(
+    lanes_db: sa.Engine, tmp_path: Any
+) -> None:
+    """Each lanes checkpoint hashes only what its lanes gained since the last one; verify
+    re-derives every lane's root from all its leaves and finds the same."""
+    from typer.testing import CliRunner
+
+    from warden.cli.app import app
+    from warden.ledger.checkpointer import Checkpointer
+    from warden.ledger.lanecheckpoint import latest_sizes
+    from warden.store.schema import lane_checkpoints
+
+    points = _fill(lanes_db, per_lane=3)
+    checkpointer = Checkpointer(lanes_db, tmp_path, every=1, seconds=60)
+    checkpointer.tick(0.0, 0.0)
+    checkpointer.tick(0.0, 0.0)  # nothing grew: nothing signed
+    recorder = Recorder(lanes_db)
+    try:
+        for n in range(70):  # past a tile's 64 leaves in one lane
+            recorder.record(Change(events=[_decision_event(points[2], 10 + n)]))
+    finally:
+        recorder.close()
+    checkpointer.tick(0.0, 0.0)
+    with lanes_db.connect() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(lane_checkpoints)).scalar() == 2
+        sizes = latest_sizes(conn)
+    assert sizes is not None and sizes[2] == len(_lane_rows(lanes_db, 2))
+    key = load_or_create(tmp_path)
+    report = verify_ledger(lanes_db, [key.public], projection=False)
+    assert report.ok, report.to_dict()
+    result = CliRunner().invoke(
+        app,
+        ["audit", "lanes-checkpoint"],
+        env={
+            "WARDEN_HOME": str(tmp_path),
+            "WARDEN_DB_URL": str(lanes_db.url.render_as_string(hide_password=False)),
+        },
+    )
+    assert result.exit_code == 0, result.output
+    printed = orjson.loads(result.stdout)
+    assert [lane["size"] for lane in printed["lanes"]] == sizes
+    assert printed["note"].startswith(lanes_mod.INDEX_FORMAT)

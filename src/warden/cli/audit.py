@@ -298,6 +298,34 @@ def checkpoint(
             raise typer.Exit(1) from None
 
 
+@audit_app.command("lanes-checkpoint")
+def lanes_checkpoint() -> None:
+    """Sign every lane of a ledger with several lanes as it is now: the signed lanes index and
+    each lane's own checkpoint note (see docs/ledger.md, "Lanes")."""
+    from warden.ledger.lanecheckpoint import make_lanes_checkpoint
+    from warden.ledger.lanes import LanesRefused, lane_count
+
+    db = context.database(context.settings())
+    try:
+        with db.connect() as conn:
+            lanes = lane_count(conn)
+        if lanes == 1:
+            _fail(LanesRefused("this ledger has one lane: `warden audit checkpoint` signs it"))
+        made = make_lanes_checkpoint(db, _signing_key(db))
+    except WardenError as error:
+        _fail(error)
+    finally:
+        db.dispose()
+    _print_json(
+        {
+            "origin": made.origin,
+            "lanes": [{"lane": h.lane, "size": h.size, "root": h.root.hex()} for h in made.heads],
+            "note": made.note,
+            "lane_notes": made.lane_notes,
+        }
+    )
+
+
 def _cosign(cp: checkpoints.Checkpoint) -> None:
     """Ask the witnesses of WARDEN_WITNESSES to cosign; exit 1 if one does not."""
     from warden.ledger.witnessing import Submitter, from_env
