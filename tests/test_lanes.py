@@ -665,3 +665,40 @@ def test_the_periodic_checkpointer_signs_lanes_checkpoints_that_verify(
     printed = orjson.loads(result.stdout)
     assert [lane["size"] for lane in printed["lanes"]] == sizes
     assert printed["note"].startswith(lanes_mod.INDEX_FORMAT)
+
+
+def test_a_decision_beyond_lane_0_gets_a_proof_bundle_checked_offline(
+    lanes_db: sa.Engine, tmp_path: Any
+) -> None:
+    from typer.testing import CliRunner
+
+    from warden.cli.app import app
+    from warden.ledger.proof import build_bundle, check_bundle
+
+    _fill(lanes_db)
+    key = load_or_create(tmp_path)
+    decision = _lane_rows(lanes_db, 2)[1]["decision_id"]
+    bundle = build_bundle(lanes_db, decision, signer=lambda: key)
+    assert bundle["format"] == "warden.proof.lanes/v1" and bundle["lane"] == 2
+    checked = check_bundle(bundle, key.public)
+    assert checked.ok, checked.problems
+    assert [e["seq"] for e in checked.events] == [2]
+    other = load_or_create(tmp_path / "other")
+    assert not check_bundle(bundle, other.public).ok
+    forged = {
+        **bundle,
+        "events": [
+            {**bundle["events"][0], "body": bundle["events"][0]["body"].replace('"n":1', '"n":9')}
+        ],
+    }
+    assert not check_bundle(forged, key.public).ok
+    elsewhere = {**bundle, "decision_id": str(uuid.uuid4())}
+    assert not check_bundle(elsewhere, key.public).ok
+    path = tmp_path / "proof.json"
+    path.write_bytes(orjson.dumps(bundle))
+    (tmp_path / "key.pem").write_text(key.public.pem())
+    result = CliRunner().invoke(
+        app, ["audit", "check-proof", str(path), "--public-key", str(tmp_path / "key.pem")]
+    )
+    assert result.exit_code == 0, result.output
+    assert "lane 2" in result.output

@@ -440,6 +440,16 @@ def check_proof(
         remembered.save(state_file, result.origin, cp)
     if as_json:
         _print_json(result.to_dict())
+    elif result.ok and result.lane_size is not None:
+        lane = result.events[0]["lane"]
+        out.print(
+            f"[green]ok[/green] decision {result.decision_id}: {len(result.events)} event(s) "
+            f"are in lane {lane} of the ledger {result.origin}, in its signed lanes checkpoint "
+            f"(lane {lane} at size {result.lane_size:,}, key {key.key_id})",
+            highlight=False,
+        )
+        for event in result.events:
+            out.print(f"   event {event['seq']}: {event['type']} at {event['ts']}", highlight=False)
     elif result.ok:
         assert result.checkpoint is not None
         cp = result.checkpoint
