@@ -702,3 +702,31 @@ def test_a_decision_beyond_lane_0_gets_a_proof_bundle_checked_offline(
     )
     assert result.exit_code == 0, result.output
     assert "lane 2" in result.output
+
+
+def test_export_of_several_lanes_verifies_every_lane_and_names_each_events_lane(
+    lanes_db: sa.Engine, tmp_path: Any
+) -> None:
+    from warden.ledger.export import ExportFilter, export_events
+
+    points = _fill(lanes_db)
+    key = load_or_create(tmp_path)
+    signed = make_lanes_checkpoint(lanes_db, key)
+    out = tmp_path / "all.jsonl"
+    result = export_events(lanes_db, out, None, ExportFilter(), lanes_checkpoint=signed)
+    lines = [orjson.loads(line) for line in out.read_bytes().splitlines()]
+    assert result.scanned == result.events == len(lines) == sum(h.size for h in signed.heads)
+    assert {(r["lane"], r["seq"]) for r in lines} == {
+        (k, s) for k in range(LANES) for s in range(1, signed.heads[k].size + 1)
+    }
+    only = export_events(
+        lanes_db, tmp_path / "p.jsonl", None, ExportFilter(point=points[3]), lanes_checkpoint=signed
+    )
+    assert only.events == signed.heads[3].size
+    manifest = orjson.loads(result.manifest.read_bytes())
+    assert manifest["lanes_checkpoint"] == signed.note
+    rows = _lane_rows(lanes_db, 1)
+    _tamper(lanes_db, 1, rows, 1, "rehash")  # rewritten and re-hashed: the root tells
+    with pytest.raises(Exception, match="lane 1 does not match"):
+        export_events(lanes_db, tmp_path / "x.jsonl", None, ExportFilter(), lanes_checkpoint=signed)
+    assert not (tmp_path / "x.jsonl").exists()

@@ -521,17 +521,29 @@ def export(
     chosen = fmt or ("parquet" if output.suffix == ".parquet" else "jsonl")
     flt = ExportFilter(_when(since, "--since"), _when(until, "--until"), point)
     db = context.database(context.settings())
+    from warden.ledger.lanecheckpoint import make_lanes_checkpoint
+    from warden.ledger.lanes import lane_count
+
     try:
-        cp = checkpoints.make_checkpoint(db, _signing_key(db))
+        with db.connect() as conn:
+            lanes = lane_count(conn)
+        key = _signing_key(db)
+        cp = checkpoints.make_checkpoint(db, key) if lanes == 1 else None
+        signed = make_lanes_checkpoint(db, key) if lanes > 1 else None
         with _progress("exporting") as progress:
-            result = export_events(db, output, cp, flt, fmt=chosen, progress=progress)
+            result = export_events(
+                db, output, cp, flt, fmt=chosen, progress=progress, lanes_checkpoint=signed
+            )
     except WardenError as error:
         _fail(error, 1)
     finally:
         db.dispose()
+    against = (
+        f"checkpoint {cp.size:,}" if cp is not None else f"the lanes checkpoint ({lanes} lanes)"
+    )
     err.print(
         f"wrote {result.events:,} event(s) to {result.path} ({result.format}); "
-        f"all {result.scanned:,} events up to checkpoint {cp.size:,} verified; "
+        f"all {result.scanned:,} events up to {against} verified; "
         f"manifest {result.manifest}",
         highlight=False,
     )
