@@ -730,3 +730,33 @@ def test_export_of_several_lanes_verifies_every_lane_and_names_each_events_lane(
     with pytest.raises(Exception, match="lane 1 does not match"):
         export_events(lanes_db, tmp_path / "x.jsonl", None, ExportFilter(), lanes_checkpoint=signed)
     assert not (tmp_path / "x.jsonl").exists()
+
+
+def test_the_auditors_state_remembers_every_lane_and_catches_a_lane_rewritten_since(
+    lanes_db: sa.Engine, tmp_path: Any
+) -> None:
+    """An attacker who rewrites a lane, re-hashes it and deletes the lanes checkpoints leaves
+    nothing in the database to disagree; the auditor's remembered lanes checkpoint still does."""
+    from warden.cli.audit import _advance_state
+    from warden.ledger import remembered
+    from warden.ledger.checkpoint import make_checkpoint
+    from warden.store.schema import lane_checkpoints
+
+    _fill(lanes_db)
+    key = load_or_create(tmp_path)
+    make_checkpoint(lanes_db, key)
+    make_lanes_checkpoint(lanes_db, key)
+    state_file = tmp_path / "auditor-state.json"
+    report = verify_ledger(lanes_db, [key.public], projection=False, require_signed=True)
+    assert report.ok and report.vouched_lanes is not None
+    _advance_state(state_file, None, report)
+    state = remembered.load(state_file)
+    assert state is not None and state.lanes_note == report.vouched_lanes.note.text()
+    assert verify_ledger(lanes_db, [key.public], projection=False, state=state).ok
+    _tamper(lanes_db, 2, _lane_rows(lanes_db, 2), 1, "rehash")
+    with lanes_db.begin() as conn:
+        conn.execute(lane_checkpoints.delete())
+    assert verify_ledger(lanes_db, [key.public], projection=False).ok  # nothing disagrees
+    report = verify_ledger(lanes_db, [key.public], projection=False, state=state)
+    assert not report.ok
+    assert [(p.kind, p.lane) for p in report.problems] == [("forked", 2)], report.to_dict()

@@ -170,10 +170,21 @@ def verify(
 
 def _advance_state(path: Path, state: remembered.Remembered | None, report: Report) -> None:
     newest = report.vouched_checkpoint
-    if newest is None or (state is not None and newest.size <= state.size):
+    lanes_note = report.vouched_lanes.note.text() if report.vouched_lanes is not None else None
+    lanes_moved = lanes_note is not None and (state is None or lanes_note != state.lanes_note)
+    if newest is not None and state is not None and newest.size <= state.size:
+        if not lanes_moved:
+            return
+        newest = checkpoints.Checkpoint.from_dict(state.checkpoint)  # lane 0 did not move
+    if newest is None:
         return
-    remembered.save(path, report.origin, newest)
+    remembered.save(
+        path, report.origin, newest, lanes_note or (state.lanes_note if state else None)
+    )
     report.state = (report.state or "first run") + f"; now remembering checkpoint {newest.size}"
+    if lanes_moved and report.vouched_lanes is not None:
+        sizes = ", ".join(str(h.size) for h in report.vouched_lanes.heads)
+        report.state += f" and the lanes checkpoint at sizes {sizes}"
 
 
 def _print_state(state: StateReport | None) -> None:

@@ -30,7 +30,7 @@ from warden.ledger import note as notes
 from warden.ledger.chain import GENESIS
 from warden.ledger.checkpoint import Checkpoint, all_checkpoints
 from warden.ledger.keys import PublicKey
-from warden.ledger.lanes import StoredLanes, lane_count, signed_by_any
+from warden.ledger.lanes import StoredLanes, lane_count, parse_index_body, signed_by_any
 from warden.ledger.lanes import stored as stored_lanes
 from warden.ledger.projection import StateReport, verify_state
 from warden.ledger.remembered import Remembered
@@ -102,6 +102,7 @@ class Report:
     problems: list[Break] = field(default_factory=list)
     projection: StateReport | None = None  # the state tables against what the events imply
     lanes: list[dict[str, Any]] = field(default_factory=list)  # lanes above 0: size, root
+    vouched_lanes: StoredLanes | None = None  # the newest trusted lanes checkpoint that holds
 
     @property
     def ok(self) -> bool:
@@ -179,6 +180,9 @@ def verify_ledger(
         if state is not None:
             sizes.add(state.size)
         lane_cps = stored_lanes(conn) if lanes > 1 else []
+        remembered_lanes = _remembered_lanes(state) if lanes > 1 else None
+        if isinstance(remembered_lanes, StoredLanes):  # its roots are re-derived too
+            lane_cps = [*lane_cps, remembered_lanes]
         sizes |= {cp.heads[0].size for cp in lane_cps if isinstance(cp, StoredLanes)}
         chain = ChainPass(sizes, int(last_row or 0), progress)
         chain.run(event_batches(conn, db.dialect.name, lane=0 if lanes > 1 else None))
@@ -192,7 +196,21 @@ def verify_ledger(
     problems: list[Break] = [p for lane in other_lanes for p in lane.problems]
     report.lanes = [lane.summary() for lane in other_lanes]
     if lanes > 1:
+        if isinstance(remembered_lanes, StoredLanes):
+            lane_cps = lane_cps[:-1]
         problems += _lanes_checkpoint_problems(lane_cps, keys, chain, other_lanes)
+        vouched_lanes = [
+            cp
+            for cp in lane_cps
+            if isinstance(cp, StoredLanes)
+            and signed_by_any(cp, list(keys))
+            and not _lanes_checkpoint_problems([cp], keys, chain, other_lanes)
+        ]
+        report.vouched_lanes = vouched_lanes[-1] if vouched_lanes else None
+        if remembered_lanes is not None:
+            problems += _remembered_lanes_problems(
+                remembered_lanes, report.vouched_lanes, chain, other_lanes
+            )
     if chain.broken is not None:
         problems.append(chain.broken)
     else:
@@ -896,4 +914,52 @@ def _lanes_checkpoint_problems(
                     lane=head.lane or None,
                 )
             )
+    return problems
+
+
+def _remembered_lanes(state: Remembered | None) -> StoredLanes | str | None:
+    """The lanes checkpoint an auditor's state file remembers, if any (a message if unreadable)."""
+    if state is None or state.lanes_note is None:
+        return None
+    try:
+        parsed = notes.parse_note(state.lanes_note)
+        origin, heads, _ = parse_index_body(parsed.body)
+    except notes.NoteError as exc:
+        return f"the remembered lanes checkpoint cannot be read: {exc}"
+    return StoredLanes(0, origin, heads, parsed)
+
+
+def _remembered_lanes_problems(
+    found: StoredLanes | str,
+    newest: StoredLanes | None,
+    control: ChainPass,
+    others: Sequence[LaneCheck],
+) -> list[Break]:
+    """Every lane must still give, at the size the auditor remembers, the root remembered: a
+    lane rewritten or cut since is named (the roots are re-derived from every event)."""
+    if isinstance(found, str):
+        return [Break(BreakKind.FORKED, None, found)]
+    problems = []
+    for problem in _lanes_checkpoint_problems([found], [], control, others):
+        if problem.kind == BreakKind.CHECKPOINT_MISMATCH and "trusted" in problem.message:
+            continue  # the auditor's own memory: its signature was checked when remembered
+        kind = BreakKind.FORKED if problem.kind == BreakKind.CHECKPOINT_MISMATCH else problem.kind
+        message = problem.message.replace(
+            "lanes checkpoint 0", "the remembered lanes checkpoint"
+        ).replace("since", "since you last verified")
+        problems.append(
+            Break(kind, problem.seq, message, problem.last_seq, problem.checkpoint, problem.lane)
+        )
+    if newest is not None:
+        for before, after in zip(found.heads, newest.heads, strict=False):
+            if after.size < before.size:
+                problems.append(
+                    Break(
+                        BreakKind.TRUNCATED,
+                        after.size + 1,
+                        f"lane {before.lane}: the newest lanes checkpoint has {after.size} "
+                        f"events, fewer than the {before.size} you remember",
+                        lane=before.lane or None,
+                    )
+                )
     return problems
