@@ -219,13 +219,27 @@ def _print_report(report: Report, trusted: list[keys.PublicKey], explicit: bool)
         timing += f", {report.events / report.seconds:,.0f} events/s"
     first = report.first
     if first is None:
+        total = report.events + sum(int(lane["events"]) for lane in report.lanes)
+        spread = f" in {len(report.lanes) + 1} lanes" if report.lanes else ""
         out.print(
-            f"[green]ok[/green] ledger verified: {report.events:,} events, hash chain, "
+            f"[green]ok[/green] ledger verified: {total:,} events{spread}, hash chain, "
             f"columns and Merkle tiles intact ({timing})",
             highlight=False,
         )
         if report.root:
-            out.print(f"   root at {report.events:,}: {report.root}", highlight=False)
+            lane_0 = "lane 0, " if report.lanes else ""
+            out.print(f"   root at {lane_0}{report.events:,}: {report.root}", highlight=False)
+        for lane in report.lanes:
+            out.print(
+                f"   root at lane {lane['lane']}, {lane['events']:,}: {lane['root']}",
+                highlight=False,
+            )
+        if report.vouched_lanes is not None:
+            sizes = ", ".join(f"{h.size:,}" for h in report.vouched_lanes.heads)
+            out.print(
+                f"   lanes checkpoint: the newest signed and matching covers lanes at {sizes}",
+                highlight=False,
+            )
         given = {k.key_id for k in trusted}
         signers = (
             ", ".join(
@@ -261,7 +275,9 @@ def _print_report(report: Report, trusted: list[keys.PublicKey], explicit: bool)
         if report.witnessed:
             out.print(f"   witnessed: {report.witnessed} checkpoints match", highlight=False)
         return
-    if first.seq is None and first.checkpoint is None:
+    if first.lane is not None:
+        where = f"lane {first.lane}, event {first.seq}" if first.seq else f"lane {first.lane}"
+    elif first.seq is None and first.checkpoint is None:
         where = "the witnesses"
     elif first.seq is None:
         where = f"checkpoint {first.checkpoint}"
