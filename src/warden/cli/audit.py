@@ -214,12 +214,12 @@ def _print_state(state: StateReport | None) -> None:
 
 
 def _print_report(report: Report, trusted: list[keys.PublicKey], explicit: bool) -> None:
+    total = report.events + sum(int(lane["events"]) for lane in report.lanes)
     timing = f"{report.seconds:.2f} s"
     if report.seconds > 0.5:
-        timing += f", {report.events / report.seconds:,.0f} events/s"
+        timing += f", {total / report.seconds:,.0f} events/s"
     first = report.first
     if first is None:
-        total = report.events + sum(int(lane["events"]) for lane in report.lanes)
         spread = f" in {len(report.lanes) + 1} lanes" if report.lanes else ""
         out.print(
             f"[green]ok[/green] ledger verified: {total:,} events{spread}, hash chain, "
