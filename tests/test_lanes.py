@@ -760,3 +760,21 @@ def test_the_auditors_state_remembers_every_lane_and_catches_a_lane_rewritten_si
     report = verify_ledger(lanes_db, [key.public], projection=False, state=state)
     assert not report.ok
     assert [(p.kind, p.lane) for p in report.problems] == [("forked", 2)], report.to_dict()
+
+
+def test_an_auditor_with_a_key_is_told_when_no_trusted_lanes_checkpoint_covers_the_lanes(
+    lanes_db: sa.Engine, tmp_path: Any
+) -> None:
+    from warden.ledger.checkpoint import make_checkpoint
+
+    _fill(lanes_db)
+    key = load_or_create(tmp_path)
+    make_checkpoint(lanes_db, key)  # lane 0 is signed, the other lanes are not
+    report = verify_ledger(lanes_db, [key.public], projection=False, require_signed=True)
+    assert [(p.kind, p.lane) for p in report.problems] == [("unvouched", 1)]
+    make_lanes_checkpoint(lanes_db, key)
+    assert verify_ledger(lanes_db, [key.public], projection=False, require_signed=True).ok
+    stranger = load_or_create(tmp_path / "stranger")
+    make_lanes_checkpoint(lanes_db, stranger)  # a checkpoint by another key vouches for nothing
+    report = verify_ledger(lanes_db, [stranger.public], projection=False, require_signed=True)
+    assert not report.ok

@@ -207,6 +207,20 @@ def verify_ledger(
             and not _lanes_checkpoint_problems([cp], keys, chain, other_lanes)
         ]
         report.vouched_lanes = vouched_lanes[-1] if vouched_lanes else None
+        unsigned = [lane for lane in other_lanes if lane.events and not lane.problems]
+        if require_signed and unsigned and report.vouched_lanes is None:
+            problems.append(
+                Break(
+                    BreakKind.UNVOUCHED,
+                    1,
+                    "no lanes checkpoint signed by a trusted key covers lanes "
+                    + ", ".join(str(lane.lane) for lane in unsigned)
+                    + ": nothing vouches for their events (sign one with "
+                    "`warden audit lanes-checkpoint`)",
+                    last_seq=unsigned[0].events,
+                    lane=unsigned[0].lane,
+                )
+            )
         if remembered_lanes is not None:
             problems += _remembered_lanes_problems(
                 remembered_lanes, report.vouched_lanes, chain, other_lanes
