@@ -6,14 +6,20 @@ Run: .venv/bin/python benchmarks/bench_ledger.py [--events 1000000] [--seconds 5
 With WARDEN_DB_URL pointing at PostgreSQL, appends and verification are also measured there.
 `--verify-only` fills the ledger and measures only the chain check and `warden audit verify`;
 `--repeat` runs those several times and prints the median.
+`--lock-hold` (PostgreSQL only) measures the ledger head lock: how long each commit holds it
+(p50/p99, from the head row read under the lock to COMMIT returning), decisions per commit, and
+— with one and with two writer processes on one database — how often the writers' backends
+wait for the lock or sit idle in a transaction (pg_stat_activity sampled every 2 ms).
 Every append is durably committed (SQLite WAL, synchronous=FULL) before its future resolves.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -29,7 +35,7 @@ import sqlalchemy as sa
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from _setup import applications, write_point
+from _setup import applications, percentile, write_point
 
 from warden.engine import Engine
 from warden.ledger.chain import EventDraft
@@ -62,11 +68,22 @@ def _draft(n: int) -> EventDraft:
 
 
 def append_alone(
-    db: sa.Engine, count: int, submitters: int = 8, window: int = 512, per_change: int = 1
+    db: sa.Engine,
+    count: int,
+    submitters: int = 8,
+    window: int = 512,
+    per_change: int = 1,
+    holds: list[float] | None = None,
+    two_round_trips: bool = False,
 ) -> float:
     """Events per second through the recorder: `submitters` threads, each keeping up to
-    `window` changes in flight (as many concurrent callers would), `per_change` events each."""
+    `window` changes in flight (as many concurrent callers would), `per_change` events each.
+    `holds` collects how long each commit held the ledger head lock."""
     recorder = Recorder(db)
+    if holds is not None:
+        recorder.observe_lock_hold = holds.append
+    if two_round_trips:
+        recorder.append_in_database = False
 
     def submit(index: int) -> None:
         pending: list[Future[Any]] = []
@@ -212,8 +229,28 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=32)
     parser.add_argument("--verify-only", action="store_true")
     parser.add_argument("--repeat", type=int, default=1)
+    parser.add_argument("--lock-hold", action="store_true")
+    parser.add_argument("--rounds", type=int, default=1, help="--lock-hold rounds")
+    parser.add_argument(
+        "--two-round-trips",
+        action="store_true",
+        help="--lock-hold: chain in the writer (two pipelined round trips under the lock) "
+        "instead of in PostgreSQL's warden_append",
+    )
+    parser.add_argument("--writer", help=argparse.SUPPRESS)  # a child: URL of its database
     args = parser.parse_args()
     pg_url = os.environ.get("WARDEN_DB_URL", "")
+    if args.writer:
+        writer_child(args.writer, args.threads, args.seconds, args.two_round_trips)
+        return
+    if args.lock_hold:
+        if not pg_url.startswith("postgresql"):
+            raise SystemExit("--lock-hold needs WARDEN_DB_URL=postgresql+psycopg://...")
+        for _ in range(args.rounds):
+            lone_writer(pg_url, args.two_round_trips)
+            for writers in (1, 2):
+                lock_hold(pg_url, writers, args.threads, args.seconds, args.two_round_trips)
+        return
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         key = load_or_create(folder / "home")
@@ -280,6 +317,139 @@ def full_run(folder: Path, db: sa.Engine, key: SigningKey, args: argparse.Namesp
     print(
         f"inclusion proof at {second.size:,} events: make {make:.0f} µs, "
         f"check {check:.0f} µs (median)"
+    )
+
+
+WRITER_APP = "warden_bench_writer"
+
+
+def writer_child(url: str, threads: int, seconds: float, two_round_trips: bool) -> None:
+    """One writer process: set up, say "ready", wait for "go", run the decision flow for
+    `seconds`; prints decisions, lock hold samples and CPU seconds as one JSON line."""
+    with tempfile.TemporaryDirectory() as tmp:
+        points = load_points(write_point(Path(tmp) / "points", "callable"))
+        db = create_engine(url)
+        engine = Engine(points, db, actor="bench")
+        holds: list[float] = []
+        engine.recorder.observe_lock_hold = holds.append
+        if two_round_trips:
+            engine.recorder.append_in_database = False
+        # Name the writer's own connection, so the sampler tells it from pooled readers.
+        conn = engine.recorder._raw_connection()
+        cursor = conn.cursor()
+        cursor.execute(f"SET application_name = '{WRITER_APP}'")
+        cursor.close()
+        conn.commit()
+        inputs = applications(2000)
+        print("ready", flush=True)
+        sys.stdin.readline()
+        stop = time.monotonic() + seconds
+        counts = [0] * threads
+
+        def work(index: int) -> None:
+            i = index
+            while time.monotonic() < stop:
+                engine.decide("loan_approval", inputs[i % len(inputs)])
+                counts[index] += 1
+                i += threads
+
+        holds.clear()
+        cpu = time.process_time()
+        workers = [threading.Thread(target=work, args=(i,)) for i in range(threads)]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join()
+        cpu = time.process_time() - cpu
+        engine.close()
+        db.dispose()
+    print(json.dumps({"decisions": sum(counts), "holds": holds, "cpu": cpu}))
+
+
+def sample_activity(url: str, until: float) -> dict[str, int]:
+    """What the writers' backends were doing, sampled every 2 ms until `until` (wall clock)."""
+    counts = {"samples": 0, "lock_wait": 0, "idle_in_transaction": 0, "active": 0}
+    admin = sa.create_engine(url)
+    with admin.connect() as conn:
+        query = sa.text(
+            "SELECT state, wait_event_type FROM pg_stat_activity WHERE application_name = :app"
+        )
+        while time.time() < until:
+            for state, wait in conn.execute(query, {"app": WRITER_APP}):
+                counts["samples"] += 1
+                if wait == "Lock":
+                    counts["lock_wait"] += 1
+                elif state == "idle in transaction":
+                    counts["idle_in_transaction"] += 1
+                elif state == "active":
+                    counts["active"] += 1
+            conn.rollback()
+            time.sleep(0.002)
+    admin.dispose()
+    return counts
+
+
+def lone_writer(url: str, two_round_trips: bool) -> None:
+    """The lock hold with nothing else in the writer's process: one caller, one event per
+    commit — what the database and the wire cost, without waiting for the interpreter."""
+    with postgres_schema(url) as pg:
+        append_alone(pg, 50, submitters=1, window=1)  # warm: the guard state is known
+        holds: list[float] = []
+        began = time.process_time()
+        append_alone(pg, 2000, 1, 1, holds=holds, two_round_trips=two_round_trips)
+        cpu = time.process_time() - began
+    holds.sort()
+    print(
+        f"lock hold, lone writer, one caller, one event per commit (PostgreSQL): "
+        f"p50 {percentile(holds, 50) * 1e6:5.0f} µs, p99 {percentile(holds, 99) * 1e6:6.0f} µs; "
+        f"{cpu / 2000 * 1e6:4.0f} µs CPU per commit (load {os.getloadavg()[0]:.2f})"
+    )
+
+
+def lock_hold(url: str, writers: int, threads: int, seconds: float, two_trips: bool) -> None:
+    """`writers` processes of the decision flow on one PostgreSQL database, side by side."""
+    with postgres_schema(url) as pg:
+        child_url = pg.url.render_as_string(hide_password=False)
+        children = [
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    __file__,
+                    "--writer",
+                    child_url,
+                    "--threads",
+                    str(threads),
+                    "--seconds",
+                    str(seconds),
+                    *(["--two-round-trips"] if two_trips else []),
+                ],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+            for _ in range(writers)
+        ]
+        for child in children:  # every child set up and waiting: start them together
+            assert child.stdout is not None and child.stdout.readline().strip() == "ready"
+        for child in children:
+            assert child.stdin is not None
+            child.stdin.write("go\n")
+            child.stdin.flush()
+        activity = sample_activity(url, time.time() + seconds)
+        results = [json.loads(child.communicate(timeout=seconds + 120)[0]) for child in children]
+    holds = sorted(h for r in results for h in r["holds"])
+    decided = sum(r["decisions"] for r in results)
+    cpu = sum(r["cpu"] for r in results)
+    samples = max(1, activity["samples"])
+    load = os.getloadavg()[0]
+    print(
+        f"lock hold, {writers} writer process(es) x {threads} callers (PostgreSQL): "
+        f"p50 {percentile(holds, 50) * 1e6:5.0f} µs, p99 {percentile(holds, 99) * 1e6:6.0f} µs; "
+        f"{decided / seconds:7,.0f} decisions/s, {decided / max(1, len(holds)):5.1f} per commit, "
+        f"{cpu / max(1, decided) * 1e6:4.0f} µs CPU each; writer backends: lock wait "
+        f"{activity['lock_wait'] / samples:4.0%}, idle in transaction "
+        f"{activity['idle_in_transaction'] / samples:4.0%} of {samples} samples "
+        f"(load {load:.2f})"
     )
 
 

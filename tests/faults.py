@@ -81,7 +81,8 @@ class _Cursor:
         self._faults = faults
 
     def execute(self, sql: str, *args: Any) -> Any:
-        if sql.strip().upper() == "COMMIT":
+        text = sql.strip().upper()
+        if text == "COMMIT" or text.endswith(";\nCOMMIT"):  # alone, or ending a script
             return self._faults.commit(lambda: self._real.execute(sql, *args))
         self._faults.statement(sql)
         return self._real.execute(sql, *args)

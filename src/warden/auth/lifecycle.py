@@ -209,6 +209,9 @@ def rotate_token(
                         "principal_id": old.principal_id,
                         "old_expires_at": old_until.isoformat(),
                         "expires_at": new_expires.isoformat() if new_expires else None,
+                        # as `token.created`: the hash of a random secret reveals nothing, and
+                        # makes the new row derivable (its creator and time are the event's)
+                        "secret_hash": row["secret_hash"],
                     },
                     ts=now,
                 )

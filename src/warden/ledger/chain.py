@@ -5,6 +5,11 @@ chain_hash = SHA-256(prev_chain_hash || leaf_hash)
 
 `body` is the canonical JSON of the event including its sequence number, so reordering,
 insertion or deletion all change a hash.
+
+Only the number and the previous hash depend on the chain head. `prepare` does everything else
+before the writer takes the head lock: the canonical bytes on either side of the number (its
+key sorts between "point" and "ts", so the body is `head + digits + tail`) and the SHA-256
+state over `0x00 || head`; `seal_prepared` then costs one short hash update and one chain hash.
 """
 
 from __future__ import annotations
@@ -86,10 +91,43 @@ def next_chain_hash(prev_hex: str, leaf: bytes) -> str:
     return hashlib.sha256(bytes.fromhex(prev_hex) + leaf).hexdigest()
 
 
-def seal(seq: int, prev_hash: str, draft: EventDraft, lane: int = 0) -> SealedEvent:
-    """Give a draft its sequence number (in its lane) and hashes."""
-    body = event_body(seq, draft, lane)
-    leaf = leaf_hash(body)
+@dataclass(frozen=True, slots=True)
+class PreparedEvent:
+    """A draft's canonical bytes around its sequence number, and the leaf hash so far."""
+
+    draft: EventDraft
+    head: bytes  # `{"actor":…,"decision_id":…,"payload":…,"point":…,"seq":`
+    tail: bytes  # `,"ts":…,"type":…}`
+    leaf_state: Any  # SHA-256 over 0x00 || head, copied for each sequence number
+    lane: int = 0  # named in the head's bytes when above 0
+
+
+def prepare(draft: EventDraft, lane: int = 0) -> PreparedEvent:
+    """Everything about an event that does not depend on its place in its lane's chain."""
+    fields: dict[str, Any] = {
+        "actor": draft.actor,
+        "decision_id": draft.decision_id,
+        "payload": draft.payload,
+        "point": draft.point,
+    }
+    if lane:
+        fields["lane"] = lane
+    before = canonical_bytes(fields, checked=draft.checked)
+    after = canonical_bytes({"ts": draft.ts.isoformat(), "type": draft.type}, checked=True)
+    head = before[:-1] + b',"seq":'
+    state = hashlib.sha256(b"\x00")
+    state.update(head)
+    return PreparedEvent(draft, head, b"," + after[1:], state, lane)
+
+
+def seal_prepared(seq: int, prev_hash: str, prepared: PreparedEvent) -> SealedEvent:
+    """Give a prepared event its sequence number and hashes: the part under the head lock."""
+    digits = b"%d" % seq
+    state = prepared.leaf_state.copy()
+    state.update(digits)
+    state.update(prepared.tail)
+    leaf = state.digest()
+    draft = prepared.draft
     return SealedEvent(
         seq=seq,
         type=draft.type,
@@ -97,12 +135,17 @@ def seal(seq: int, prev_hash: str, draft: EventDraft, lane: int = 0) -> SealedEv
         decision_id=draft.decision_id,
         actor=draft.actor,
         ts=draft.ts,
-        body=body.decode(),
+        body=(prepared.head + digits + prepared.tail).decode(),
         prev_hash=prev_hash,
         leaf_hash=leaf.hex(),
         chain_hash=next_chain_hash(prev_hash, leaf),
-        lane=lane,
+        lane=prepared.lane,
     )
+
+
+def seal(seq: int, prev_hash: str, draft: EventDraft, lane: int = 0) -> SealedEvent:
+    """Give a draft its sequence number (in its lane) and hashes."""
+    return seal_prepared(seq, prev_hash, prepare(draft, lane))
 
 
 @dataclass(frozen=True, slots=True)

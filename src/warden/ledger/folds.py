@@ -3,8 +3,8 @@
 A fold reads one event and writes the rows it implies into a `Projection` (put, update, delete).
 `warden.ledger.projection` folds every event, in order, and compares what results with the
 tables. Everything Warden serves or that grants authority is here: decisions and their review
-tasks, kill switches, tokens, users, policy versions, model versions and aliases, rollouts,
-alerts and the protections they engage.
+tasks, the executions of agents' tool calls, kill switches, principals, tokens, users, policy
+versions, model versions and aliases, rollouts, alerts and the protections they engage.
 
 To cover a new table or event (a token revocation, say):
 
@@ -28,6 +28,7 @@ from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 
+from warden.auth.principals import principal_id_for
 from warden.store import schema as s
 
 
@@ -89,7 +90,9 @@ TABLES: dict[str, StateTable] = {
             by_decision=True,
             stored={"callback_url": sha256_text},  # a URL may carry a secret: its digest
         ),
+        StateTable(s.tool_executions, ("decision_id",), by_decision=True),
         StateTable(s.kill_switches, ("scope",)),
+        StateTable(s.principals, ("id",)),
         StateTable(s.tokens, ("id",)),
         StateTable(s.users, ("username",), stored={"password_hash": sha256_text}),
         StateTable(s.policies, ("point", "version")),
@@ -327,7 +330,7 @@ def review_changed(p: Projection, ev: Event) -> None:
         p.update(ev, s.decisions, key, values)
 
 
-# -- kill switches, tokens, users -------------------------------------------------------------
+# -- kill switches, principals, tokens, users ------------------------------------------------
 
 
 @fold("kill_switch.engaged", "kill_switch.released")
@@ -341,21 +344,68 @@ def kill_switch(p: Projection, ev: Event) -> None:
     p.put(ev, s.kill_switches, (ev.payload["scope"],), values)
 
 
+MIGRATED_BY = "migration:0009"  # who made the principals of credentials older than principals
+
+
+@fold("principal.created")
+def principal_created(p: Projection, ev: Event) -> None:
+    pl = ev.payload
+    key = (pl["principal_id"],)
+    if p.get(s.principals, key) is not None:
+        return  # two credentials for a new name at once: the first insert stands
+    values = {
+        "name": pl["name"],
+        "kind": pl["kind"],
+        "created_by": ev.actor,
+        "created_at": ev.ts,
+        "disabled_at": None,
+    }
+    p.put(ev, s.principals, key, values)
+
+
+@fold("principal.disabled")
+def principal_disabled(p: Projection, ev: Event) -> None:
+    p.update(ev, s.principals, (ev.payload["principal_id"],), {"disabled_at": ev.ts})
+
+
+def _owner(p: Projection, ev: Event, name: str) -> Any:
+    """The principal a credential's event implies. An event without `principal_id` was written
+    before principals existed: migration 0009 gave the credential the principal named after it
+    (a person, created by `migration:0009` at a time the ledger does not record)."""
+    pl = ev.payload
+    if "principal_id" in pl:
+        return pl["principal_id"] or None
+    pid = principal_id_for(name)
+    if p.get(s.principals, (pid,)) is None:
+        values = {
+            "name": name,
+            "kind": "person",
+            "created_by": MIGRATED_BY,
+            "created_at": UNKNOWN,
+            "disabled_at": None,
+        }
+        p.put(ev, s.principals, (pid,), values)
+    return pid
+
+
 @fold("token.created")
 def token_created(p: Projection, ev: Event) -> None:
+    """Events without `principal_id` predate expiry (migration 0009 added `expires_at` empty);
+    without `groups`, reviewer groups (migration 0003 gave every token `[]`)."""
     pl = ev.payload
-    recorded = "secret_hash" in pl  # since then the event's time is the row's
+    # since tokens had principals or recorded their secret's hash, the event's time is the row's
+    timed = "secret_hash" in pl or "principal_id" in pl
     values = {
-        "name": pl.get("name"),
+        "name": pl["name"],
         "secret_hash": pl.get("secret_hash", UNKNOWN),
         "roles": pl.get("roles"),
         "points": pl.get("points"),
-        "groups": pl.get("groups", UNKNOWN),
+        "groups": pl.get("groups", []),
         "created_by": ev.actor,
-        "created_at": ev.ts if recorded else UNKNOWN,
+        "created_at": ev.ts if timed else UNKNOWN,
         "revoked_at": None,
-        "principal_id": pl.get("principal_id", UNKNOWN),
-        "expires_at": pl.get("expires_at", UNKNOWN),
+        "expires_at": pl["expires_at"] if "principal_id" in pl else None,
+        "principal_id": _owner(p, ev, pl["name"]),
     }
     p.put(ev, s.tokens, (pl["token_id"],), values)
 
@@ -370,21 +420,22 @@ def token_revoked(p: Projection, ev: Event) -> None:
 
 @fold("token.rotated")
 def token_rotated(p: Projection, ev: Event) -> None:
-    """The old token expires at the end of its overlap; the new one holds the same grants (its
-    secret's hash and creation are not recorded by this event)."""
+    """The old token expires at the end of its overlap; the new one holds the same grants, made
+    by the event's actor at its time (the new secret's hash is recorded since events carried
+    `secret_hash`; before, that one column is unchecked)."""
     pl = ev.payload
-    p.update(ev, s.tokens, (pl["token_id"],), {"expires_at": pl.get("old_expires_at", UNKNOWN)})
+    p.update(ev, s.tokens, (pl["token_id"],), {"expires_at": pl["old_expires_at"]})
     values = {
-        "name": pl.get("name", UNKNOWN),
-        "secret_hash": UNKNOWN,
-        "roles": pl.get("roles", UNKNOWN),
-        "points": pl.get("points", UNKNOWN),
-        "groups": pl.get("groups", UNKNOWN),
-        "created_by": UNKNOWN,
-        "created_at": UNKNOWN,
+        "name": pl["name"],
+        "secret_hash": pl.get("secret_hash", UNKNOWN),
+        "roles": pl["roles"],
+        "points": pl["points"],
+        "groups": pl["groups"],
+        "created_by": ev.actor,
+        "created_at": ev.ts,
         "revoked_at": None,
-        "principal_id": pl.get("principal_id", UNKNOWN),
-        "expires_at": pl.get("expires_at", UNKNOWN),
+        "principal_id": pl["principal_id"] or None,
+        "expires_at": pl["expires_at"],
     }
     p.put(ev, s.tokens, (pl["new_token_id"],), values)
 
@@ -406,9 +457,22 @@ def user_created(p: Projection, ev: Event) -> None:
         "created_by": ev.actor,
         "created_at": ev.ts if recorded else UNKNOWN,
         "disabled_at": None,
-        "principal_id": pl.get("principal_id", UNKNOWN),
+        "principal_id": _owner(p, ev, pl["username"]),
     }
     p.put(ev, s.users, (pl["username"],), values)
+
+
+# -- agents' tool calls -----------------------------------------------------------------------
+
+
+@fold("tool_call.executed")
+def tool_call_executed(p: Projection, ev: Event) -> None:
+    """The single-use claim of an approval: its row is written with this event (migration 0012
+    wrote the rows of calls executed before the table existed)."""
+    key = (ev.decision_id,)
+    if p.get(s.tool_executions, key) is None:
+        values = {"point": ev.point, "actor": ev.actor, "executed_at": ev.ts}
+        p.put(ev, s.tool_executions, key, values)
 
 
 # -- policies ---------------------------------------------------------------------------------

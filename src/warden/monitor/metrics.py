@@ -129,6 +129,31 @@ BATCH_FALLBACKS = Counter(
     ["model_version"],
     registry=REGISTRY,
 )
+LEDGER_LOCK_HOLD = Histogram(
+    "warden_ledger_lock_hold_seconds",
+    "How long each commit held the ledger head lock: from the head row read under the lock "
+    "to COMMIT returning (the WAL flush included). Every other writer waits this long.",
+    buckets=(
+        0.0001,
+        0.0002,
+        0.0003,
+        0.0005,
+        0.00075,
+        0.001,
+        0.0015,
+        0.002,
+        0.003,
+        0.005,
+        0.0075,
+        0.01,
+        0.025,
+        0.05,
+        0.1,
+        0.25,
+        1.0,
+    ),
+    registry=REGISTRY,
+)
 WRITER_ERRORS = Counter(
     "warden_writer_errors",
     "Failures inside the writer after a commit (a guard-state hook, a read-back).",

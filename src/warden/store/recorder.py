@@ -1,10 +1,9 @@
 """Group commit: state rows and their ledger events, many changes per transaction.
 
 Callers hand over a `Change` and wait on its future. One writer thread per process batches
-whatever queued while the previous commit was in flight. Across processes each lane's chain
-stays one total order: every transaction reads and advances the `ledger_head` rows of the lanes
-it writes under a lock (row locks on PostgreSQL, taken in lane order; BEGIN IMMEDIATE on
-SQLite, which has one lane). A change to what guards decisions takes every lane's head.
+whatever queued while the previous commit was in flight. Across processes the chain stays one
+total order: every transaction reads and advances `ledger_head` under a lock (the row lock on
+PostgreSQL, BEGIN IMMEDIATE on SQLite).
 
 The writer's contract: a caller is answered only with the outcome of a transaction that
 committed, or with an error — never with what a transaction would have done.
@@ -34,12 +33,13 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
+import psycopg
 import sqlalchemy as sa
 
 from warden.errors import Unavailable
-from warden.ledger.chain import EventDraft, SealedEvent, seal
+from warden.ledger.chain import EventDraft, PreparedEvent, SealedEvent, prepare, seal_prepared
 from warden.ledger.lanes import CONTROL, head_id, lane_count, lane_of
-from warden.monitor.metrics import SHADOW_DROPPED, WRITER_ERRORS, WRITES_REFUSED
+from warden.monitor.metrics import LEDGER_LOCK_HOLD, SHADOW_DROPPED, WRITER_ERRORS, WRITES_REFUSED
 from warden.store.database import write_connection
 from warden.store.rawsql import RawStatements
 from warden.store.schema import decisions, events, ledger_head
@@ -162,6 +162,11 @@ class Recorder:
         self._riders_committing = 0
         self._riders_lock = threading.Lock()
         self._lanes = 0  # the ledger's lanes, read at the first write
+        # How long each commit held the ledger head lock; a benchmark may keep raw samples.
+        self.observe_lock_hold: Callable[[float], None] = LEDGER_LOCK_HOLD.observe
+        # PostgreSQL chains in the database, in one round trip (migration 0011).
+        self.append_in_database = not self._sql.sqlite
+        self._guard_seen: tuple[int, GuardState] | None = None  # as of that event
         self._thread.start()
 
     @property
@@ -426,15 +431,15 @@ class Recorder:
             self._fail(batch, Unavailable("the database failed while committing; not recorded"))
 
     def _read_back(self, unknown: _CommitUnknown) -> bool | None:
-        """Whether the batch committed: its last event is in the ledger with its hash. None
-        when that cannot be known (no event to look for, or no answer in time)."""
-        if unknown.seq is None or unknown.lane is None:
+        """Whether the batch committed: its last event is in the ledger. None when that cannot
+        be known (no event to look for, or no answer in time)."""
+        if unknown.seq is None and unknown.locate is None:
             return None
         deadline = time.monotonic() + self.resolve_timeout
         pause = 0.05
         while True:
             try:
-                return self._committed(unknown.lane, unknown.seq, unknown.chain_hash)
+                return self._committed(unknown)
             except Exception:
                 WRITER_ERRORS.labels("read_back").inc()
                 log.debug("reading back a commit failed", exc_info=True)
@@ -443,7 +448,7 @@ class Recorder:
                 time.sleep(pause)
                 pause = min(pause * 2, 1.0)
 
-    def _committed(self, lane: int, seq: int, chain_hash: str) -> bool:
+    def _committed(self, unknown: _CommitUnknown) -> bool:
         # Under the ledger lock: a COMMIT still in flight on the broken connection finishes
         # (or is rolled back) before the lock is granted, so the answer cannot change later.
         with write_connection(self.engine) as conn, conn.begin():
@@ -451,17 +456,33 @@ class Recorder:
                 conn.exec_driver_sql("SET LOCAL lock_timeout = '5s'")
             conn.execute(
                 sa.select(ledger_head.c.seq)
-                .where(ledger_head.c.id == head_id(lane))
+                .where(ledger_head.c.id == head_id(unknown.lane))
                 .with_for_update()
             )
-            found = conn.execute(
-                sa.select(events.c.chain_hash).where(events.c.lane == lane, events.c.seq == seq)
+            if unknown.locate is not None:
+                # Chained by the database: the event's place is unknown, its bytes around
+                # the sequence number are not — and the number is in the body.
+                floor, last = unknown.locate
+                found = conn.execute(
+                    sa.select(events.c.seq, events.c.body).where(
+                        events.c.seq > floor, events.c.type == last.draft.type
+                    )
+                )
+                return any(
+                    body.encode() == last.head + b"%d" % seq + last.tail for seq, body in found
+                )
+            chain_hash = conn.execute(
+                sa.select(events.c.chain_hash).where(
+                    events.c.lane == unknown.lane, events.c.seq == unknown.seq
+                )
             ).scalar_one_or_none()
-        return found == chain_hash
+        return chain_hash == unknown.chain_hash
 
     def _write(self, batch: Sequence[Change]) -> list[Any]:
         try:
-            if any(change.apply is not None for change in batch):
+            # Several lanes (PostgreSQL): every batch locks the heads of its own lanes, so it
+            # takes the path that chains in the writer.
+            if self._lane_count() > 1 or any(change.apply is not None for change in batch):
                 results, guard = self._write_with_core(batch)
             else:
                 results, guard = self._write_raw(batch)
@@ -491,15 +512,20 @@ class Recorder:
     def _write_with_core(self, batch: Sequence[Change]) -> tuple[list[Any], GuardState]:
         """Changes that write other state (kill switches, tokens...) run through SQLAlchemy."""
         committing: _Plan | None = None
+        readies = [None if c.apply else _ready(c, self._sql) for c in batch]  # before the lock
+        self._guard_seen = None  # these changes may change it: read it under the lock again
         try:
             conn = self._core_connection()
             transaction = conn.begin()
-            lanes = self._lane_count(conn)
+            lanes = self._lane_count()
             heads = self._lock_heads(
                 lambda sql, params: conn.exec_driver_sql(sql, params).first(), batch, lanes
             )
+            locked = time.perf_counter()
             guard = _guard_state([tuple(r) for r in conn.execute(sa.text(self._sql.guards))])
-            plan = _plan(batch, heads, lanes, guard, conn)
+            plan = _plan(
+                list(zip(batch, readies, strict=True)), heads, lanes, guard, conn, self._sql
+            )
             if plan.decisions:
                 conn.execute(decisions.insert(), plan.decisions)
             for table, rows in plan.rows.items():
@@ -519,78 +545,12 @@ class Recorder:
                 plan.guard = _guard_state([tuple(r) for r in current])
             committing = plan
             transaction.commit()
+            self.observe_lock_hold(time.perf_counter() - locked)
         except BaseException as exc:
             self._drop_core_connection()
             if committing is not None:
                 raise _CommitUnknown(exc, committing.results, committing) from exc
             raise
-        return plan.results, plan.guard
-
-    def _core_connection(self) -> sa.Connection:
-        """The writer's own SQLAlchemy connection, kept between batches: checking one out of
-        the pool (and pinging it) for every batch cost a round trip each time."""
-        if self._core is None:
-            self._core = write_connection(self.engine)
-        return self._core
-
-    def _drop_core_connection(self) -> None:
-        if self._core is not None:
-            try:
-                self._core.close()
-            except Exception:  # a broken connection: the pool discards it
-                log.debug("closing the recorder's connection failed", exc_info=True)
-            self._core = None
-
-    def _write_raw(self, batch: Sequence[Change]) -> tuple[list[Any], GuardState]:
-        """Decisions and their events: the hot path, on the writer's own DBAPI connection."""
-        sql = self._sql
-        conn = self._raw_connection()
-        cursor = conn.cursor()
-        committing: _Plan | None = None
-        try:
-            if sql.begin:
-                cursor.execute(sql.begin)
-            lanes = self._lanes or self._lane_count_raw(cursor)
-
-            def fetch(statement: str, params: tuple[Any, ...]) -> Any:
-                cursor.execute(statement, params)
-                return cursor.fetchone()
-
-            heads = self._lock_heads(fetch, batch, lanes)
-            cursor.execute(sql.guards)
-            guard = _guard_state(cursor.fetchall())
-            refused = self._retried_keys(cursor, batch)
-            kept = [c for c in batch if c not in refused] if refused else batch
-            plan = _plan(kept, heads, lanes, guard, None)
-            if refused:
-                answers = iter(plan.results)
-                plan.results = [refused[c] if c in refused else next(answers) for c in batch]
-            if plan.decisions:
-                cursor.executemany(
-                    sql.insert_decision, [sql.decision_row(d) for d in plan.decisions]
-                )
-            for table, rows in plan.rows.items():
-                insert, convert = sql.inserter(table)
-                cursor.executemany(insert, [convert(row) for row in rows])
-            if plan.events:
-                cursor.executemany(sql.insert_event, [sql.event_row(e.row()) for e in plan.events])
-                for lane, (seq, chain_hash) in plan.advanced.items():
-                    cursor.execute(sql.update_head, (seq, chain_hash, head_id(lane)))
-            committing = plan
-            if sql.sqlite:
-                cursor.execute("COMMIT")
-            else:
-                conn.commit()
-        except BaseException as exc:
-            self._abandon(conn)
-            if committing is not None:
-                raise _CommitUnknown(exc, committing.results, committing) from exc
-            raise
-        finally:
-            try:
-                cursor.close()
-            except Exception:  # a broken connection's cursor
-                log.debug("closing a cursor failed", exc_info=True)
         return plan.results, plan.guard
 
     def _lock_heads(
@@ -618,49 +578,216 @@ class Recorder:
             heads[lane] = (int(head[0]), str(head[1]))
         return heads
 
-    def _lane_count(self, conn: sa.Connection) -> int:
+    def _lane_count(self) -> int:
         """The ledger's lanes, read once: they are fixed when the ledger is created."""
         if self._lanes == 0:
-            self._lanes = lane_count(conn)
+            with self.engine.connect() as conn:
+                self._lanes = lane_count(conn)
         return self._lanes
 
-    def _lane_count_raw(self, cursor: Any) -> int:
-        cursor.execute("SELECT count(*) FROM ledger_head")
-        self._lanes = max(1, int(cursor.fetchone()[0]))
-        return self._lanes
+    def _core_connection(self) -> sa.Connection:
+        """The writer's own SQLAlchemy connection, kept between batches: checking one out of
+        the pool (and pinging it) for every batch cost a round trip each time."""
+        if self._core is None:
+            self._core = write_connection(self.engine)
+        return self._core
 
-    def _retried_keys(self, cursor: Any, batch: Sequence[Change]) -> dict[Change, DuplicateKey]:
-        """Decisions whose idempotency key is already taken — by a committed decision or by an
-        earlier change in this batch — found inside the write lock, so the rest of the batch
-        commits together instead of one by one after a unique-index failure (a client retrying
-        under load would otherwise cost every decision in its batch a commit of its own)."""
-        keyed = [
-            (c, c.decision["point"], c.decision["idempotency_key"])
-            for c in batch
-            if c.decision is not None and c.decision.get("idempotency_key") is not None
-        ]
-        if not keyed:
-            return {}
-        mark = self._sql.mark
-        by_point: dict[str, list[str]] = {}
-        for _, point, key in keyed:
-            by_point.setdefault(point, []).append(key)
-        taken: set[tuple[str, str]] = set()
-        for point, keys in by_point.items():  # (point, idempotency_key) is the unique index
-            for start in range(0, len(keys), 500):  # under the driver's parameter limit
-                chunk = keys[start : start + 500]
-                cursor.execute(
-                    f"SELECT idempotency_key FROM decisions WHERE point = {mark} AND "
-                    f"idempotency_key IN ({', '.join([mark] * len(chunk))})",
-                    [point, *chunk],
-                )
-                taken.update((point, key) for (key,) in cursor.fetchall())
-        refused: dict[Change, DuplicateKey] = {}
-        for change, point, key in keyed:
-            if (point, key) in taken:
-                refused[change] = DuplicateKey(f"idempotency key {key!r} of {point!r} is taken")
-            taken.add((point, key))
-        return refused
+    def _drop_core_connection(self) -> None:
+        if self._core is not None:
+            try:
+                self._core.close()
+            except Exception:  # a broken connection: the pool discards it
+                log.debug("closing the recorder's connection failed", exc_info=True)
+            self._core = None
+
+    def _write_raw(self, batch: Sequence[Change]) -> tuple[list[Any], GuardState]:
+        """Decisions and their events: the hot path, on the writer's own DBAPI connection.
+        Everything that does not depend on the chain head is made ready first, outside the
+        head lock; then the critical section."""
+        readies = [_ready(change, self._sql) for change in batch]
+        seen = self._guard_seen
+        if seen is not None and self.append_in_database and _chains_in_database(batch, seen[1]):
+            try:
+                return self._append_in_database(self._raw_connection(), batch, readies, seen)
+            except _GuardsMoved:
+                self._guard_seen = None  # read under the lock, in the transaction below
+        return self._append_under_head_lock(self._raw_connection(), batch, readies)
+
+    def _append_in_database(
+        self,
+        conn: Any,
+        batch: Sequence[Change],
+        readies: Sequence[_Ready],
+        seen: tuple[int, GuardState],
+    ) -> tuple[list[Any], GuardState]:
+        """The critical section run by PostgreSQL alone: one query string — BEGIN, the inserts,
+        `warden_append` (migration 0011: lock head, chain, insert events, advance head) and
+        COMMIT — sent in one message, so the head lock is taken and released by the database
+        without waiting on the writer's process even once (a pipeline would send COMMIT in a
+        message of its own, after the writer thread got the interpreter back).
+
+        The guard state is the one last read under the lock, as of event `seen[0]`; the
+        function refuses when a guard event came after it, and the batch is written the
+        other way. Idempotency keys are checked before, without the lock; a key taken
+        meanwhile fails the batch on the unique index, which splits it."""
+        sql = self._sql
+        guard_seq, guard = seen
+        keyed, key_queries = _key_checks(batch, sql.mark)
+        driver = conn.driver_connection
+        literal = psycopg.ClientCursor(driver)  # parameters bound into the text, no I/O
+        driver.autocommit = True  # the script says BEGIN and COMMIT itself
+        cursor = conn.cursor()
+        committing: _Plan | None = None
+        prepared: list[PreparedEvent] = []
+        try:
+            taken: set[tuple[str, str]] = set()
+            for statement, params in key_queries:
+                cursor.execute(statement, params)
+                taken.update((point, key) for point, key in cursor.fetchall())
+            refused = _refusals(keyed, taken)
+            kept = [(c, r) for c, r in zip(batch, readies, strict=True) if c not in refused]
+            plan, prepared = _unchained(kept, guard)
+            if refused:
+                answers = iter(plan.results)
+                plan.results = [refused[c] if c in refused else next(answers) for c in batch]
+            script = ["BEGIN"]
+            if plan.decision_params:
+                script.extend(_values(literal, sql.insert_decision, plan.decision_params))
+            for table, table_rows in plan.row_params.items():
+                script.extend(_values(literal, sql.inserter(table)[0], table_rows))
+            if prepared:
+                script.append(literal.mogrify(APPEND, (HEAD_ID, guard_seq, *_columns(prepared))))
+            script.append("COMMIT")
+            committing = plan
+            cursor.execute(";\n".join(script))
+            if prepared:
+                while cursor.description is None or cursor.description[0].name != "last_seq":
+                    if not cursor.nextset():
+                        raise RuntimeError("warden_append gave no answer")
+                plan.seq, plan.chain_hash, locked_at = cursor.fetchone()
+                self.observe_lock_hold(max(0.0, time.time() - locked_at))
+                self._guard_seen = (plan.seq, guard)
+        except BaseException as exc:
+            self._abandon(conn)
+            state = getattr(exc, "sqlstate", None)
+            if state == GUARDS_MOVED:
+                raise _GuardsMoved() from exc
+            if state == "42883":  # undefined function: a database not migrated to 0011 yet
+                log.warning("warden_append is missing (run `warden init`); appending as before")
+                self.append_in_database = False
+                raise _GuardsMoved() from exc
+            if committing is not None and not self._refused_by_database(exc):
+                floor = (guard_seq, prepared[-1]) if prepared else None
+                raise _CommitUnknown(exc, committing.results, committing, floor) from exc
+            raise
+        finally:
+            try:
+                cursor.close()
+                literal.close()
+            except Exception:  # a broken connection's cursor
+                log.debug("closing a cursor failed", exc_info=True)
+            self._end_autocommit(conn)
+        return plan.results, plan.guard
+
+    def _end_autocommit(self, conn: Any) -> None:
+        """Back to transactions the driver opens; a connection that cannot be is dropped,
+        never used for the other critical section in autocommit (its head lock would not
+        outlast the SELECT)."""
+        if self._raw is None:
+            return  # already dropped
+        try:
+            conn.driver_connection.autocommit = False
+        except Exception:
+            log.warning("dropping the recorder's database connection", exc_info=True)
+            try:
+                conn.invalidate()
+            except Exception:  # already gone
+                log.debug("invalidating the connection failed", exc_info=True)
+            self._raw = None
+
+    def _append_under_head_lock(
+        self, conn: Any, batch: Sequence[Change], readies: Sequence[_Ready]
+    ) -> tuple[list[Any], GuardState]:
+        """The critical section, all of it: lock the chain head; read what may withdraw a
+        decision's authority and which idempotency keys are taken (both as of the lock); chain
+        the prepared events onto the head; insert; advance the head; COMMIT.
+
+        On PostgreSQL this is two round trips in pipeline mode — BEGIN, the head row FOR
+        UPDATE, guards and key checks in the first; the inserts, the head update and COMMIT in
+        the second — so the head row is locked for one round trip, a little Python (sealing
+        costs one short SHA-256 update per event), and the COMMIT's WAL flush. On SQLite,
+        BEGIN IMMEDIATE takes the database's write lock and the statements run in process.
+        """
+        sql = self._sql
+        if not sql.sqlite and conn.driver_connection.autocommit:  # never hold it so briefly
+            conn.driver_connection.autocommit = False
+        keyed, key_queries = _key_checks(batch, sql.mark)
+        cursor = conn.cursor()
+        guards_cursor = conn.cursor()
+        key_cursors = [conn.cursor() for _ in key_queries]
+        committing: _Plan | None = None
+        try:
+            with self._pipeline(conn) as pipeline:
+                if sql.begin:
+                    cursor.execute(sql.begin)
+                cursor.execute(sql.head, (HEAD_ID,))
+                guards_cursor.execute(sql.guards)
+                for key_cursor, (statement, params) in zip(key_cursors, key_queries, strict=True):
+                    key_cursor.execute(statement, params)
+                pipeline.sync()
+                head = cursor.fetchone()
+                locked = time.perf_counter()  # the head row is ours from here to COMMIT
+                if head is None:
+                    raise RuntimeError(_NO_HEAD)
+                guard = _guard_state(guards_cursor.fetchall())
+                self._guard_seen = (head[0], guard)  # as of the head: see _append_in_database
+                taken = {(point, key) for c in key_cursors for point, key in c.fetchall()}
+                refused = _refusals(keyed, taken)
+                kept = [(c, r) for c, r in zip(batch, readies, strict=True) if c not in refused]
+                plan = _plan(kept, {CONTROL: (head[0], head[1])}, 1, guard, None, sql)
+                if refused:
+                    answers = iter(plan.results)
+                    plan.results = [refused[c] if c in refused else next(answers) for c in batch]
+                if plan.decision_params:
+                    cursor.executemany(sql.insert_decision, plan.decision_params)
+                for table, table_rows in plan.row_params.items():
+                    cursor.executemany(sql.inserter(table)[0], table_rows)
+                if plan.events:
+                    cursor.executemany(
+                        sql.insert_event, [sql.event_row(e.row()) for e in plan.events]
+                    )
+                    cursor.execute(sql.update_head, (plan.seq, plan.chain_hash, HEAD_ID))
+                committing = plan
+                if sql.sqlite:
+                    cursor.execute("COMMIT")
+                else:
+                    conn.commit()
+            self.observe_lock_hold(time.perf_counter() - locked)
+        except BaseException as exc:
+            self._abandon(conn)
+            if committing is not None and not self._refused_by_database(exc):
+                raise _CommitUnknown(exc, committing.results, committing) from exc
+            raise
+        finally:
+            for used in (cursor, guards_cursor, *key_cursors):
+                try:
+                    used.close()
+                except Exception:  # a broken connection's cursor
+                    log.debug("closing a cursor failed", exc_info=True)
+        return plan.results, plan.guard
+
+    def _pipeline(self, conn: Any) -> Any:
+        """PostgreSQL's pipeline mode: statements queued, sent together, answered together."""
+        if self._sql.sqlite:
+            return _NoPipeline()
+        return conn.driver_connection.pipeline()
+
+    def _refused_by_database(self, exc: BaseException) -> bool:
+        """Whether PostgreSQL itself refused a statement of the transaction — a unique key, bad
+        data, a deadlock — so it certainly did not commit. In pipeline mode the inserts travel
+        with COMMIT, and their errors arrive with it; a broken connection is no such answer."""
+        state = getattr(exc, "sqlstate", None)
+        return isinstance(state, str) and state[:2] in _REFUSED_CLASSES
 
     def _raw_connection(self) -> Any:
         if self._raw is None:
@@ -700,6 +827,18 @@ def _is_barrier(change: Change) -> bool:
     return any(e.type.startswith(GUARD_EVENTS) for e in change.events)
 
 
+HEAD_ID = 1  # the ledger_head row of the one chain
+APPEND = (
+    "SELECT last_seq, last_hash, locked_at FROM warden_append("
+    "%s, %s, %s::bytea[], %s::bytea[], %s::text[], %s::text[], %s::text[], %s::text[], "
+    "%s::timestamptz[])"
+)
+GUARDS_MOVED = "WA002"  # warden_append: a guard event came after the state the writer read
+# SQLSTATE classes of a statement PostgreSQL refused (data, integrity, transaction state,
+# rollback, syntax or access): the transaction certainly did not commit.
+_REFUSED_CLASSES = frozenset({"22", "23", "25", "40", "42", "WA"})
+
+
 def _guard_state(rows: Sequence[Sequence[Any]]) -> GuardState:
     by_kind: dict[str, list[Sequence[Any]]] = {"kill": [], "rollout": [], "alias": [], "policy": []}
     for row in rows:
@@ -719,15 +858,26 @@ class DuplicateKey(Exception):
 class _CommitUnknown(Exception):
     """COMMIT was sent and failed: the batch may or may not have committed."""
 
-    def __init__(self, cause: BaseException, results: list[Any], plan: _Plan) -> None:
+    def __init__(
+        self,
+        cause: BaseException,
+        results: list[Any],
+        plan: _Plan,
+        locate: tuple[int, PreparedEvent] | None = None,
+    ) -> None:
         super().__init__(f"{type(cause).__name__}: {cause}")
         self.cause = cause
         self.results = results
-        last = plan.events[-1] if plan.events else None
-        self.lane: int | None = last.lane if last else None
-        self.seq: int | None = last.seq if last else None
-        self.chain_hash = last.chain_hash if last else ""
+        self.seq: int | None = plan.seq if plan.events else None
+        self.chain_hash = plan.chain_hash
+        self.lane = plan.lane
         self.guard = plan.guard
+        # Chained by the database: events after `floor`, the last one prepared thus.
+        self.locate = locate
+
+
+class _GuardsMoved(Exception):
+    """The guard state changed since the writer last read it: read it again under the lock."""
 
 
 def _settle(future: Future[Any], *, result: Any = None, error: BaseException | None = None) -> None:
@@ -749,53 +899,220 @@ class _Plan:
     decisions: list[dict[str, Any]]
     rows: dict[sa.Table, list[dict[str, Any]]]
     events: list[SealedEvent]
-    advanced: dict[int, tuple[int, str]]  # lane -> its new head (seq, chain hash)
+    seq: int  # the last event's place in its lane (or lane 0's head, with no events)
+    chain_hash: str
     guard: GuardState
+    decision_params: list[tuple[Any, ...]] = field(default_factory=list)
+    lane: int = CONTROL  # the last event's lane
+    advanced: dict[int, tuple[int, str]] = field(default_factory=dict)  # lane -> new head
+    row_params: dict[sa.Table, list[tuple[Any, ...]]] = field(default_factory=dict)
+
+
+@dataclass(eq=False)
+class _Ready:
+    """A change made ready outside the head lock: its DBAPI parameters and prepared events."""
+
+    decision: tuple[Any, ...] | None
+    rows: list[tuple[sa.Table, tuple[Any, ...]]]
+    events: list[PreparedEvent]
+
+
+def _ready(change: Change, sql: RawStatements) -> _Ready:
+    return _Ready(
+        None if change.decision is None else sql.decision_row(change.decision),
+        [(table, sql.inserter(table)[1](row)) for table, row in change.rows],
+        [prepare(draft) for draft in change.events],
+    )
 
 
 def _plan(
-    batch: Sequence[Change],
+    batch: Sequence[tuple[Change, _Ready | None]],
     heads: dict[int, tuple[int, str]],
     lanes: int,
     guard: GuardState,
     conn: sa.Connection | None,
+    sql: RawStatements,
 ) -> _Plan:
     """Order the batch into the chains: re-route revoked AUTO decisions, apply, seal events,
-    each in its lane after the head locked for it."""
-    results: list[Any] = []
-    rows: list[dict[str, Any]] = []
-    others: dict[sa.Table, list[dict[str, Any]]] = {}
-    sealed: list[SealedEvent] = []
+    each in its lane after the head locked for it.
+
+    Under the head locks. A change arrives ready (`_Ready`) unless it runs `apply`; one that
+    is re-routed or applied here is made ready again, since either may rewrite it. With
+    several lanes each event is prepared for its lane here, and a barrier (a guard change)
+    records where every lane stood."""
     heads = dict(heads)
-    advanced: dict[int, tuple[int, str]] = {}
-    for change in batch:
+    seq, prev = heads.get(CONTROL, next(iter(heads.values())))
+    plan = _Plan([], [], {}, [], seq, prev, guard)
+    for change, ready in batch:
         decision = change.decision
         if decision is not None:
-            if change.revoke is not None and decision["route"] == "auto":
-                if guard.is_killed(decision["point"]):
-                    change.revoke(change, "kill_switch")
-                elif change.variant and not guard.canary_active(change.variant):
-                    change.revoke(change, "rollout_stopped")
-            rows.append(decision)
+            withdrawn = _withdrawn(change, guard)
+            if withdrawn:
+                assert change.revoke is not None
+                change.revoke(change, withdrawn)
+                ready = None
+            plan.decisions.append(decision)
         for table, row in change.rows:
-            others.setdefault(table, []).append(row)
+            plan.rows.setdefault(table, []).append(row)
         if change.apply is not None:
             assert conn is not None
-            results.append(change.apply(conn))
+            plan.results.append(change.apply(conn))
+            ready = None
         else:
-            results.append(decision)
+            plan.results.append(decision)
+        if ready is None:
+            ready = _ready(change, sql)
+        if ready.decision is not None:
+            plan.decision_params.append(ready.decision)
+        for table, params in ready.rows:
+            plan.row_params.setdefault(table, []).append(params)
         if change.guard_update is not None:
             guard = change.guard_update(guard)
-        barrier = lanes > 1 and _is_barrier(change)
+        prepared_events = ready.events
+        if lanes > 1:
+            barrier = _is_barrier(change)
+            prepared_events = []
+            for draft in change.events:
+                if barrier:  # where every lane stood when this changed, hashed with it
+                    draft.payload = {
+                        **draft.payload,
+                        "ledger_heads": [list(heads[k]) for k in range(lanes)],
+                    }
+                prepared_events.append(
+                    prepare(draft, lane_of(draft.point, draft.decision_id, lanes))
+                )
+        for prepared in prepared_events:
+            seq, prev = heads[prepared.lane]
+            event = seal_prepared(seq + 1, prev, prepared)
+            heads[prepared.lane] = plan.advanced[prepared.lane] = (event.seq, event.chain_hash)
+            plan.events.append(event)
+            plan.seq, plan.chain_hash, plan.lane = event.seq, event.chain_hash, event.lane
+    plan.guard = guard
+    return plan
+
+
+def _withdrawn(change: Change, guard: GuardState) -> str | None:
+    """Why an AUTO decision's authority is withdrawn under `guard`, if it is."""
+    decision = change.decision
+    if change.revoke is None or decision is None or decision["route"] != "auto":
+        return None
+    if guard.is_killed(decision["point"]):
+        return "kill_switch"
+    if change.variant and not guard.canary_active(change.variant):
+        return "rollout_stopped"
+    return None
+
+
+def _chains_in_database(batch: Sequence[Change], guard: GuardState) -> bool:
+    """Whether `warden_append` may write the batch: it has events, and none of its changes
+    runs `apply`, changes the guard state, or would be re-routed under `guard` (those are
+    decided with the state read under the lock)."""
+    has_events = False
+    for change in batch:
+        if change.apply is not None or change.guard_update is not None:
+            return False
+        if _withdrawn(change, guard):
+            return False
         for draft in change.events:
-            lane = lane_of(draft.point, draft.decision_id, lanes)
-            if barrier:  # where every lane stood when this changed, hashed with it
-                draft.payload = {
-                    **draft.payload,
-                    "ledger_heads": [list(heads[k]) for k in range(lanes)],
-                }
-            seq, prev = heads[lane]
-            event = seal(seq + 1, prev, draft, lane)
-            heads[lane] = advanced[lane] = (event.seq, event.chain_hash)
-            sealed.append(event)
-    return _Plan(results, rows, others, sealed, advanced, guard)
+            if draft.type.startswith(GUARD_EVENTS):
+                return False
+            has_events = True
+    return has_events
+
+
+def _unchained(
+    batch: Sequence[tuple[Change, _Ready]], guard: GuardState
+) -> tuple[_Plan, list[PreparedEvent]]:
+    """A batch `_chains_in_database` accepted: its rows, results and prepared events."""
+    plan = _Plan([], [], {}, [], 0, "", guard)
+    prepared: list[PreparedEvent] = []
+    for change, ready in batch:
+        plan.results.append(change.decision)
+        if ready.decision is not None:
+            plan.decision_params.append(ready.decision)
+        for table, params in ready.rows:
+            plan.row_params.setdefault(table, []).append(params)
+        prepared.extend(ready.events)
+    return plan, prepared
+
+
+def _values(
+    literal: Any, insert: str, rows: Sequence[tuple[Any, ...]], per_statement: int = 500
+) -> list[str]:
+    """`INSERT … VALUES (…)` for many rows as multi-row statements, parameters bound in."""
+    head, marks = insert.split(" VALUES ", 1)
+    statements = []
+    for start in range(0, len(rows), per_statement):
+        chunk = rows[start : start + per_statement]
+        text = f"{head} VALUES {', '.join([marks] * len(chunk))}"
+        statements.append(literal.mogrify(text, [value for row in chunk for value in row]))
+    return statements
+
+
+def _columns(prepared: Sequence[PreparedEvent]) -> tuple[list[Any], ...]:
+    """`warden_append`'s arrays: bytes around the number, then the plain columns."""
+    drafts = [p.draft for p in prepared]
+    return (
+        [p.head for p in prepared],
+        [p.tail for p in prepared],
+        [d.type for d in drafts],
+        [d.point for d in drafts],
+        [d.decision_id for d in drafts],
+        [d.actor for d in drafts],
+        [d.ts for d in drafts],
+    )
+
+
+def _key_checks(
+    batch: Sequence[Change], mark: str
+) -> tuple[list[tuple[Change, str, str]], list[tuple[str, list[str]]]]:
+    """The batch's idempotency keys, and the queries that find which are already taken —
+    sent right behind the head lock, so they see every decision committed before it."""
+    keyed = [
+        (c, c.decision["point"], c.decision["idempotency_key"])
+        for c in batch
+        if c.decision is not None and c.decision.get("idempotency_key") is not None
+    ]
+    by_point: dict[str, list[str]] = {}
+    for _, point, key in keyed:
+        by_point.setdefault(point, []).append(key)
+    queries = []
+    for point, keys in by_point.items():  # (point, idempotency_key) is the unique index
+        for start in range(0, len(keys), 500):  # under the driver's parameter limit
+            chunk = keys[start : start + 500]
+            queries.append(
+                (
+                    f"SELECT point, idempotency_key FROM decisions WHERE point = {mark} AND "
+                    f"idempotency_key IN ({', '.join([mark] * len(chunk))})",
+                    [point, *chunk],
+                )
+            )
+    return keyed, queries
+
+
+def _refusals(
+    keyed: Sequence[tuple[Change, str, str]], taken: set[tuple[str, str]]
+) -> dict[Change, DuplicateKey]:
+    """Decisions whose idempotency key is already taken — by a committed decision or by an
+    earlier change in this batch — so the rest of the batch commits together instead of one
+    by one after a unique-index failure (a client retrying under load would otherwise cost
+    every decision in its batch a commit of its own)."""
+    refused: dict[Change, DuplicateKey] = {}
+    for change, point, key in keyed:
+        if (point, key) in taken:
+            refused[change] = DuplicateKey(f"idempotency key {key!r} of {point!r} is taken")
+        taken.add((point, key))
+    return refused
+
+
+class _NoPipeline:
+    """SQLite runs in process: statements are answered as they are issued."""
+
+    def __enter__(self) -> _NoPipeline:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def sync(self) -> None:
+        return None

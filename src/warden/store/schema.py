@@ -54,7 +54,7 @@ events = sa.Table(
     sa.Column("prev_hash", sa.String(64), nullable=False),
     sa.Column("leaf_hash", sa.String(64), nullable=False),
     sa.Column("chain_hash", sa.String(64), nullable=False),
-    # the event's lane (migration 0011): `seq` counts within it; lane 0 is the whole ledger
+    # the event's lane (migration 0013): `seq` counts within it; lane 0 is the whole ledger
     # of a one-lane deployment. On SQLite (one lane) the stored primary key stays `seq`.
     sa.Column("lane", sa.SmallInteger, nullable=False, server_default="0"),
     sa.PrimaryKeyConstraint("lane", "seq"),
@@ -302,7 +302,7 @@ checkpoints = sa.Table(
     sa.Column("note", sa.Text),  # the same checkpoint as a C2SP signed note (migration 0007)
 )
 
-# signed lanes checkpoints of a ledger with several lanes (migration 0011, `warden.ledger.lanes`)
+# signed lanes checkpoints of a ledger with several lanes (migration 0013, `warden.ledger.lanes`)
 lane_checkpoints = sa.Table(
     "lane_checkpoints",
     metadata,

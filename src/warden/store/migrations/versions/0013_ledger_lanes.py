@@ -5,8 +5,8 @@ PostgreSQL the primary key becomes (lane, seq), so several lanes can each count 
 SQLite, which has one lane, the table keeps its primary key `seq` and is not rebuilt.
 `lane_checkpoints` keeps the signed lanes checkpoints of a ledger with several lanes.
 
-Revision ID: 0011
-Revises: 0010
+Revision ID: 0013
+Revises: 0012
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0011"
-down_revision = "0010"
+revision = "0013"
+down_revision = "0012"
 branch_labels = None
 depends_on = None
 

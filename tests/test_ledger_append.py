@@ -1,0 +1,205 @@
+"""The writer's critical section, both ways of running it: chained by the writer under the head
+lock (SQLite, and PostgreSQL when the guard state must be read under the lock), or by
+PostgreSQL's `warden_append` in one round trip. The contract holds on either path: answered
+only with what committed, an unknown COMMIT read back, guards as of the lock."""
+
+from __future__ import annotations
+
+import random
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from tests.faults import AFTER, BEFORE, Faults, check_acknowledged_once
+from warden.decision import Decision, Route
+from warden.engine import Engine
+from warden.errors import WardenError
+from warden.ledger.chain import EventDraft
+from warden.ledger.verify import verify_ledger
+from warden.policy.loader import load_points
+from warden.store.recorder import Change, DuplicateKey, Recorder
+from warden.store.schema import events
+
+APPLICATION = {"amount": 1000, "income": 5000, "credit_score": 800}  # AUTO approve
+IN_DATABASE = "in_database"
+UNDER_LOCK = "under_lock"
+
+
+def _event(n: int) -> EventDraft:
+    return EventDraft(type="test.event", actor="test", payload={"n": n})
+
+
+class _Paths:
+    """Counts which critical section wrote each batch."""
+
+    def __init__(self, recorder: Recorder) -> None:
+        self.used: list[str] = []
+        recorder._append_in_database = self._count(  # type: ignore[method-assign]
+            IN_DATABASE, recorder._append_in_database
+        )
+        recorder._append_under_head_lock = self._count(  # type: ignore[method-assign]
+            UNDER_LOCK, recorder._append_under_head_lock
+        )
+
+    def _count(self, name: str, real: Callable[..., Any]) -> Callable[..., Any]:
+        def counted(*args: Any) -> Any:
+            self.used.append(name)
+            return real(*args)
+
+        return counted
+
+
+def _ledger(db: sa.Engine) -> list[tuple[int, str]]:
+    with db.connect() as conn:
+        return [tuple(r) for r in conn.execute(sa.select(events.c.seq, events.c.body))]  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("moment", [BEFORE, AFTER])
+@pytest.mark.parametrize("path", [IN_DATABASE, UNDER_LOCK])
+def test_an_unknown_commit_is_read_back_on_either_path(
+    db: sa.Engine, moment: str, path: str
+) -> None:
+    """After a first commit the writer knows the guard state, so on PostgreSQL the next batch
+    goes through `warden_append`, whose sequence numbers and hashes the writer learns only
+    from the answer that was lost: it finds the batch by its bytes instead."""
+    if path == IN_DATABASE and db.dialect.name == "sqlite":
+        pytest.skip("SQLite chains in the writer")
+    recorder = Recorder(db)
+    try:
+        recorder.append_in_database = path == IN_DATABASE
+        recorder.record(Change(events=[_event(0)]))
+        paths = _Paths(recorder)
+        faults = Faults(db)
+        faults.install(recorder)
+        faults.commits = [moment]
+        assert recorder.record(Change(events=[_event(1), _event(2)])) is None
+        assert faults.injected == [moment]
+        assert paths.used[0] == path
+        if recorder._raw is not None and db.dialect.name != "sqlite":
+            # back in transactions the driver opens: a head lock must outlast its SELECT
+            assert recorder._raw.driver_connection.autocommit is False
+    finally:
+        recorder.close()
+    ledger = _ledger(db)
+    assert [seq for seq, _ in ledger] == [1, 2, 3]  # written once, whatever the moment
+    report = verify_ledger(db, [], projection=False)
+    assert report.ok, report.to_dict()
+
+
+def test_a_kill_switch_engaged_by_another_writer_withdraws_the_next_auto_decision(
+    points_dir: Path, db: sa.Engine
+) -> None:
+    """Writer A knows the guard state as of its last commit; writer B engages the kill switch.
+    A's next AUTO decision must not follow the kill event in the ledger as AUTO: on
+    PostgreSQL `warden_append` refuses and A re-reads the state under the lock."""
+    a = Engine(load_points(points_dir), db, actor="a")
+    b = Engine(load_points(points_dir), db, actor="b")
+    try:
+        assert a.decide("loan_approval", APPLICATION).route == Route.AUTO  # state read
+        paths = _Paths(a.recorder)
+        assert a.decide("loan_approval", APPLICATION).route == Route.AUTO
+        b.set_kill("loan_approval", True, actor="b", reason="test")
+        after = a.decide("loan_approval", APPLICATION)
+        assert after.route != Route.AUTO
+        if db.dialect.name != "sqlite":
+            assert paths.used == [IN_DATABASE, IN_DATABASE, UNDER_LOCK]  # refused, then read
+        a.decide("loan_approval", APPLICATION)  # the state as of the lock is known again
+        if db.dialect.name != "sqlite":
+            assert paths.used[-1] == IN_DATABASE
+    finally:
+        a.close()
+        b.close()
+    report = verify_ledger(db, [])
+    assert report.ok, report.to_dict()
+
+
+def test_a_database_without_warden_append_is_written_the_other_way(db: sa.Engine) -> None:
+    if db.dialect.name == "sqlite":
+        pytest.skip("PostgreSQL only")
+    with db.begin() as conn:
+        conn.exec_driver_sql("DROP FUNCTION warden_append")
+    recorder = Recorder(db)
+    try:
+        for n in range(3):
+            recorder.record(Change(events=[_event(n)]))
+        assert not recorder.append_in_database
+    finally:
+        recorder.close()
+    assert [seq for seq, _ in _ledger(db)] == [1, 2, 3]
+
+
+def test_two_writers_under_random_commit_faults_keep_one_chain(
+    points_dir: Path, db: sa.Engine
+) -> None:
+    """Two writers (as two processes would) decide on one database while COMMITs fail before
+    or after going through, at random: every acknowledged decision is stored and in the
+    ledger once, retries with the same key return it, and the one chain verifies."""
+    engines = [Engine(load_points(points_dir), db, actor=f"w{i}") for i in range(2)]
+    chance = random.Random(11)
+    installed = []
+    for engine in engines:
+        faults = Faults(db)
+        faults.install(engine.recorder)
+        faults.chooser = lambda: chance.choice([None, None, None, None, BEFORE, AFTER])
+        installed.append(faults)
+    answers: dict[str, list[Decision | Exception]] = {}
+    lock = threading.Lock()
+
+    def caller(worker: int) -> None:
+        engine = engines[worker % 2]
+        for n in range(10):
+            key = f"w{worker}-{n}"
+            for _ in range(3):
+                try:
+                    outcome: Decision | Exception = engine.decide(
+                        "loan_approval",
+                        {**APPLICATION, "amount": n + 1, "credit_score": 600 + worker},
+                        idempotency_key=key,
+                    )
+                except (WardenError, DuplicateKey) as exc:
+                    outcome = exc
+                with lock:
+                    answers.setdefault(key, []).append(outcome)
+                if isinstance(outcome, Decision):
+                    break
+
+    threads = [threading.Thread(target=caller, args=(w,)) for w in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(180)
+    assert not any(t.is_alive() for t in threads), "a caller was never answered"
+    for faults in installed:
+        faults.chooser = None
+    for engine in engines:
+        engine.close()
+    assert {BEFORE, AFTER} <= {m for f in installed for m in f.injected}
+    check_acknowledged_once(db, answers)
+
+
+def test_quotes_percent_signs_and_unicode_are_stored_exactly_on_either_path(
+    points_dir: Path, db: sa.Engine
+) -> None:
+    """`warden_append` travels as one query string with its parameters bound into the text:
+    what is read back must be what was decided, byte for byte."""
+    engine = Engine(load_points(points_dir), db, actor="t")
+    odd = "O'Brien %s %% \\ ü 🎉 $$ ; COMMIT"
+    try:
+        paths = _Paths(engine.recorder)
+        made = [
+            engine.decide("loan_approval", {**APPLICATION, "country": odd}, context={"n": odd})
+            for _ in range(3)
+        ]
+        if db.dialect.name != "sqlite":
+            assert IN_DATABASE in paths.used
+        for decision in made:
+            stored = engine.get(decision.id)
+            assert stored.input["country"] == odd and stored.context == {"n": odd}
+    finally:
+        engine.close()
+    report = verify_ledger(db, [])
+    assert report.ok, report.to_dict()
