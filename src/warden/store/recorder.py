@@ -465,7 +465,9 @@ class Recorder:
                 floor, last = unknown.locate
                 found = conn.execute(
                     sa.select(events.c.seq, events.c.body).where(
-                        events.c.seq > floor, events.c.type == last.draft.type
+                        events.c.lane == last.lane,
+                        events.c.seq > floor,
+                        events.c.type == last.draft.type,
                     )
                 )
                 return any(
@@ -480,9 +482,7 @@ class Recorder:
 
     def _write(self, batch: Sequence[Change]) -> list[Any]:
         try:
-            # Several lanes (PostgreSQL): every batch locks the heads of its own lanes, so it
-            # takes the path that chains in the writer.
-            if self._lane_count() > 1 or any(change.apply is not None for change in batch):
+            if any(change.apply is not None for change in batch):
                 results, guard = self._write_with_core(batch)
             else:
                 results, guard = self._write_raw(batch)
@@ -522,6 +522,9 @@ class Recorder:
                 lambda sql, params: conn.exec_driver_sql(sql, params).first(), batch, lanes
             )
             locked = time.perf_counter()
+            guard_seq = None
+            if lanes > 1:  # lane 0's head before the guards are read: see _append_in_database
+                guard_seq = heads[CONTROL][0] if CONTROL in heads else self._control_seq(conn)
             guard = _guard_state([tuple(r) for r in conn.execute(sa.text(self._sql.guards))])
             plan = _plan(
                 list(zip(batch, readies, strict=True)), heads, lanes, guard, conn, self._sql
@@ -546,6 +549,9 @@ class Recorder:
             committing = plan
             transaction.commit()
             self.observe_lock_hold(time.perf_counter() - locked)
+            if guard_seq is not None and not any(_is_barrier(c) for c in batch):
+                # lane 0 moved only by this batch's own control events, which change no guard
+                self._guard_seen = (plan.advanced.get(CONTROL, (guard_seq, ""))[0], guard)
         except BaseException as exc:
             self._drop_core_connection()
             if committing is not None:
@@ -577,6 +583,14 @@ class Recorder:
                 raise RuntimeError(_NO_HEAD)
             heads[lane] = (int(head[0]), str(head[1]))
         return heads
+
+    def _control_seq(self, conn: sa.Connection) -> int:
+        """Lane 0's head, unlocked: a lower bound for the guard events the state read after
+        it includes."""
+        return int(
+            conn.execute(sa.select(ledger_head.c.seq).where(ledger_head.c.id == HEAD_ID)).scalar()
+            or 0
+        )
 
     def _lane_count(self) -> int:
         """The ledger's lanes, read once: they are fixed when the ledger is created."""
@@ -611,6 +625,8 @@ class Recorder:
                 return self._append_in_database(self._raw_connection(), batch, readies, seen)
             except _GuardsMoved:
                 self._guard_seen = None  # read under the lock, in the transaction below
+        if self._lane_count() > 1:  # the heads of its lanes, locked and chained by the writer
+            return self._write_with_core(batch)
         return self._append_under_head_lock(self._raw_connection(), batch, readies)
 
     def _append_in_database(
@@ -646,7 +662,7 @@ class Recorder:
                 taken.update((point, key) for point, key in cursor.fetchall())
             refused = _refusals(keyed, taken)
             kept = [(c, r) for c, r in zip(batch, readies, strict=True) if c not in refused]
-            plan, prepared = _unchained(kept, guard)
+            plan, prepared = _unchained(kept, guard, self._lane_count())
             if refused:
                 answers = iter(plan.results)
                 plan.results = [refused[c] if c in refused else next(answers) for c in batch]
@@ -655,18 +671,29 @@ class Recorder:
                 script.extend(_values(literal, sql.insert_decision, plan.decision_params))
             for table, table_rows in plan.row_params.items():
                 script.extend(_values(literal, sql.inserter(table)[0], table_rows))
-            if prepared:
-                script.append(literal.mogrify(APPEND, (HEAD_ID, guard_seq, *_columns(prepared))))
+            by_lane: dict[int, list[PreparedEvent]] = {}
+            for event in prepared:
+                by_lane.setdefault(event.lane, []).append(event)
+            for lane in sorted(by_lane):  # each call locks its lane's head: in lane order
+                script.append(
+                    literal.mogrify(APPEND, (head_id(lane), guard_seq, *_columns(by_lane[lane])))
+                )
             script.append("COMMIT")
             committing = plan
             cursor.execute(";\n".join(script))
             if prepared:
-                while cursor.description is None or cursor.description[0].name != "last_seq":
-                    if not cursor.nextset():
-                        raise RuntimeError("warden_append gave no answer")
-                plan.seq, plan.chain_hash, locked_at = cursor.fetchone()
+                lane_0_seq = guard_seq
+                for lane in sorted(by_lane):
+                    while cursor.description is None or cursor.description[0].name != "last_seq":
+                        if not cursor.nextset():
+                            raise RuntimeError("warden_append gave no answer")
+                    plan.seq, plan.chain_hash, locked_at = cursor.fetchone()
+                    plan.lane = lane
+                    if lane == CONTROL:
+                        lane_0_seq = plan.seq
+                    cursor.nextset()
                 self.observe_lock_hold(max(0.0, time.time() - locked_at))
-                self._guard_seen = (plan.seq, guard)
+                self._guard_seen = (lane_0_seq, guard)
         except BaseException as exc:
             self._abandon(conn)
             state = getattr(exc, "sqlstate", None)
@@ -677,7 +704,11 @@ class Recorder:
                 self.append_in_database = False
                 raise _GuardsMoved() from exc
             if committing is not None and not self._refused_by_database(exc):
-                floor = (guard_seq, prepared[-1]) if prepared else None
+                floor = None
+                if prepared:  # where to look for it: lane 0 after the guards read, else all
+                    last = prepared[-1]
+                    committing.lane = last.lane
+                    floor = (guard_seq if last.lane == CONTROL else 0, last)
                 raise _CommitUnknown(exc, committing.results, committing, floor) from exc
             raise
         finally:
@@ -1021,9 +1052,10 @@ def _chains_in_database(batch: Sequence[Change], guard: GuardState) -> bool:
 
 
 def _unchained(
-    batch: Sequence[tuple[Change, _Ready]], guard: GuardState
+    batch: Sequence[tuple[Change, _Ready]], guard: GuardState, lanes: int = 1
 ) -> tuple[_Plan, list[PreparedEvent]]:
-    """A batch `_chains_in_database` accepted: its rows, results and prepared events."""
+    """A batch `_chains_in_database` accepted: its rows, results and prepared events (each
+    prepared for its lane, with several)."""
     plan = _Plan([], [], {}, [], 0, "", guard)
     prepared: list[PreparedEvent] = []
     for change, ready in batch:
@@ -1032,7 +1064,13 @@ def _unchained(
             plan.decision_params.append(ready.decision)
         for table, params in ready.rows:
             plan.row_params.setdefault(table, []).append(params)
-        prepared.extend(ready.events)
+        if lanes > 1:
+            prepared.extend(
+                prepare(e.draft, lane_of(e.draft.point, e.draft.decision_id, lanes))
+                for e in ready.events
+            )
+        else:
+            prepared.extend(ready.events)
     return plan, prepared
 
 
