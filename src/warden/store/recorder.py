@@ -512,7 +512,8 @@ class Recorder:
     def _write_with_core(self, batch: Sequence[Change]) -> tuple[list[Any], GuardState]:
         """Changes that write other state (kill switches, tokens...) run through SQLAlchemy."""
         committing: _Plan | None = None
-        readies = [None if c.apply else _ready(c, self._sql) for c in batch]  # before the lock
+        lanes = self._lane_count()
+        readies = [None if c.apply else _ready(c, self._sql, lanes) for c in batch]  # unlocked
         self._guard_seen = None  # these changes may change it: read it under the lock again
         try:
             conn = self._core_connection()
@@ -618,7 +619,7 @@ class Recorder:
         """Decisions and their events: the hot path, on the writer's own DBAPI connection.
         Everything that does not depend on the chain head is made ready first, outside the
         head lock; then the critical section."""
-        readies = [_ready(change, self._sql) for change in batch]
+        readies = [_ready(change, self._sql, self._lane_count()) for change in batch]
         seen = self._guard_seen
         if seen is not None and self.append_in_database and _chains_in_database(batch, seen[1]):
             try:
@@ -662,7 +663,7 @@ class Recorder:
                 taken.update((point, key) for point, key in cursor.fetchall())
             refused = _refusals(keyed, taken)
             kept = [(c, r) for c, r in zip(batch, readies, strict=True) if c not in refused]
-            plan, prepared = _unchained(kept, guard, self._lane_count())
+            plan, prepared = _unchained(kept, guard)
             if refused:
                 answers = iter(plan.results)
                 plan.results = [refused[c] if c in refused else next(answers) for c in batch]
@@ -948,11 +949,11 @@ class _Ready:
     events: list[PreparedEvent]
 
 
-def _ready(change: Change, sql: RawStatements) -> _Ready:
+def _ready(change: Change, sql: RawStatements, lanes: int = 1) -> _Ready:
     return _Ready(
         None if change.decision is None else sql.decision_row(change.decision),
         [(table, sql.inserter(table)[1](row)) for table, row in change.rows],
-        [prepare(draft) for draft in change.events],
+        [prepare(draft, lane_of(draft.point, draft.decision_id, lanes)) for draft in change.events],
     )
 
 
@@ -992,23 +993,21 @@ def _plan(
         else:
             plan.results.append(decision)
         if ready is None:
-            ready = _ready(change, sql)
+            ready = _ready(change, sql, lanes)
         if ready.decision is not None:
             plan.decision_params.append(ready.decision)
         for table, params in ready.rows:
             plan.row_params.setdefault(table, []).append(params)
         if change.guard_update is not None:
             guard = change.guard_update(guard)
-        prepared_events = ready.events
-        if lanes > 1:
-            barrier = _is_barrier(change)
+        prepared_events = ready.events  # each prepared for its lane
+        if lanes > 1 and _is_barrier(change):
             prepared_events = []
-            for draft in change.events:
-                if barrier:  # where every lane stood when this changed, hashed with it
-                    draft.payload = {
-                        **draft.payload,
-                        "ledger_heads": [list(heads[k]) for k in range(lanes)],
-                    }
+            for draft in change.events:  # where every lane stood, hashed with the change
+                draft.payload = {
+                    **draft.payload,
+                    "ledger_heads": [list(heads[k]) for k in range(lanes)],
+                }
                 prepared_events.append(
                     prepare(draft, lane_of(draft.point, draft.decision_id, lanes))
                 )
@@ -1052,10 +1051,9 @@ def _chains_in_database(batch: Sequence[Change], guard: GuardState) -> bool:
 
 
 def _unchained(
-    batch: Sequence[tuple[Change, _Ready]], guard: GuardState, lanes: int = 1
+    batch: Sequence[tuple[Change, _Ready]], guard: GuardState
 ) -> tuple[_Plan, list[PreparedEvent]]:
-    """A batch `_chains_in_database` accepted: its rows, results and prepared events (each
-    prepared for its lane, with several)."""
+    """A batch `_chains_in_database` accepted: its rows, results and prepared events."""
     plan = _Plan([], [], {}, [], 0, "", guard)
     prepared: list[PreparedEvent] = []
     for change, ready in batch:
@@ -1064,13 +1062,7 @@ def _unchained(
             plan.decision_params.append(ready.decision)
         for table, params in ready.rows:
             plan.row_params.setdefault(table, []).append(params)
-        if lanes > 1:
-            prepared.extend(
-                prepare(e.draft, lane_of(e.draft.point, e.draft.decision_id, lanes))
-                for e in ready.events
-            )
-        else:
-            prepared.extend(ready.events)
+        prepared.extend(ready.events)  # each prepared for its lane by `_ready`
     return plan, prepared
 
 
