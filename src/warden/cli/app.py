@@ -95,8 +95,10 @@ def init(
     ] = None,
 ) -> None:
     """Create the data folder, database and ledger signing key; apply migrations."""
+    import os
+
     from warden.errors import WardenError
-    from warden.ledger import identity
+    from warden.ledger import identity, lanes
 
     s = context.settings(config)
     db = context.database(s)
@@ -104,12 +106,17 @@ def init(
     try:
         chosen = identity.ensure_origin(db, origin)
         key = identity.signing_key(db, s.home)
+        count = (
+            lanes.configure(db, lanes.configured_lanes()) if lanes.LANES_ENV in os.environ else None
+        )
     except WardenError as error:
         _fail(error)
     finally:
         db.dispose()
     out.print(f"Warden database ready: [bold]{s.db_url}[/bold]", highlight=False)
     out.print(f"Ledger origin: {chosen}", highlight=False)
+    if count is not None and count > 1:
+        out.print(f"Ledger lanes: {count} (lane 0 for control events)", highlight=False)
     out.print(
         f"Ledger signing key: {key.path} (public key id {key.public.key_id})", highlight=False
     )

@@ -170,10 +170,21 @@ def verify(
 
 def _advance_state(path: Path, state: remembered.Remembered | None, report: Report) -> None:
     newest = report.vouched_checkpoint
-    if newest is None or (state is not None and newest.size <= state.size):
+    lanes_note = report.vouched_lanes.note.text() if report.vouched_lanes is not None else None
+    lanes_moved = lanes_note is not None and (state is None or lanes_note != state.lanes_note)
+    if newest is not None and state is not None and newest.size <= state.size:
+        if not lanes_moved:
+            return
+        newest = checkpoints.Checkpoint.from_dict(state.checkpoint)  # lane 0 did not move
+    if newest is None:
         return
-    remembered.save(path, report.origin, newest)
+    remembered.save(
+        path, report.origin, newest, lanes_note or (state.lanes_note if state else None)
+    )
     report.state = (report.state or "first run") + f"; now remembering checkpoint {newest.size}"
+    if lanes_moved and report.vouched_lanes is not None:
+        sizes = ", ".join(str(h.size) for h in report.vouched_lanes.heads)
+        report.state += f" and the lanes checkpoint at sizes {sizes}"
 
 
 def _print_state(state: StateReport | None) -> None:
@@ -203,18 +214,32 @@ def _print_state(state: StateReport | None) -> None:
 
 
 def _print_report(report: Report, trusted: list[keys.PublicKey], explicit: bool) -> None:
+    total = report.events + sum(int(lane["events"]) for lane in report.lanes)
     timing = f"{report.seconds:.2f} s"
     if report.seconds > 0.5:
-        timing += f", {report.events / report.seconds:,.0f} events/s"
+        timing += f", {total / report.seconds:,.0f} events/s"
     first = report.first
     if first is None:
+        spread = f" in {len(report.lanes) + 1} lanes" if report.lanes else ""
         out.print(
-            f"[green]ok[/green] ledger verified: {report.events:,} events, hash chain, "
+            f"[green]ok[/green] ledger verified: {total:,} events{spread}, hash chain, "
             f"columns and Merkle tiles intact ({timing})",
             highlight=False,
         )
         if report.root:
-            out.print(f"   root at {report.events:,}: {report.root}", highlight=False)
+            lane_0 = "lane 0, " if report.lanes else ""
+            out.print(f"   root at {lane_0}{report.events:,}: {report.root}", highlight=False)
+        for lane in report.lanes:
+            out.print(
+                f"   root at lane {lane['lane']}, {lane['events']:,}: {lane['root']}",
+                highlight=False,
+            )
+        if report.vouched_lanes is not None:
+            sizes = ", ".join(f"{h.size:,}" for h in report.vouched_lanes.heads)
+            out.print(
+                f"   lanes checkpoint: the newest signed and matching covers lanes at {sizes}",
+                highlight=False,
+            )
         given = {k.key_id for k in trusted}
         signers = (
             ", ".join(
@@ -250,7 +275,9 @@ def _print_report(report: Report, trusted: list[keys.PublicKey], explicit: bool)
         if report.witnessed:
             out.print(f"   witnessed: {report.witnessed} checkpoints match", highlight=False)
         return
-    if first.seq is None and first.checkpoint is None:
+    if first.lane is not None:
+        where = f"lane {first.lane}, event {first.seq}" if first.seq else f"lane {first.lane}"
+    elif first.seq is None and first.checkpoint is None:
         where = "the witnesses"
     elif first.seq is None:
         where = f"checkpoint {first.checkpoint}"
@@ -296,6 +323,34 @@ def checkpoint(
         except witness.WitnessError as exc:
             err.print(f"[red]error:[/red] checkpoint stored, but {exc}", highlight=False)
             raise typer.Exit(1) from None
+
+
+@audit_app.command("lanes-checkpoint")
+def lanes_checkpoint() -> None:
+    """Sign every lane of a ledger with several lanes as it is now: the signed lanes index and
+    each lane's own checkpoint note (see docs/ledger.md, "Lanes")."""
+    from warden.ledger.lanecheckpoint import make_lanes_checkpoint
+    from warden.ledger.lanes import LanesRefused, lane_count
+
+    db = context.database(context.settings())
+    try:
+        with db.connect() as conn:
+            lanes = lane_count(conn)
+        if lanes == 1:
+            _fail(LanesRefused("this ledger has one lane: `warden audit checkpoint` signs it"))
+        made = make_lanes_checkpoint(db, _signing_key(db))
+    except WardenError as error:
+        _fail(error)
+    finally:
+        db.dispose()
+    _print_json(
+        {
+            "origin": made.origin,
+            "lanes": [{"lane": h.lane, "size": h.size, "root": h.root.hex()} for h in made.heads],
+            "note": made.note,
+            "lane_notes": made.lane_notes,
+        }
+    )
 
 
 def _cosign(cp: checkpoints.Checkpoint) -> None:
@@ -412,6 +467,16 @@ def check_proof(
         remembered.save(state_file, result.origin, cp)
     if as_json:
         _print_json(result.to_dict())
+    elif result.ok and result.lane_size is not None:
+        lane = result.events[0]["lane"]
+        out.print(
+            f"[green]ok[/green] decision {result.decision_id}: {len(result.events)} event(s) "
+            f"are in lane {lane} of the ledger {result.origin}, in its signed lanes checkpoint "
+            f"(lane {lane} at size {result.lane_size:,}, key {key.key_id})",
+            highlight=False,
+        )
+        for event in result.events:
+            out.print(f"   event {event['seq']}: {event['type']} at {event['ts']}", highlight=False)
     elif result.ok:
         assert result.checkpoint is not None
         cp = result.checkpoint
@@ -483,17 +548,29 @@ def export(
     chosen = fmt or ("parquet" if output.suffix == ".parquet" else "jsonl")
     flt = ExportFilter(_when(since, "--since"), _when(until, "--until"), point)
     db = context.database(context.settings())
+    from warden.ledger.lanecheckpoint import make_lanes_checkpoint
+    from warden.ledger.lanes import lane_count
+
     try:
-        cp = checkpoints.make_checkpoint(db, _signing_key(db))
+        with db.connect() as conn:
+            lanes = lane_count(conn)
+        key = _signing_key(db)
+        cp = checkpoints.make_checkpoint(db, key) if lanes == 1 else None
+        signed = make_lanes_checkpoint(db, key) if lanes > 1 else None
         with _progress("exporting") as progress:
-            result = export_events(db, output, cp, flt, fmt=chosen, progress=progress)
+            result = export_events(
+                db, output, cp, flt, fmt=chosen, progress=progress, lanes_checkpoint=signed
+            )
     except WardenError as error:
         _fail(error, 1)
     finally:
         db.dispose()
+    against = (
+        f"checkpoint {cp.size:,}" if cp is not None else f"the lanes checkpoint ({lanes} lanes)"
+    )
     err.print(
         f"wrote {result.events:,} event(s) to {result.path} ({result.format}); "
-        f"all {result.scanned:,} events up to checkpoint {cp.size:,} verified; "
+        f"all {result.scanned:,} events up to {against} verified; "
         f"manifest {result.manifest}",
         highlight=False,
     )

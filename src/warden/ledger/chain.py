@@ -49,9 +49,11 @@ class SealedEvent:
     prev_hash: str
     leaf_hash: str
     chain_hash: str
+    lane: int = 0
 
     def row(self) -> dict[str, Any]:
         return {
+            "lane": self.lane,
             "seq": self.seq,
             "type": self.type,
             "point": self.point,
@@ -65,19 +67,20 @@ class SealedEvent:
         }
 
 
-def event_body(seq: int, draft: EventDraft) -> bytes:
-    return canonical_bytes(
-        {
-            "seq": seq,
-            "type": draft.type,
-            "point": draft.point,
-            "decision_id": draft.decision_id,
-            "actor": draft.actor,
-            "ts": draft.ts.isoformat(),
-            "payload": draft.payload,
-        },
-        checked=draft.checked,
-    )
+def event_body(seq: int, draft: EventDraft, lane: int = 0) -> bytes:
+    """The canonical body; an event of lane k > 0 names its lane (lane 0's bodies never do)."""
+    body = {
+        "seq": seq,
+        "type": draft.type,
+        "point": draft.point,
+        "decision_id": draft.decision_id,
+        "actor": draft.actor,
+        "ts": draft.ts.isoformat(),
+        "payload": draft.payload,
+    }
+    if lane:
+        body["lane"] = lane
+    return canonical_bytes(body, checked=draft.checked)
 
 
 def leaf_hash(body: bytes) -> bytes:
@@ -96,24 +99,25 @@ class PreparedEvent:
     head: bytes  # `{"actor":…,"decision_id":…,"payload":…,"point":…,"seq":`
     tail: bytes  # `,"ts":…,"type":…}`
     leaf_state: Any  # SHA-256 over 0x00 || head, copied for each sequence number
+    lane: int = 0  # named in the head's bytes when above 0
 
 
-def prepare(draft: EventDraft) -> PreparedEvent:
-    """Everything about an event that does not depend on its place in the chain."""
-    before = canonical_bytes(
-        {
-            "actor": draft.actor,
-            "decision_id": draft.decision_id,
-            "payload": draft.payload,
-            "point": draft.point,
-        },
-        checked=draft.checked,
-    )
+def prepare(draft: EventDraft, lane: int = 0) -> PreparedEvent:
+    """Everything about an event that does not depend on its place in its lane's chain."""
+    fields: dict[str, Any] = {
+        "actor": draft.actor,
+        "decision_id": draft.decision_id,
+        "payload": draft.payload,
+        "point": draft.point,
+    }
+    if lane:
+        fields["lane"] = lane
+    before = canonical_bytes(fields, checked=draft.checked)
     after = canonical_bytes({"ts": draft.ts.isoformat(), "type": draft.type}, checked=True)
     head = before[:-1] + b',"seq":'
     state = hashlib.sha256(b"\x00")
     state.update(head)
-    return PreparedEvent(draft, head, b"," + after[1:], state)
+    return PreparedEvent(draft, head, b"," + after[1:], state, lane)
 
 
 def seal_prepared(seq: int, prev_hash: str, prepared: PreparedEvent) -> SealedEvent:
@@ -135,12 +139,13 @@ def seal_prepared(seq: int, prev_hash: str, prepared: PreparedEvent) -> SealedEv
         prev_hash=prev_hash,
         leaf_hash=leaf.hex(),
         chain_hash=next_chain_hash(prev_hash, leaf),
+        lane=prepared.lane,
     )
 
 
-def seal(seq: int, prev_hash: str, draft: EventDraft) -> SealedEvent:
-    """Give a draft its sequence number and hashes."""
-    return seal_prepared(seq, prev_hash, prepare(draft))
+def seal(seq: int, prev_hash: str, draft: EventDraft, lane: int = 0) -> SealedEvent:
+    """Give a draft its sequence number (in its lane) and hashes."""
+    return seal_prepared(seq, prev_hash, prepare(draft, lane))
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,6 +25,13 @@ import sqlalchemy as sa
 from warden.ledger import identity, witness, witnessing
 from warden.ledger.checkpoint import Checkpoint, head_size, latest, make_checkpoint
 from warden.ledger.keys import SigningKey
+from warden.ledger.lanecheckpoint import (
+    LaneTrees,
+    head_sizes,
+    latest_sizes,
+    make_lanes_checkpoint,
+)
+from warden.ledger.lanes import lane_count
 from warden.ledger.tree import LedgerTree
 from warden.ledger.witnessing import Submitter, WitnessTarget
 
@@ -58,6 +65,8 @@ class Checkpointer:
         self.tree = LedgerTree()
         self.submitter = Submitter(db, witnesses, self.tree) if witnesses else None
         self.made = 0
+        self.lane_trees = LaneTrees()
+        self._lanes = 0  # the ledger's lanes, read at the first tick
         self._key: SigningKey | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="warden-checkpointer", daemon=True)
@@ -94,7 +103,30 @@ class Checkpointer:
             self._thread.join(timeout=30)
 
     def tick(self, now: float, last_at: float) -> Checkpoint | None:
-        """Make a checkpoint if one is due; the newly made one, or None."""
+        """Make a checkpoint if one is due; the newly made one, or None. With several lanes,
+        a lanes checkpoint is signed too when any lane grew enough (lane 0's own checkpoint
+        stays what witnesses cosign)."""
+        made = self._lane_0_tick(now, last_at)
+        if self._lanes == 0:
+            with self.db.connect() as conn:
+                self._lanes = lane_count(conn)
+        if self._lanes > 1 and self._lanes_tick(now, last_at) and made is None:
+            self.made += 1
+        return made
+
+    def _lanes_tick(self, now: float, last_at: float) -> bool:
+        with self.db.connect() as conn:
+            sizes = head_sizes(conn)
+            signed = latest_sizes(conn) or [0] * len(sizes)
+        grown = sum(max(0, a - b) for a, b in zip(sizes, signed, strict=False))
+        if not grown or (grown < self.every and now - last_at < self.seconds):
+            return False
+        if self._key is None:
+            self._key = identity.signing_key(self.db, self.home)
+        make_lanes_checkpoint(self.db, self._key, self.lane_trees)
+        return True
+
+    def _lane_0_tick(self, now: float, last_at: float) -> Checkpoint | None:
         with self.db.connect() as conn:
             size = head_size(conn)
             newest = latest(conn)
@@ -124,7 +156,9 @@ class Checkpointer:
         last_at = time.monotonic()
         while not self._stop.wait(self.poll):
             try:
-                if self.tick(time.monotonic(), last_at) is not None:
+                made = self.made
+                self.tick(time.monotonic(), last_at)
+                if self.made != made:
                     last_at = time.monotonic()
             except Exception:
                 log.exception("periodic checkpoint failed; retrying in %.0fs", self.poll)

@@ -21,6 +21,8 @@ import sqlalchemy as sa
 
 from warden.errors import InvalidRequest
 from warden.ledger.checkpoint import Checkpoint
+from warden.ledger.lanecheckpoint import LanesCheckpoint
+from warden.ledger.lanes import lane_count
 from warden.ledger.tree import LedgerDamaged
 from warden.ledger.verify import ChainPass, Row, event_batches, instant, snapshot
 
@@ -58,8 +60,9 @@ class ExportResult:
     manifest: Path
     events: int
     scanned: int
-    checkpoint: Checkpoint
+    checkpoint: Checkpoint | None  # None for a ledger of several lanes: see `lanes`
     format: str
+    lanes: LanesCheckpoint | None = None
 
 
 class _Writer(Protocol):
@@ -74,13 +77,18 @@ def parquet_available() -> bool:
 def export_events(
     db: sa.Engine,
     out: Path,
-    checkpoint: Checkpoint,
+    checkpoint: Checkpoint | None,
     flt: ExportFilter,
     *,
     fmt: str = "jsonl",
     progress: Progress | None = None,
+    lanes_checkpoint: LanesCheckpoint | None = None,
 ) -> ExportResult:
-    """Write the selected events up to `checkpoint` to `out`; raise if they do not verify."""
+    """Write the selected events up to `checkpoint` to `out`; raise if they do not verify.
+
+    A ledger of several lanes is exported lane by lane up to `lanes_checkpoint`, each lane
+    re-derived and checked against the root that checkpoint signed; every line names its lane.
+    """
     if fmt == "parquet" and not parquet_available():
         raise InvalidRequest(
             "Parquet export needs pyarrow: `pip install pyarrow`, or use --format jsonl",
@@ -88,6 +96,18 @@ def export_events(
         )
     if fmt not in ("jsonl", "parquet"):
         raise InvalidRequest(f"unknown format {fmt!r}; use jsonl or parquet", field="format")
+    with db.connect() as conn:
+        lanes = lane_count(conn)
+    if lanes > 1 and (lanes_checkpoint is None or fmt != "jsonl"):
+        raise InvalidRequest(
+            f"this ledger has {lanes} lanes: it is exported as jsonl against a lanes checkpoint"
+            + (" (Parquet is not built for lanes yet)" if fmt != "jsonl" else ""),
+            field="format" if fmt != "jsonl" else None,
+        )
+    if lanes > 1 and lanes_checkpoint is not None:
+        return _export_lanes(db, out, lanes_checkpoint, flt, progress)
+    if checkpoint is None:
+        raise InvalidRequest("export needs a signed checkpoint to verify against")
     out.parent.mkdir(parents=True, exist_ok=True)
     partial = out.with_name(f".{out.name}.partial")
     writer: _Writer = _ParquetWriter(partial) if fmt == "parquet" else _JsonlWriter(partial)
@@ -131,6 +151,69 @@ def export_events(
         )
     )
     return ExportResult(out, manifest, written, chain.verified, checkpoint, fmt)
+
+
+def _export_lanes(
+    db: sa.Engine,
+    out: Path,
+    signed: LanesCheckpoint,
+    flt: ExportFilter,
+    progress: Progress | None,
+) -> ExportResult:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    partial = out.with_name(f".{out.name}.partial")
+    writer = _JsonlWriter(partial)
+    written = scanned = 0
+    try:
+        with snapshot(db) as conn:
+            for head in signed.heads:
+                chain = ChainPass({head.size}, head.size, progress, lane=head.lane)
+                batches = event_batches(conn, db.dialect.name, head.size, lane=head.lane)
+                for rows in batches:
+                    chain.run([rows])
+                    for row in rows:
+                        if flt.selects(row):
+                            writer.write({"lane": head.lane, **_record(row)})
+                            written += 1
+                    if chain.broken is not None:
+                        break
+                if (
+                    chain.broken is not None
+                    or chain.verified != head.size
+                    or (head.size and chain.roots.get(head.size) != head.root)
+                ):
+                    raise LedgerDamaged(
+                        f"export stopped: lane {head.lane} does not match the lanes checkpoint "
+                        f"({head.size} events); run `warden audit verify`"
+                    )
+                scanned += chain.verified
+        writer.close()
+    except BaseException:
+        writer.close()
+        partial.unlink(missing_ok=True)
+        raise
+    os.replace(partial, out)
+    manifest = out.with_name(out.name + ".manifest.json")
+    manifest.write_bytes(
+        orjson.dumps(
+            {
+                "format": MANIFEST_FORMAT,
+                "file": out.name,
+                "file_format": "jsonl",
+                "sha256": _sha256(out),
+                "events": written,
+                "filters": flt.to_dict(),
+                "lanes_checkpoint": signed.note,
+                "lanes": [
+                    {"lane": h.lane, "size": h.size, "root": h.root.hex()} for h in signed.heads
+                ],
+                "verified": f"all {scanned} events of {len(signed.heads)} lanes up to the lanes "
+                "checkpoint were re-derived and each lane's Merkle root matches it",
+            },
+            option=orjson.OPT_INDENT_2,
+        )
+    )
+    return ExportResult(out, manifest, written, scanned, None, "jsonl", signed)
 
 
 def _check(chain: ChainPass, checkpoint: Checkpoint) -> None:

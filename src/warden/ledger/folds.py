@@ -467,7 +467,7 @@ def user_created(p: Projection, ev: Event) -> None:
 
 @fold("tool_call.executed")
 def tool_call_executed(p: Projection, ev: Event) -> None:
-    """The single-use claim of an approval: its row is written with this event (migration 0011
+    """The single-use claim of an approval: its row is written with this event (migration 0012
     wrote the rows of calls executed before the table existed)."""
     key = (ev.decision_id,)
     if p.get(s.tool_executions, key) is None:

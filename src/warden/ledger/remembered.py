@@ -47,15 +47,19 @@ class Remembered:
     size: int
     root: bytes
     checkpoint: dict[str, Any]
+    lanes_note: str | None = None  # with several lanes: the newest lanes checkpoint verified
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        found = {
             "format": FORMAT,
             "origin": self.origin,
             "size": self.size,
             "root": self.root.hex(),
             "checkpoint": self.checkpoint,
         }
+        if self.lanes_note is not None:
+            found["lanes_note"] = self.lanes_note
+        return found
 
 
 def load(path: Path) -> Remembered | None:
@@ -77,7 +81,10 @@ def load(path: Path) -> Remembered | None:
         origin = data.get("origin")
         if origin is not None and not isinstance(origin, str):
             raise ValueError("origin must be a string")
-        return Remembered(origin, size, root, dict(data.get("checkpoint") or {}))
+        lanes_note = data.get("lanes_note")
+        if lanes_note is not None and not isinstance(lanes_note, str):
+            raise ValueError("lanes_note must be a string")
+        return Remembered(origin, size, root, dict(data.get("checkpoint") or {}), lanes_note)
     except (KeyError, TypeError, ValueError) as exc:
         raise InvalidRequest(
             f"state file {path} is damaged ({exc}); restore it from your own copy — deleting "
@@ -85,9 +92,13 @@ def load(path: Path) -> Remembered | None:
         ) from None
 
 
-def save(path: Path, origin: str | None, checkpoint: Checkpoint) -> None:
+def save(
+    path: Path, origin: str | None, checkpoint: Checkpoint, lanes_note: str | None = None
+) -> None:
     """Replace the file atomically (written aside, then renamed over it)."""
-    state = Remembered(origin, checkpoint.size, checkpoint.root_bytes, checkpoint.to_dict())
+    state = Remembered(
+        origin, checkpoint.size, checkpoint.root_bytes, checkpoint.to_dict(), lanes_note
+    )
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".state-")
     try:

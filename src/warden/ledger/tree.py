@@ -1,4 +1,4 @@
-"""The ledger's Merkle tree as stored: leaf i is the leaf hash of event i + 1.
+"""The ledger's Merkle tree as stored: leaf i is the leaf hash of event i + 1 (of lane 0).
 
 Perfect subtrees of 64 leaves ("tiles", as in Tessera) are hashed once and kept in
 `ledger_tiles`; the levels above them live in memory. A root or a proof over a million events then
@@ -42,7 +42,7 @@ class LedgerDamaged(WardenError):
 
 
 _LEAVES = sa.text(
-    "SELECT seq, leaf_hash FROM events WHERE seq > :start AND seq <= :end ORDER BY seq"
+    "SELECT seq, leaf_hash FROM events WHERE lane = 0 AND seq > :start AND seq <= :end ORDER BY seq"
 )
 
 

@@ -30,6 +30,8 @@ from warden.ledger import note as notes
 from warden.ledger.chain import GENESIS
 from warden.ledger.checkpoint import Checkpoint, all_checkpoints
 from warden.ledger.keys import PublicKey
+from warden.ledger.lanes import StoredLanes, lane_count, parse_index_body, signed_by_any
+from warden.ledger.lanes import stored as stored_lanes
 from warden.ledger.projection import StateReport, verify_state
 from warden.ledger.remembered import Remembered
 from warden.ledger.tree import TILE, LedgerDamaged, LedgerTree, TiledFrontier
@@ -65,15 +67,19 @@ class Break:
     message: str
     last_seq: int | None = None
     checkpoint: int | None = None
+    lane: int | None = None  # set for a break in a lane other than lane 0
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        found = {
             "kind": self.kind.value,
             "seq": self.seq,
             "last_seq": self.last_seq,
             "checkpoint": self.checkpoint,
             "message": self.message,
         }
+        if self.lane is not None:
+            found["lane"] = self.lane
+        return found
 
 
 @dataclass
@@ -95,6 +101,8 @@ class Report:
     seconds: float = 0.0
     problems: list[Break] = field(default_factory=list)
     projection: StateReport | None = None  # the state tables against what the events imply
+    lanes: list[dict[str, Any]] = field(default_factory=list)  # lanes above 0: size, root
+    vouched_lanes: StoredLanes | None = None  # the newest trusted lanes checkpoint that holds
 
     @property
     def ok(self) -> bool:
@@ -124,6 +132,7 @@ class Report:
             "first_break": self.first.to_dict() if self.first else None,
             "problems": [p.to_dict() for p in self.problems],
             "projection": self.projection.to_dict() if self.projection is not None else None,
+            **({"lanes": self.lanes} if self.lanes else {}),
         }
 
 
@@ -155,7 +164,10 @@ def verify_ledger(
             sa.select(ledger_head.c.seq, ledger_head.c.chain_hash).where(ledger_head.c.id == 1)
         ).first()
         head_seq, head_chain = (int(head.seq), head.chain_hash) if head else (0, GENESIS)
-        last_row = conn.exec_driver_sql("SELECT max(seq) FROM events").scalar()
+        lanes = lane_count(conn)
+        last_row = conn.exec_driver_sql(
+            "SELECT max(seq) FROM events" + (" WHERE lane = 0" if lanes > 1 else "")
+        ).scalar()
         stored = all_checkpoints(conn)
         cosignatures = conn.execute(
             sa.select(checkpoint_cosignatures.c.size, checkpoint_cosignatures.c.line)
@@ -167,15 +179,52 @@ def verify_ledger(
         sizes = {c.size for c in stored} | {c.size for c in witnessed}
         if state is not None:
             sizes.add(state.size)
+        lane_cps = stored_lanes(conn) if lanes > 1 else []
+        remembered_lanes = _remembered_lanes(state) if lanes > 1 else None
+        if isinstance(remembered_lanes, StoredLanes):  # its roots are re-derived too
+            lane_cps = [*lane_cps, remembered_lanes]
+        sizes |= {cp.heads[0].size for cp in lane_cps if isinstance(cp, StoredLanes)}
         chain = ChainPass(sizes, int(last_row or 0), progress)
-        chain.run(event_batches(conn, db.dialect.name))
+        chain.run(event_batches(conn, db.dialect.name, lane=0 if lanes > 1 else None))
+        other_lanes = verify_lanes(conn, db.dialect.name, lanes, lane_cps) if lanes > 1 else []
         if projection:
             report.projection = verify_state(conn, db.dialect.name)
     report.head = head_seq
     report.events = chain.verified
     report.checkpoints = len(stored)
     report.latest_checkpoint = stored[-1].size if stored else None
-    problems: list[Break] = []
+    problems: list[Break] = [p for lane in other_lanes for p in lane.problems]
+    report.lanes = [lane.summary() for lane in other_lanes]
+    if lanes > 1:
+        if isinstance(remembered_lanes, StoredLanes):
+            lane_cps = lane_cps[:-1]
+        problems += _lanes_checkpoint_problems(lane_cps, keys, chain, other_lanes)
+        vouched_lanes = [
+            cp
+            for cp in lane_cps
+            if isinstance(cp, StoredLanes)
+            and signed_by_any(cp, list(keys))
+            and not _lanes_checkpoint_problems([cp], keys, chain, other_lanes)
+        ]
+        report.vouched_lanes = vouched_lanes[-1] if vouched_lanes else None
+        unsigned = [lane for lane in other_lanes if lane.events and not lane.problems]
+        if require_signed and unsigned and report.vouched_lanes is None:
+            problems.append(
+                Break(
+                    BreakKind.UNVOUCHED,
+                    1,
+                    "no lanes checkpoint signed by a trusted key covers lanes "
+                    + ", ".join(str(lane.lane) for lane in unsigned)
+                    + ": nothing vouches for their events (sign one with "
+                    "`warden audit lanes-checkpoint`)",
+                    last_seq=unsigned[0].events,
+                    lane=unsigned[0].lane,
+                )
+            )
+        if remembered_lanes is not None:
+            problems += _remembered_lanes_problems(
+                remembered_lanes, report.vouched_lanes, chain, other_lanes
+            )
     if chain.broken is not None:
         problems.append(chain.broken)
     else:
@@ -242,14 +291,17 @@ def snapshot(db: sa.Engine) -> Iterator[sa.Connection]:
 
 
 def event_batches(
-    conn: sa.Connection, dialect: str, upto: int | None = None
+    conn: sa.Connection, dialect: str, upto: int | None = None, lane: int | None = None
 ) -> Iterator[list[Row]]:
-    """Events in seq order, a batch at a time, straight from the driver: row objects cost more
-    than hashing."""
+    """Events in seq order (of one lane, when given), a batch at a time, straight from the
+    driver: row objects cost more than hashing."""
     driver = conn.connection.driver_connection
     assert driver is not None
     columns = _COLUMNS.format(ts=_UTC_TEXT.get(dialect, "ts"))
-    where = "" if upto is None else f" WHERE seq <= {int(upto)}"
+    conditions = [] if upto is None else [f"seq <= {int(upto)}"]
+    if lane is not None:
+        conditions.append(f"lane = {int(lane)}")
+    where = f" WHERE {' AND '.join(conditions)}" if conditions else ""
     sql = f"SELECT {columns} FROM events{where} ORDER BY seq"
     cursor = driver.cursor(name="warden_verify") if dialect == "postgresql" else driver.cursor()
     try:
@@ -279,7 +331,9 @@ class ChainPass:
     only a batch where something differs is walked row by row, to name the first break exactly.
     """
 
-    def __init__(self, sizes: set[int], last_row: int, progress: Progress | None) -> None:
+    def __init__(
+        self, sizes: set[int], last_row: int, progress: Progress | None, lane: int = 0
+    ) -> None:
         self.roots: dict[int, bytes] = {}
         self.tree = TiledFrontier()
         self.verified = 0
@@ -291,6 +345,7 @@ class ChainPass:
         self._sizes = sorted((size for size in sizes if size > 0), reverse=True)
         self._prev = bytes.fromhex(GENESIS)
         self._quoted = _Quoted()
+        self._lane = f'"lane":{int(lane)},' if lane else ""  # in the bodies of lanes above 0
 
     @property
     def tiles(self) -> list[bytes]:
@@ -349,9 +404,9 @@ class ChainPass:
         yet a break (the body leaves out zero microseconds, the stored time does not): the walk
         compares values.
         """
-        quoted, dumps = self._quoted, orjson.dumps
+        quoted, dumps, lane = self._quoted, orjson.dumps, self._lane
         heads = [
-            f'{{"actor":{quoted[actor]},"decision_id":{dumps(decision).decode()},"payload":'
+            f'{{"actor":{quoted[actor]},"decision_id":{dumps(decision).decode()},{lane}"payload":'
             for actor, decision in zip(actors, decision_ids, strict=True)
         ]
         tails = [
@@ -759,3 +814,166 @@ def _cosignature_problems(
             "deleted, or did the witnesses refuse a forked history?)",
         )
     ]
+
+
+@dataclass
+class LaneCheck:
+    """One lane above 0, verified as lane 0 is: its chain, columns, head and Merkle root."""
+
+    lane: int
+    events: int
+    root: bytes | None
+    problems: list[Break]
+    roots: dict[int, bytes] = field(default_factory=dict)  # at each checkpointed size
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "lane": self.lane,
+            "events": self.events,
+            "root": self.root.hex() if self.root is not None else None,
+            "ok": not self.problems,
+        }
+
+
+def verify_lanes(
+    conn: sa.Connection,
+    dialect: str,
+    lanes: int,
+    checkpoints: Sequence[StoredLanes | str] = (),
+) -> list[LaneCheck]:
+    """Lanes 1 .. lanes-1, each on its own: a break in one names its lane and spares the rest.
+    The root of each lane is kept at every size a lanes checkpoint names."""
+    heads = {
+        int(id_) - 1: (int(seq), chain_hash)
+        for id_, seq, chain_hash in conn.execute(
+            sa.select(ledger_head.c.id, ledger_head.c.seq, ledger_head.c.chain_hash)
+        ).all()
+    }
+    checks = []
+    for lane in range(1, lanes):
+        head_seq, head_chain = heads.get(lane, (0, GENESIS))
+        last = conn.exec_driver_sql(f"SELECT max(seq) FROM events WHERE lane = {lane}").scalar()
+        sizes = {
+            cp.heads[lane].size
+            for cp in checkpoints
+            if isinstance(cp, StoredLanes) and len(cp.heads) > lane
+        }
+        chain = ChainPass(sizes, int(last or 0), None, lane=lane)
+        chain.run(event_batches(conn, dialect, lane=lane))
+        found = (
+            [chain.broken]
+            if chain.broken is not None
+            else _head_problems(head_seq, head_chain, chain.verified, chain.last_chain)
+        )
+        problems = [
+            Break(p.kind, p.seq, f"lane {lane}: {p.message}", p.last_seq, p.checkpoint, lane)
+            for p in found
+        ]
+        root = chain.tree.root() if not problems else None
+        checks.append(LaneCheck(lane, chain.verified, root, problems, chain.roots))
+    return checks
+
+
+def _lanes_checkpoint_problems(
+    found: Sequence[StoredLanes | str],
+    keys: Sequence[PublicKey],
+    control: ChainPass,
+    others: Sequence[LaneCheck],
+) -> list[Break]:
+    """Every stored lanes checkpoint must be signed by a trusted key and name, for every lane,
+    the root its events give at the size it names."""
+    problems = []
+    roots = [control.roots, *(lane.roots for lane in others)]
+    verified = [control.verified, *(lane.events for lane in others)]
+    broken = {0} if control.broken is not None else set()
+    broken |= {lane.lane for lane in others if lane.problems}  # named already, where it broke
+    for cp in found:
+        if isinstance(cp, str):
+            problems.append(Break(BreakKind.CHECKPOINT_MISMATCH, None, cp))
+            continue
+        if not signed_by_any(cp, list(keys)):
+            problems.append(
+                Break(
+                    BreakKind.CHECKPOINT_MISMATCH,
+                    None,
+                    f"lanes checkpoint {cp.id} is not signed by a trusted key",
+                )
+            )
+        if len(cp.heads) != len(roots):
+            problems.append(
+                Break(
+                    BreakKind.CHECKPOINT_MISMATCH,
+                    None,
+                    f"lanes checkpoint {cp.id} names {len(cp.heads)} lanes; the ledger has "
+                    f"{len(roots)}",
+                )
+            )
+            continue
+        for head in cp.heads:
+            if head.size == 0 or head.lane in broken:
+                continue
+            if head.size > verified[head.lane]:
+                kind, what = BreakKind.TRUNCATED, "the lane now ends before it"
+            elif roots[head.lane].get(head.size) != head.root:
+                kind, what = BreakKind.CHECKPOINT_MISMATCH, "its events were rewritten since"
+            else:
+                continue
+            problems.append(
+                Break(
+                    kind,
+                    1,
+                    f"lane {head.lane}: lanes checkpoint {cp.id} signed {head.size} events with "
+                    f"root {head.root.hex()[:16]}...; {what}",
+                    last_seq=head.size,
+                    lane=head.lane or None,
+                )
+            )
+    return problems
+
+
+def _remembered_lanes(state: Remembered | None) -> StoredLanes | str | None:
+    """The lanes checkpoint an auditor's state file remembers, if any (a message if unreadable)."""
+    if state is None or state.lanes_note is None:
+        return None
+    try:
+        parsed = notes.parse_note(state.lanes_note)
+        origin, heads, _ = parse_index_body(parsed.body)
+    except notes.NoteError as exc:
+        return f"the remembered lanes checkpoint cannot be read: {exc}"
+    return StoredLanes(0, origin, heads, parsed)
+
+
+def _remembered_lanes_problems(
+    found: StoredLanes | str,
+    newest: StoredLanes | None,
+    control: ChainPass,
+    others: Sequence[LaneCheck],
+) -> list[Break]:
+    """Every lane must still give, at the size the auditor remembers, the root remembered: a
+    lane rewritten or cut since is named (the roots are re-derived from every event)."""
+    if isinstance(found, str):
+        return [Break(BreakKind.FORKED, None, found)]
+    problems = []
+    for problem in _lanes_checkpoint_problems([found], [], control, others):
+        if problem.kind == BreakKind.CHECKPOINT_MISMATCH and "trusted" in problem.message:
+            continue  # the auditor's own memory: its signature was checked when remembered
+        kind = BreakKind.FORKED if problem.kind == BreakKind.CHECKPOINT_MISMATCH else problem.kind
+        message = problem.message.replace(
+            "lanes checkpoint 0", "the remembered lanes checkpoint"
+        ).replace("since", "since you last verified")
+        problems.append(
+            Break(kind, problem.seq, message, problem.last_seq, problem.checkpoint, problem.lane)
+        )
+    if newest is not None:
+        for before, after in zip(found.heads, newest.heads, strict=False):
+            if after.size < before.size:
+                problems.append(
+                    Break(
+                        BreakKind.TRUNCATED,
+                        after.size + 1,
+                        f"lane {before.lane}: the newest lanes checkpoint has {after.size} "
+                        f"events, fewer than the {before.size} you remember",
+                        lane=before.lane or None,
+                    )
+                )
+    return problems

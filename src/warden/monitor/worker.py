@@ -23,6 +23,7 @@ import orjson
 import sqlalchemy as sa
 
 from warden.ids import new_id
+from warden.ledger.lanes import lane_count, lane_of
 from warden.monitor import actions, metrics, store
 from warden.monitor.alerts import Change as AlertChange
 from warden.monitor.alerts import RuleState, State, Transition, evaluate, resolve_by_person
@@ -107,7 +108,9 @@ class Monitor:
         self.lease_ttl = max(lease_ttl, 3 * interval)
         self.holder = holder or f"{socket.gethostname()}:{os.getpid()}:{new_id()[-8:]}"
         self.points: dict[str, PointMonitor] = {}
-        self.cursor = 0
+        self.cursor = 0  # with one lane; with several, each lane has its own in `cursors`
+        self.cursors: dict[int, int] = {}
+        self.lanes = 0  # the ledger's lanes, read when leading starts
         self.leading = False
         self.started_at = clock()
         self._reviews: deque[str] = deque()
@@ -165,7 +168,7 @@ class Monitor:
         self._read_events()
         for point in self.points.values():
             if point.window.due(utc(now), point.spec.window):
-                self._close(point, now, self.cursor)
+                self._close(point, now, self._cursor_of(point.name))
         self._reconcile()
         for point in self.points.values():
             self._evaluate(point, now)
@@ -201,6 +204,13 @@ class Monitor:
                         state.value = row.value
                 self.points[name] = point
         self.cursor = min((p.skip_until for p in self.points.values()), default=0)
+        with self.engine.db.connect() as conn:
+            self.lanes = lane_count(conn)
+        self.cursors = {}
+        if self.lanes > 1:  # a point's events are all in its lane, numbered within it
+            for name, point in self.points.items():
+                lane = lane_of(name, "", self.lanes)
+                self.cursors[lane] = min(self.cursors.get(lane, point.skip_until), point.skip_until)
         self.started_at = now
 
     # -- reading the ledger ------------------------------------------------------------------
@@ -208,21 +218,38 @@ class Monitor:
     def _read_events(self) -> None:
         if not self.points:
             return
+        if self.lanes <= 1:
+            self.cursor = self._read_lane(None, self.cursor)
+            return
+        for lane in sorted(self.cursors):
+            self.cursors[lane] = self._read_lane(lane, self.cursors[lane])
+
+    def _read_lane(self, lane: int | None, cursor: int) -> int:
+        """Dispatch the events after `cursor` (of one lane, with several); the new cursor."""
         while True:
             with self.engine.db.connect() as conn:
-                rows = conn.execute(
+                query = (
                     sa.select(events.c.seq, events.c.type, events.c.point, events.c.decision_id)
                     .add_columns(events.c.ts, events.c.body)
-                    .where(events.c.seq > self.cursor)
+                    .where(events.c.seq > cursor)
                     .order_by(events.c.seq)
                     .limit(READ_BATCH)
-                ).all()
+                )
+                if lane is not None:
+                    query = query.where(events.c.lane == lane)
+                rows = conn.execute(query).all()
                 lookups = self._lookups(conn, rows)
             for row in rows:
                 self._dispatch(row, lookups)
-                self.cursor = int(row.seq)
+                cursor = int(row.seq)
             if len(rows) < READ_BATCH:
-                return
+                return cursor
+
+    def _cursor_of(self, name: str) -> int:
+        """How far the ledger was read for a point: in its lane, with several."""
+        if self.lanes <= 1:
+            return self.cursor
+        return self.cursors.get(lane_of(name, "", self.lanes), 0)
 
     def _lookups(self, conn: sa.Connection, rows: Iterable[Any]) -> dict[str, Any]:
         """Decision rows for ground truth and review events, fetched in one query per batch."""

@@ -41,6 +41,7 @@ import sqlalchemy as sa
 
 from warden.errors import Unavailable
 from warden.ledger.chain import EventDraft, PreparedEvent, SealedEvent, prepare, seal_prepared
+from warden.ledger.lanes import CONTROL, head_id, lane_count, lane_of
 from warden.monitor.metrics import LEDGER_LOCK_HOLD, SHADOW_DROPPED, WRITER_ERRORS, WRITES_REFUSED
 from warden.store.database import write_connection
 from warden.store.rawsql import RawStatements
@@ -163,6 +164,7 @@ class Recorder:
         self._riders_since = 0.0
         self._riders_committing = 0
         self._riders_lock = threading.Lock()
+        self._lanes = 0  # the ledger's lanes, read at the first write
         # How long each commit held the ledger head lock; a benchmark may keep raw samples.
         self.observe_lock_hold: Callable[[float], None] = LEDGER_LOCK_HOLD.observe
         # PostgreSQL chains in the database, in one round trip (migration 0012).
@@ -456,7 +458,9 @@ class Recorder:
             if not self._sql.sqlite:
                 conn.exec_driver_sql("SET LOCAL lock_timeout = '5s'")
             conn.execute(
-                sa.select(ledger_head.c.seq).where(ledger_head.c.id == HEAD_ID).with_for_update()
+                sa.select(ledger_head.c.seq)
+                .where(ledger_head.c.id == head_id(unknown.lane))
+                .with_for_update()
             )
             if unknown.locate is not None:
                 # Chained by the database: the event's place is unknown, its bytes around
@@ -464,14 +468,18 @@ class Recorder:
                 floor, last = unknown.locate
                 found = conn.execute(
                     sa.select(events.c.seq, events.c.body).where(
-                        events.c.seq > floor, events.c.type == last.draft.type
+                        events.c.lane == last.lane,
+                        events.c.seq > floor,
+                        events.c.type == last.draft.type,
                     )
                 )
                 return any(
                     body.encode() == last.head + b"%d" % seq + last.tail for seq, body in found
                 )
             chain_hash = conn.execute(
-                sa.select(events.c.chain_hash).where(events.c.seq == unknown.seq)
+                sa.select(events.c.chain_hash).where(
+                    events.c.lane == unknown.lane, events.c.seq == unknown.seq
+                )
             ).scalar_one_or_none()
         return chain_hash == unknown.chain_hash
 
@@ -507,27 +515,23 @@ class Recorder:
     def _write_with_core(self, batch: Sequence[Change]) -> tuple[list[Any], GuardState]:
         """Changes that write other state (kill switches, tokens...) run through SQLAlchemy."""
         committing: _Plan | None = None
-        readies = [None if c.apply else _ready(c, self._sql) for c in batch]  # before the lock
+        lanes = self._lane_count()
+        readies = [None if c.apply else _ready(c, self._sql, lanes) for c in batch]  # unlocked
         self._guard_seen = None  # these changes may change it: read it under the lock again
         try:
             conn = self._core_connection()
             transaction = conn.begin()
-            head = conn.execute(
-                sa.select(ledger_head.c.seq, ledger_head.c.chain_hash)
-                .where(ledger_head.c.id == 1)
-                .with_for_update()
-            ).first()
+            lanes = self._lane_count()
+            heads = self._lock_heads(
+                lambda sql, params: conn.exec_driver_sql(sql, params).first(), batch, lanes
+            )
             locked = time.perf_counter()
-            if head is None:
-                raise RuntimeError(_NO_HEAD)
+            guard_seq = None
+            if lanes > 1:  # lane 0's head before the guards are read: see _append_in_database
+                guard_seq = heads[CONTROL][0] if CONTROL in heads else self._control_seq(conn)
             guard = _guard_state([tuple(r) for r in conn.execute(sa.text(self._sql.guards))])
             plan = _plan(
-                list(zip(batch, readies, strict=True)),
-                head.seq,
-                head.chain_hash,
-                guard,
-                conn,
-                self._sql,
+                list(zip(batch, readies, strict=True)), heads, lanes, guard, conn, self._sql
             )
             if plan.decisions:
                 conn.execute(decisions.insert(), plan.decisions)
@@ -535,11 +539,12 @@ class Recorder:
                 conn.execute(table.insert(), rows)
             if plan.events:
                 conn.execute(events.insert(), [e.row() for e in plan.events])
-                conn.execute(
-                    ledger_head.update()
-                    .where(ledger_head.c.id == 1)
-                    .values(seq=plan.seq, chain_hash=plan.chain_hash)
-                )
+                for lane, (seq, chain_hash) in plan.advanced.items():
+                    conn.execute(
+                        ledger_head.update()
+                        .where(ledger_head.c.id == head_id(lane))
+                        .values(seq=seq, chain_hash=chain_hash)
+                    )
             if any(e.type.startswith(GUARD_EVENTS) for c in batch for e in c.events):
                 # An alias moved, a rollout or policy changed: report the state these
                 # changes leave, so the very next decision already follows it.
@@ -548,12 +553,55 @@ class Recorder:
             committing = plan
             transaction.commit()
             self.observe_lock_hold(time.perf_counter() - locked)
+            if guard_seq is not None and not any(_is_barrier(c) for c in batch):
+                # lane 0 moved only by this batch's own control events, which change no guard
+                self._guard_seen = (plan.advanced.get(CONTROL, (guard_seq, ""))[0], guard)
         except BaseException as exc:
             self._drop_core_connection()
             if committing is not None:
                 raise _CommitUnknown(exc, committing.results, committing) from exc
             raise
         return plan.results, plan.guard
+
+    def _lock_heads(
+        self,
+        fetch: Callable[[str, tuple[Any, ...]], Any],
+        batch: Sequence[Change],
+        lanes: int,
+    ) -> dict[int, tuple[int, str]]:
+        """Lock and read the head rows of the lanes the batch writes, in ascending lane order so
+        that two writers never wait for each other in a cycle: every lane for a batch that
+        changes what guards decisions (a barrier), else the lanes of its events."""
+        if lanes == 1:
+            wanted = [CONTROL]
+        elif any(_is_barrier(change) for change in batch):
+            wanted = list(range(lanes))
+        else:
+            wanted = sorted(
+                {lane_of(e.point, e.decision_id, lanes) for c in batch for e in c.events}
+            ) or [CONTROL]
+        heads = {}
+        for lane in wanted:
+            head = fetch(self._sql.head, (head_id(lane),))
+            if head is None:
+                raise RuntimeError(_NO_HEAD)
+            heads[lane] = (int(head[0]), str(head[1]))
+        return heads
+
+    def _control_seq(self, conn: sa.Connection) -> int:
+        """Lane 0's head, unlocked: a lower bound for the guard events the state read after
+        it includes."""
+        return int(
+            conn.execute(sa.select(ledger_head.c.seq).where(ledger_head.c.id == HEAD_ID)).scalar()
+            or 0
+        )
+
+    def _lane_count(self) -> int:
+        """The ledger's lanes, read once: they are fixed when the ledger is created."""
+        if self._lanes == 0:
+            with self.engine.connect() as conn:
+                self._lanes = lane_count(conn)
+        return self._lanes
 
     def _core_connection(self) -> sa.Connection:
         """The writer's own SQLAlchemy connection, kept between batches: checking one out of
@@ -574,13 +622,15 @@ class Recorder:
         """Decisions and their events: the hot path, on the writer's own DBAPI connection.
         Everything that does not depend on the chain head is made ready first, outside the
         head lock; then the critical section."""
-        readies = [_ready(change, self._sql) for change in batch]
+        readies = [_ready(change, self._sql, self._lane_count()) for change in batch]
         seen = self._guard_seen
         if seen is not None and self.append_in_database and _chains_in_database(batch, seen[1]):
             try:
                 return self._append_in_database(self._raw_connection(), batch, readies, seen)
             except _GuardsMoved:
                 self._guard_seen = None  # read under the lock, in the transaction below
+        if self._lane_count() > 1:  # the heads of its lanes, locked and chained by the writer
+            return self._write_with_core(batch)
         return self._append_under_head_lock(self._raw_connection(), batch, readies)
 
     def _append_in_database(
@@ -625,18 +675,29 @@ class Recorder:
                 script.extend(_values(literal, sql.insert_decision, plan.decision_params))
             for table, table_rows in plan.row_params.items():
                 script.extend(_values(literal, sql.inserter(table)[0], table_rows))
-            if prepared:
-                script.append(literal.mogrify(APPEND, (HEAD_ID, guard_seq, *_columns(prepared))))
+            by_lane: dict[int, list[PreparedEvent]] = {}
+            for event in prepared:
+                by_lane.setdefault(event.lane, []).append(event)
+            for lane in sorted(by_lane):  # each call locks its lane's head: in lane order
+                script.append(
+                    literal.mogrify(APPEND, (head_id(lane), guard_seq, *_columns(by_lane[lane])))
+                )
             script.append("COMMIT")
             committing = plan
             cursor.execute(";\n".join(script))
             if prepared:
-                while cursor.description is None or cursor.description[0].name != "last_seq":
-                    if not cursor.nextset():
-                        raise RuntimeError("warden_append gave no answer")
-                plan.seq, plan.chain_hash, locked_at = cursor.fetchone()
+                lane_0_seq = guard_seq
+                for lane in sorted(by_lane):
+                    while cursor.description is None or cursor.description[0].name != "last_seq":
+                        if not cursor.nextset():
+                            raise RuntimeError("warden_append gave no answer")
+                    plan.seq, plan.chain_hash, locked_at = cursor.fetchone()
+                    plan.lane = lane
+                    if lane == CONTROL:
+                        lane_0_seq = plan.seq
+                    cursor.nextset()
                 self.observe_lock_hold(max(0.0, time.time() - locked_at))
-                self._guard_seen = (plan.seq, guard)
+                self._guard_seen = (lane_0_seq, guard)
         except BaseException as exc:
             self._abandon(conn)
             state = getattr(exc, "sqlstate", None)
@@ -647,7 +708,11 @@ class Recorder:
                 self.append_in_database = False
                 raise _GuardsMoved() from exc
             if committing is not None and not self._refused_by_database(exc):
-                floor = (guard_seq, prepared[-1]) if prepared else None
+                floor = None
+                if prepared:  # where to look for it: lane 0 after the guards read, else all
+                    last = prepared[-1]
+                    committing.lane = last.lane
+                    floor = (guard_seq if last.lane == CONTROL else 0, last)
                 raise _CommitUnknown(exc, committing.results, committing, floor) from exc
             raise
         finally:
@@ -714,7 +779,7 @@ class Recorder:
                 taken = {(point, key) for c in key_cursors for point, key in c.fetchall()}
                 refused = _refusals(keyed, taken)
                 kept = [(c, r) for c, r in zip(batch, readies, strict=True) if c not in refused]
-                plan = _plan(kept, head[0], head[1], guard, None, sql)
+                plan = _plan(kept, {CONTROL: (head[0], head[1])}, 1, guard, None, sql)
                 if refused:
                     answers = iter(plan.results)
                     plan.results = [refused[c] if c in refused else next(answers) for c in batch]
@@ -790,6 +855,13 @@ RIDERS_PER_COMMIT = 16  # a few rows more per commit cost little; many would del
 RIDER_WAIT = 1.0  # seconds riders wait for a decision's commit before committing alone
 
 _NO_HEAD = "ledger_head is missing; run `warden init` to migrate the database"
+
+
+def _is_barrier(change: Change) -> bool:
+    """A change to what guards decisions: with lanes, it is ordered against every lane."""
+    return any(e.type.startswith(GUARD_EVENTS) for e in change.events)
+
+
 HEAD_ID = 1  # the ledger_head row of the one chain
 APPEND = (
     "SELECT last_seq, last_hash, locked_at FROM warden_append("
@@ -833,6 +905,7 @@ class _CommitUnknown(Exception):
         self.results = results
         self.seq: int | None = plan.seq if plan.events else None
         self.chain_hash = plan.chain_hash
+        self.lane = plan.lane
         self.guard = plan.guard
         # Chained by the database: events after `floor`, the last one prepared thus.
         self.locate = locate
@@ -861,10 +934,12 @@ class _Plan:
     decisions: list[dict[str, Any]]
     rows: dict[sa.Table, list[dict[str, Any]]]
     events: list[SealedEvent]
-    seq: int
+    seq: int  # the last event's place in its lane (or lane 0's head, with no events)
     chain_hash: str
     guard: GuardState
     decision_params: list[tuple[Any, ...]] = field(default_factory=list)
+    lane: int = CONTROL  # the last event's lane
+    advanced: dict[int, tuple[int, str]] = field(default_factory=dict)  # lane -> new head
     row_params: dict[sa.Table, list[tuple[Any, ...]]] = field(default_factory=dict)
 
 
@@ -877,26 +952,31 @@ class _Ready:
     events: list[PreparedEvent]
 
 
-def _ready(change: Change, sql: RawStatements) -> _Ready:
+def _ready(change: Change, sql: RawStatements, lanes: int = 1) -> _Ready:
     return _Ready(
         None if change.decision is None else sql.decision_row(change.decision),
         [(table, sql.inserter(table)[1](row)) for table, row in change.rows],
-        [prepare(draft) for draft in change.events],
+        [prepare(draft, lane_of(draft.point, draft.decision_id, lanes)) for draft in change.events],
     )
 
 
 def _plan(
     batch: Sequence[tuple[Change, _Ready | None]],
-    seq: int,
-    prev: str,
+    heads: dict[int, tuple[int, str]],
+    lanes: int,
     guard: GuardState,
     conn: sa.Connection | None,
     sql: RawStatements,
 ) -> _Plan:
-    """Order the batch into the chain: re-route revoked AUTO decisions, apply, seal events.
+    """Order the batch into the chains: re-route revoked AUTO decisions, apply, seal events,
+    each in its lane after the head locked for it.
 
-    Under the head lock. A change arrives ready (`_Ready`) unless it runs `apply`; one that
-    is re-routed or applied here is made ready again, since either may rewrite it."""
+    Under the head locks. A change arrives ready (`_Ready`) unless it runs `apply`; one that
+    is re-routed or applied here is made ready again, since either may rewrite it. With
+    several lanes each event is prepared for its lane here, and a barrier (a guard change)
+    records where every lane stood."""
+    heads = dict(heads)
+    seq, prev = heads.get(CONTROL, next(iter(heads.values())))
     plan = _Plan([], [], {}, [], seq, prev, guard)
     for change, ready in batch:
         decision = change.decision
@@ -916,19 +996,31 @@ def _plan(
         else:
             plan.results.append(decision)
         if ready is None:
-            ready = _ready(change, sql)
+            ready = _ready(change, sql, lanes)
         if ready.decision is not None:
             plan.decision_params.append(ready.decision)
         for table, params in ready.rows:
             plan.row_params.setdefault(table, []).append(params)
         if change.guard_update is not None:
             guard = change.guard_update(guard)
-        for prepared in ready.events:
-            seq += 1
-            event = seal_prepared(seq, prev, prepared)
-            prev = event.chain_hash
+        prepared_events = ready.events  # each prepared for its lane
+        if lanes > 1 and _is_barrier(change):
+            prepared_events = []
+            for draft in change.events:  # where every lane stood, hashed with the change
+                draft.payload = {
+                    **draft.payload,
+                    "ledger_heads": [list(heads[k]) for k in range(lanes)],
+                }
+                prepared_events.append(
+                    prepare(draft, lane_of(draft.point, draft.decision_id, lanes))
+                )
+        for prepared in prepared_events:
+            seq, prev = heads[prepared.lane]
+            event = seal_prepared(seq + 1, prev, prepared)
+            heads[prepared.lane] = plan.advanced[prepared.lane] = (event.seq, event.chain_hash)
             plan.events.append(event)
-    plan.seq, plan.chain_hash, plan.guard = seq, prev, guard
+            plan.seq, plan.chain_hash, plan.lane = event.seq, event.chain_hash, event.lane
+    plan.guard = guard
     return plan
 
 
@@ -973,7 +1065,7 @@ def _unchained(
             plan.decision_params.append(ready.decision)
         for table, params in ready.rows:
             plan.row_params.setdefault(table, []).append(params)
-        prepared.extend(ready.events)
+        prepared.extend(ready.events)  # each prepared for its lane by `_ready`
     return plan, prepared
 
 

@@ -44,12 +44,7 @@ decisions = sa.Table(
 events = sa.Table(
     "events",
     metadata,
-    sa.Column(
-        "seq",
-        sa.BigInteger().with_variant(sa.Integer, "sqlite"),
-        primary_key=True,
-        autoincrement=False,
-    ),
+    sa.Column("seq", sa.BigInteger().with_variant(sa.Integer, "sqlite"), autoincrement=False),
     sa.Column("type", sa.String(64), nullable=False),
     sa.Column("point", sa.String(64)),
     sa.Column("decision_id", sa.String(36)),
@@ -59,6 +54,10 @@ events = sa.Table(
     sa.Column("prev_hash", sa.String(64), nullable=False),
     sa.Column("leaf_hash", sa.String(64), nullable=False),
     sa.Column("chain_hash", sa.String(64), nullable=False),
+    # the event's lane (migration 0013): `seq` counts within it; lane 0 is the whole ledger
+    # of a one-lane deployment. On SQLite (one lane) the stored primary key stays `seq`.
+    sa.Column("lane", sa.SmallInteger, nullable=False, server_default="0"),
+    sa.PrimaryKeyConstraint("lane", "seq"),
     sa.Index(None, "decision_id"),
     # events not about one decision, folded by the state check (migration 0010)
     sa.Index(
@@ -69,6 +68,7 @@ events = sa.Table(
     ),
 )
 
+# one row per lane, id = lane + 1 (`warden.ledger.lanes`)
 ledger_head = sa.Table(
     "ledger_head",
     metadata,
@@ -300,6 +300,16 @@ checkpoints = sa.Table(
     sa.Column("key_id", sa.String(64), nullable=False),
     sa.Column("signature", sa.String(128), nullable=False),
     sa.Column("note", sa.Text),  # the same checkpoint as a C2SP signed note (migration 0007)
+)
+
+# signed lanes checkpoints of a ledger with several lanes (migration 0013, `warden.ledger.lanes`)
+lane_checkpoints = sa.Table(
+    "lane_checkpoints",
+    metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True),
+    sa.Column("signed_at", sa.String(40), nullable=False),
+    sa.Column("key_id", sa.String(64), nullable=False),
+    sa.Column("note", sa.Text, nullable=False),
 )
 
 ledger_tiles = sa.Table(

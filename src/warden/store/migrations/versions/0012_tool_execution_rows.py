@@ -6,16 +6,16 @@ gets its row from its first `tool_call.executed` event (its point, actor and tim
 primary key also refuses a second execution of those approvals, and the state check derives
 every row from the ledger.
 
-Revision ID: 0011
-Revises: 0010
+Revision ID: 0012
+Revises: 0011
 """
 
 from __future__ import annotations
 
 from alembic import op
 
-revision = "0011"
-down_revision = "0010"
+revision = "0012"
+down_revision = "0011"
 branch_labels = None
 depends_on = None
 
