@@ -709,9 +709,9 @@ def test_credentials_older_than_principals_imply_their_migrated_principal(db: sa
         engine.close()
 
 
-def test_migration_0011_writes_the_rows_of_calls_executed_before_0008(db: sa.Engine) -> None:
+def test_migration_0012_writes_the_rows_of_calls_executed_before_0008(db: sa.Engine) -> None:
     """Before 0008 an executed call was its event alone. Its row is missing (the check says
-    so) until 0011 writes it; then the approval is single-use by the row too, and verifies."""
+    so) until 0012 writes it; then the approval is single-use by the row too, and verifies."""
     engine = Engine({}, db, actor="test")
     decision = "00000000-0000-7000-8000-0000000000e1"
     try:

@@ -167,7 +167,7 @@ class Recorder:
         self._lanes = 0  # the ledger's lanes, read at the first write
         # How long each commit held the ledger head lock; a benchmark may keep raw samples.
         self.observe_lock_hold: Callable[[float], None] = LEDGER_LOCK_HOLD.observe
-        # PostgreSQL chains in the database, in one round trip (migration 0012).
+        # PostgreSQL chains in the database, in one round trip (migration 0011).
         self.append_in_database = not self._sql.sqlite
         self._guard_seen: tuple[int, GuardState] | None = None  # as of that event
         self._thread.start()
@@ -641,7 +641,7 @@ class Recorder:
         seen: tuple[int, GuardState],
     ) -> tuple[list[Any], GuardState]:
         """The critical section run by PostgreSQL alone: one query string — BEGIN, the inserts,
-        `warden_append` (migration 0012: lock head, chain, insert events, advance head) and
+        `warden_append` (migration 0011: lock head, chain, insert events, advance head) and
         COMMIT — sent in one message, so the head lock is taken and released by the database
         without waiting on the writer's process even once (a pipeline would send COMMIT in a
         message of its own, after the writer thread got the interpreter back).
@@ -703,7 +703,7 @@ class Recorder:
             state = getattr(exc, "sqlstate", None)
             if state == GUARDS_MOVED:
                 raise _GuardsMoved() from exc
-            if state == "42883":  # undefined function: a database not migrated to 0012 yet
+            if state == "42883":  # undefined function: a database not migrated to 0011 yet
                 log.warning("warden_append is missing (run `warden init`); appending as before")
                 self.append_in_database = False
                 raise _GuardsMoved() from exc

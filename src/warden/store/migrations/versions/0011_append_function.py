@@ -8,16 +8,16 @@ the writer. It refuses (SQLSTATE WA002) when an event that changes the guard sta
 switches, rollouts, aliases, live policies) was written after the writer last read that state;
 the writer then re-reads it under the lock. SQLite: nothing to do.
 
-Revision ID: 0012
-Revises: 0011
+Revision ID: 0011
+Revises: 0010
 """
 
 from __future__ import annotations
 
 from alembic import op
 
-revision = "0012"
-down_revision = "0011"
+revision = "0011"
+down_revision = "0010"
 branch_labels = None
 depends_on = None
 
