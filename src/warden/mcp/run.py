@@ -10,13 +10,13 @@ from pathlib import Path
 
 import anyio
 import uvicorn
-from mcp.server.stdio import stdio_server
 
 from warden.engine import Engine
 from warden.errors import PolicyError
 from warden.mcp.config import GatewayConfig, load_gateway
 from warden.mcp.gateway import Gateway, Identity, identity_from_token
-from warden.mcp.governor import EXECUTE, HOLD_RULE, Governor
+from warden.mcp.governor import EXECUTE, HOLD_RULE, RESULT_LINGER, Governor
+from warden.mcp.stdio import stdio_streams
 from warden.mcp.upstream import Upstreams
 from warden.policy.loader import load_points
 from warden.policy.schema import ModelKind
@@ -104,11 +104,14 @@ async def open_gateway(
         if default is None:
             name = agent or config.agent
             default = Identity(name, f"agent:{name}")
-        governor = Governor(engine, config, digest_key(settings.home))
+        governor = Governor(engine, config, digest_key(settings.home), result_linger=RESULT_LINGER)
         expiry = ExpiryWorker(ReviewDesk(engine).expire_due)
         expiry.start()
         async with Upstreams(config) as upstreams:
-            yield Gateway(governor, upstreams, default=default)
+            try:
+                yield Gateway(governor, upstreams, default=default)
+            finally:
+                await governor.flush()  # results still waiting to ride with a decision
     finally:
         if expiry is not None:
             expiry.stop()
@@ -118,7 +121,7 @@ async def open_gateway(
 
 async def serve_stdio(gateway: Gateway) -> None:
     server = gateway.server
-    async with stdio_server() as (read, write):
+    async with stdio_streams() as (read, write):
         await server.run(read, write, server.create_initialization_options())
 
 

@@ -96,6 +96,11 @@ class Change:
     challenger made it stopped (`rollout_stopped`). Both are checked again inside the ledger
     lock, so no such AUTO decision ever follows the kill or abort event in the ledger.
     `guard_update` tells the rest of the batch about a change this one makes to that state.
+    `follow` is asked, inside the ledger lock and after any revoke, with the guard state as of
+    the head, for a change to commit right after this one in its transaction (or None): what
+    an AUTO decision authorises, e.g. the claim of the tool call it lets run, costs no commit
+    of its own and sees switches engaged up to the commit. It is asked again on every attempt,
+    so it must only read the change, not alter it.
     """
 
     events: list[EventDraft]
@@ -104,6 +109,7 @@ class Change:
     revoke: Callable[[Change, str], None] | None = None
     variant: str | None = None  # the canary rollout whose challenger made this decision
     guard_update: Callable[[GuardState], GuardState] | None = None
+    follow: Callable[[Change, GuardState], Change | None] | None = None
     rows: list[tuple[sa.Table, dict[str, Any]]] = field(default_factory=list)
     future: Future[Any] = field(default_factory=Future)
 
@@ -721,8 +727,7 @@ def _plan(
                 elif change.variant and not guard.canary_active(change.variant):
                     change.revoke(change, "rollout_stopped")
             rows.append(decision)
-        for table, row in change.rows:
-            others.setdefault(table, []).append(row)
+        follower = change.follow(change, guard) if change.follow is not None else None
         if change.apply is not None:
             assert conn is not None
             results.append(change.apply(conn))
@@ -730,9 +735,13 @@ def _plan(
             results.append(decision)
         if change.guard_update is not None:
             guard = change.guard_update(guard)
-        for draft in change.events:
-            seq += 1
-            event = seal(seq, prev, draft)
-            prev = event.chain_hash
-            sealed.append(event)
+        for part in (change,) if follower is None else (change, follower):
+            assert part is change or (part.decision is None and part.apply is None)
+            for table, row in part.rows:
+                others.setdefault(table, []).append(row)
+            for draft in part.events:
+                seq += 1
+                event = seal(seq, prev, draft)
+                prev = event.chain_hash
+                sealed.append(event)
     return _Plan(results, rows, others, sealed, seq, prev, guard)
