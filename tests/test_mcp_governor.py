@@ -4,6 +4,7 @@ secrets kept out of the ledger, and the gateway file's and points' validation.""
 from __future__ import annotations
 
 import asyncio
+import json
 import shutil
 import textwrap
 from collections.abc import Iterator
@@ -450,3 +451,110 @@ def test_rejected_or_expired_calls_never_run_and_the_agent_is_told(warden: Warde
     with pytest.raises(ToolRefused, match="nobody approved the call in time"):
         refund("a", 2.0, warden_decision_id=second.value.decision_id)
     assert runs == []
+
+
+def test_a_switch_engaged_by_another_process_stops_the_very_next_auto_call(
+    warden: Warden, db: sa.Engine, tmp_path: Path
+) -> None:
+    """The gateway skips the switch query while its last commit saw none engaged; a switch
+    engaged since (here by another engine on the same database) is caught inside the ledger
+    lock by the decision's own commit, so not one call runs after it."""
+    from warden.mcp import kill
+
+    runs: list[str] = []
+    ops = Engine(load_points(tmp_path / "agent_points"), db, actor="ops")
+
+    @warden.tool("agent_tools", annotations={"readOnlyHint": True})
+    def read_balance(account: str) -> str:
+        runs.append(account)
+        return "100"
+
+    try:
+        for round_ in range(3):
+            assert read_balance(f"before-{round_}") == "100"
+            for kind, name in (("server", "python"), ("agent", "agent")):
+                kill.set_switch(ops, kind, name, True, actor="ops", reason=f"stop {round_}")
+                with pytest.raises(ToolRefused, match=f"kill switch {kind}:{name} is engaged"):
+                    read_balance(f"killed-{round_}")
+                kill.set_switch(ops, kind, name, False, actor="ops", reason="over")
+                assert read_balance(f"after-{round_}-{kind}") == "100"
+    finally:
+        ops.close()
+    assert not any(r.startswith("killed") for r in runs)
+    assert len(runs) == 9
+    with db.connect() as conn:
+        executed = conn.execute(
+            sa.text("SELECT count(*) FROM events WHERE type = 'tool_call.executed'")
+        ).scalar_one()
+    assert executed == 9
+
+
+@settings(max_examples=15, deadline=None)
+@given(outcomes=st.lists(st.booleans(), min_size=1, max_size=12), gap=st.sampled_from([0, 0.03]))
+def test_every_call_run_has_its_claim_and_exactly_one_result_whatever_the_timing(
+    tmp_path_factory: pytest.TempPathFactory, outcomes: list[bool], gap: float
+) -> None:
+    """Auto-routed calls commit their claim with the decision and their result with the next
+    call's decision (or alone, after the linger): each decision that ran ends with exactly
+    decision.created, approved, executed, result, in that order, the result saying how it ran."""
+    from warden.mcp.config import Wait
+    from warden.mcp.governor import Governor, Outcome, Runner, ToolCall
+    from warden.mcp.tool import governor_for
+    from warden.store.database import create_engine, migrate
+
+    folder = tmp_path_factory.mktemp("riders")
+    shutil.copytree(FIXTURES / "points", folder / "points")
+    db = create_engine(f"sqlite:///{folder / 'w.db'}")
+    migrate(db)
+    engine = Engine(load_points(folder / "points"), db, actor="test")
+    w = Warden(engine, home=folder / "home")
+    base = governor_for(w, "agent_tools", key=b"k" * 32, wait=Wait(mode="pending"), secrets=[])
+    governor = Governor(engine, base.config, b"k" * 32, result_linger=0.02)
+    ran: list[int] = []
+
+    async def scenario() -> list[str]:
+        ids = []
+        for i, ok in enumerate(outcomes):
+
+            async def execute(i: int = i, ok: bool = ok) -> str:
+                ran.append(i)
+                if not ok:
+                    raise RuntimeError(f"tool {i} broke")
+                return f"done {i}"
+
+            call = ToolCall(
+                "agent", "agent:agent", "python", "read_balance", {"n": i}, {"readOnlyHint": True}
+            )
+            try:
+                answer = await governor.call(call, Runner(execute, lambda r: Outcome(True, b"x")))
+                ids.append(answer.decision_id)
+            except RuntimeError:
+                ids.append(None)
+            await asyncio.sleep(gap)
+        await governor.flush()
+        return ids
+
+    try:
+        ids = asyncio.run(scenario())
+    finally:
+        engine.close()
+    assert ran == list(range(len(outcomes)))
+    with db.connect() as conn:
+        rows = conn.execute(
+            sa.text(
+                "SELECT decision_id, type, body FROM events WHERE decision_id IS NOT NULL "
+                "ORDER BY seq"
+            )
+        ).all()
+    by_decision: dict[str, list[str]] = {}
+    statuses: dict[str, str] = {}
+    for decision_id, type_, body in rows:
+        by_decision.setdefault(decision_id, []).append(type_)
+        if type_ == "tool_call.result":
+            statuses[decision_id] = json.loads(body)["payload"]["status"]
+    expected = ["decision.created", "tool_call.approved", "tool_call.executed", "tool_call.result"]
+    assert len(by_decision) == len(outcomes)
+    assert all(types == expected for types in by_decision.values()), by_decision
+    succeeded = {d for d in ids if d is not None}
+    assert {d for d, s in statuses.items() if s == "success"} == succeeded
+    assert sum(s == "error" for s in statuses.values()) == outcomes.count(False)
