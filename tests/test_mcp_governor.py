@@ -558,3 +558,134 @@ def test_every_call_run_has_its_claim_and_exactly_one_result_whatever_the_timing
     succeeded = {d for d in ids if d is not None}
     assert {d for d, s in statuses.items() if s == "success"} == succeeded
     assert sum(s == "error" for s in statuses.values()) == outcomes.count(False)
+
+
+def _sample(name: str, **labels: str) -> float:
+    from warden.monitor.metrics import REGISTRY
+
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+def test_tool_calls_are_counted_by_how_they_ended_with_labels_from_the_configuration(
+    warden: Warden,
+) -> None:
+    runs: list[str] = []
+
+    @warden.tool("agent_tools", annotations={"readOnlyHint": True})
+    def read_balance(account: str) -> str:
+        runs.append(account)
+        return "100"
+
+    @warden.tool("agent_tools")
+    def delete_record(record: str) -> None:
+        runs.append(record)
+
+    @warden.tool("agent_tools", annotations={"destructiveHint": True})
+    def refund(account: str, amount: float) -> str:
+        runs.append(account)
+        return "refunded"
+
+    base = {"gateway": "python", "server": "python"}
+    before = {
+        key: _sample(metric, **base, **labels)
+        for key, (metric, labels) in {
+            "executed": ("warden_tool_calls_total", {"tool": "read_balance", "status": "executed"}),
+            "refused": ("warden_tool_calls_total", {"tool": "delete_record", "status": "refused"}),
+            "policy": ("warden_tool_call_denials_total", {"tool": "delete_record", "code": "refused"}),
+            "rejected": ("warden_tool_call_denials_total", {"tool": "refund", "code": "rejected"}),
+            "reviewed": ("warden_tool_calls_reviewed_total", {"tool": "refund"}),
+            "timed": ("warden_tool_call_duration_seconds_count", {"tool": "read_balance", "part": "tool"}),
+        }.items()
+    }  # fmt: skip
+    for i in range(3):
+        assert read_balance(f"a{i}") == "100"
+    for i in range(2):
+        with pytest.raises(ToolRefused):
+            delete_record(f"r{i}")
+    with pytest.raises(ToolPending) as held:
+        refund("a", 5.0)
+    desk = ReviewDesk(warden.engine)
+    desk.claim(REVIEWER, held.value.decision_id)
+    desk.reject(
+        REVIEWER, held.value.decision_id, reason="not this one", reason_code="wrong_account"
+    )
+    with pytest.raises(ToolRefused, match="rejected"):
+        refund("a", 5.0, warden_decision_id=held.value.decision_id)
+
+    def delta(key: str, metric: str, **labels: str) -> float:
+        return _sample(metric, **base, **labels) - before[key]
+
+    assert delta("executed", "warden_tool_calls_total", tool="read_balance", status="executed") == 3
+    assert delta("refused", "warden_tool_calls_total", tool="delete_record", status="refused") == 2
+    assert (
+        delta("policy", "warden_tool_call_denials_total", tool="delete_record", code="refused") == 2
+    )
+    assert delta("rejected", "warden_tool_call_denials_total", tool="refund", code="rejected") == 1
+    assert delta("reviewed", "warden_tool_calls_reviewed_total", tool="refund") == 1
+    assert (
+        delta("timed", "warden_tool_call_duration_seconds_count", tool="read_balance", part="tool")
+        == 3
+    )
+    assert runs == ["a0", "a1", "a2"]
+
+
+REFUSALS_ALERT = """
+monitoring:
+  window: {count: 20, every: 1h, min_count: 10}
+  alerts:
+    - {id: agent_refusals, metric: refused_rate, op: ">", threshold: 0.3, for: 0s,
+       severity: critical, action: kill,
+       description: "the agent's calls are refused far more often than usual"}
+"""
+
+
+def test_an_agent_whose_refusal_rate_jumps_is_stopped_by_its_alert_rule(
+    tmp_path: Path, db: sa.Engine, warden_home: Path
+) -> None:
+    """The alert rule of docs/agents.md: the gateway's point watches its refused rate; when it
+    jumps the rule's `kill` action engages the point's switch, and the agent's next call, even
+    one the policy would let run alone, is held for a person instead of running."""
+    from warden.monitor.worker import Monitor
+
+    folder = tmp_path / "watched"
+    shutil.copytree(FIXTURES / "points", folder)
+    point = folder / "agent_tools.yaml"
+    point.write_text(point.read_text() + REFUSALS_ALERT)
+    engine = Engine(load_points(folder), db, actor="test")
+    w = Warden(engine, home=warden_home)
+    runs: list[str] = []
+
+    @w.tool("agent_tools", annotations={"readOnlyHint": True})
+    def read_balance(account: str) -> str:
+        runs.append(account)
+        return "100"
+
+    @w.tool("agent_tools")
+    def delete_record(record: str) -> None:
+        runs.append(record)
+
+    try:
+        monitor = Monitor(engine)
+        for i in range(20):  # a normal window: one refusal in twenty
+            if i == 7:
+                with pytest.raises(ToolRefused):
+                    delete_record("x")
+            else:
+                read_balance(f"n{i}")
+        monitor.poll()
+        assert not [k for k in engine.kill_switches() if k.engaged]
+        for i in range(20):  # the agent goes astray: half its calls are refused
+            if i % 2:
+                with pytest.raises(ToolRefused):
+                    delete_record(f"y{i}")
+            else:
+                read_balance(f"m{i}")
+        monitor.poll()
+        (switch,) = [k for k in engine.kill_switches() if k.engaged]
+        assert switch.scope == "agent_tools" and switch.actor == "monitor:alert:agent_refusals"
+        ran = len(runs)
+        with pytest.raises(ToolPending):
+            read_balance("after")
+        assert len(runs) == ran
+    finally:
+        engine.close()

@@ -8,6 +8,7 @@ exact call → executed at most once → its result recorded.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import hashlib
 import time
@@ -20,7 +21,7 @@ from typing import Any, Literal
 from warden.decision import Decision, Route
 from warden.engine import Engine, Proposal
 from warden.errors import InvalidInput, NotFound, WardenError
-from warden.mcp import kill
+from warden.mcp import kill, metrics
 from warden.mcp import ledger as tool_events
 from warden.mcp.binding import Binding, keyed_digest, mismatch, text_digest
 from warden.mcp.config import GatewayConfig, ToolRule, Wait
@@ -126,6 +127,32 @@ class Governor:
     # -- entry -----------------------------------------------------------------------------
 
     async def call(self, call: ToolCall, runner: Runner) -> Answer:
+        """Govern one call; counted and timed by how it ended (see `warden.mcp.metrics`)."""
+        labels = (self.config.gateway, call.server, call.tool)
+        in_tool = [0.0]
+        execute = runner.execute
+
+        async def timed() -> Any:
+            started = time.perf_counter()
+            try:
+                return await execute()
+            finally:
+                in_tool[0] += time.perf_counter() - started
+
+        started = time.perf_counter()
+        try:
+            answer = await self._call(call, dataclasses.replace(runner, execute=timed))
+        except Exception:
+            metrics.TOOL_CALLS.labels(*labels, "failed").inc()
+            raise
+        metrics.TOOL_CALLS.labels(*labels, answer.status).inc()
+        if answer.status == "executed":
+            took = time.perf_counter() - started
+            metrics.TOOL_SECONDS.labels(*labels, "tool").observe(in_tool[0])
+            metrics.TOOL_SECONDS.labels(*labels, "governance").observe(max(0.0, took - in_tool[0]))
+        return answer
+
+    async def _call(self, call: ToolCall, runner: Runner) -> Answer:
         rule = self.config.rule_for(call.server, call.tool)
         if rule is None:
             return await self._deny(
@@ -326,6 +353,8 @@ class Governor:
                     decision.id,
                     point=decision.point,
                 )
+        if decision.route is Route.REVIEW and _decided_by_person(decision):
+            metrics.TOOL_REVIEWED.labels(self.config.gateway, call.server, call.tool).inc()
         if decision.outcome != EXECUTE:
             last = decision.reasons[-1] if decision.reasons else None
             kind = last.kind if last else "reject"
@@ -532,11 +561,17 @@ class Governor:
                     },
                 )
             )
+        metrics.TOOL_DENIALS.labels(self.config.gateway, call.server, call.tool, code).inc()
         status: Status = "refused" if decision_id is None or code == "refused" else "denied"
         return Answer(status, message, decision_id, point=point)
 
     async def _record(self, change: Change) -> Any:
         return await asyncio.wrap_future(self.engine.recorder.submit(change))
+
+
+def _decided_by_person(decision: Decision) -> bool:
+    last = decision.reasons[-1] if decision.reasons else None
+    return last is not None and last.kind in ("approve", "reject")
 
 
 def _settle_from(target: asyncio.Future[Any], source: asyncio.Future[Any]) -> None:

@@ -10,6 +10,9 @@ from pathlib import Path
 
 import anyio
 import uvicorn
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
 
 from warden.engine import Engine
 from warden.errors import PolicyError
@@ -18,6 +21,7 @@ from warden.mcp.gateway import Gateway, Identity, identity_from_token
 from warden.mcp.governor import EXECUTE, HOLD_RULE, RESULT_LINGER, Governor
 from warden.mcp.stdio import stdio_streams
 from warden.mcp.upstream import Upstreams
+from warden.monitor.metrics import exposition
 from warden.policy.loader import load_points
 from warden.policy.schema import ModelKind
 from warden.review.desk import ReviewDesk
@@ -127,10 +131,18 @@ async def serve_stdio(gateway: Gateway) -> None:
 
 async def serve_http(gateway: Gateway, host: str, port: int, *, anonymous: bool = False) -> None:
     """Streamable HTTP at http://HOST:PORT/mcp; each request names its agent by bearer token
-    (`anonymous`: requests without one act as the configured agent)."""
+    (`anonymous`: requests without one act as the configured agent). Prometheus metrics of the
+    tool calls (and of the decisions behind them) at /metrics."""
     if not anonymous:
         gateway.default = None
-    app = gateway.server.streamable_http_app(host=host)
+
+    async def metrics(request: Request) -> Response:
+        body, content_type = exposition()
+        return Response(body, media_type=content_type)
+
+    app = gateway.server.streamable_http_app(
+        host=host, custom_starlette_routes=[Route("/metrics", metrics)]
+    )
     config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on")
     await uvicorn.Server(config).serve()
 
