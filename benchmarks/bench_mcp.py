@@ -45,7 +45,7 @@ def free_port() -> int:
 
 
 def wait_listening(port: int) -> None:
-    for _ in range(600):
+    for _ in range(3000):  # a loaded machine takes a while to import and migrate
         with socket.socket() as s:
             if s.connect_ex(("127.0.0.1", port)) == 0:
                 return
