@@ -7,6 +7,7 @@ import asyncio
 import json
 import shutil
 import textwrap
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -689,3 +690,56 @@ def test_an_agent_whose_refusal_rate_jumps_is_stopped_by_its_alert_rule(
         assert len(runs) == ran
     finally:
         engine.close()
+
+
+def test_under_random_commit_faults_a_call_runs_only_if_its_claim_committed_and_once(
+    warden: Warden, db: sa.Engine
+) -> None:
+    """COMMITs fail before or after going through, at random, while an agent calls auto-routed
+    tools: the claim rides on the decision's commit (and is asked again on a retry), results
+    ride on the next one. Every call that ran has exactly one approved, one executed and one
+    result event; no call without a committed claim ran; the ledger verifies."""
+    import random
+
+    from tests.faults import AFTER, BEFORE, Faults
+    from tests.ledger_helpers import assert_state_agrees
+
+    faults = Faults(db)
+    faults.install(warden.engine.recorder)
+    chance = random.Random(11)
+    faults.chooser = lambda: chance.choice([None, None, None, BEFORE, AFTER])
+    ran: list[str] = []
+
+    @warden.tool("agent_tools", annotations={"readOnlyHint": True})
+    def read_balance(account: str) -> str:
+        ran.append(account)
+        return "100"
+
+    answered = 0
+    for i in range(40):
+        try:
+            read_balance(f"a{i}")
+            answered += 1
+        except ToolRefused:
+            pass  # the decision could not be recorded: the agent is told, nothing ran
+    faults.chooser = None
+    read_balance("last")
+    assert {BEFORE, AFTER} <= set(faults.injected)
+    for _ in range(600):  # results commit after the answer; failed ones are tried again
+        with db.connect() as conn:
+            rows = conn.execute(
+                sa.text(
+                    "SELECT decision_id, type FROM events WHERE type LIKE 'tool_call.%' "
+                    "ORDER BY seq"
+                )
+            ).all()
+        if sum(t == "tool_call.result" for _, t in rows) >= len(ran):
+            break
+        time.sleep(0.1)
+    by_decision: dict[str, list[str]] = {}
+    for decision_id, type_ in rows:
+        by_decision.setdefault(decision_id, []).append(type_)
+    expected = ["tool_call.approved", "tool_call.executed", "tool_call.result"]
+    assert all(types == expected for types in by_decision.values()), by_decision
+    assert len(by_decision) == len(ran) == answered + 1
+    assert_state_agrees(db)

@@ -8,6 +8,7 @@ exact call → executed at most once → its result recorded.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import dataclasses
 import functools
 import hashlib
@@ -45,6 +46,8 @@ RESULTS_KEPT = 1000
 # agent's results commit alone meanwhile, off its path. A gateway that dies in this window
 # leaves `executed` without `result`, the state the ledger already names for a crash mid-call.
 RESULT_LINGER = 0.02
+RESULT_RETRIES = 30  # a result event the database failed to commit is tried again, pausing
+RESULT_RETRY_PAUSE = 0.05  # a little longer each time (about 23 s in all)
 
 Status = Literal["executed", "refused", "denied", "pending", "already_executed"]
 Progress = Callable[[float, str], Awaitable[None]]
@@ -528,12 +531,43 @@ class Governor:
 
     def _submit_lingering(self) -> None:
         for change, committed in self._take_lingering():
-            try:
-                submitted = asyncio.wrap_future(self.engine.recorder.submit(change))
-            except Exception as exc:  # the writer refused it (queue full, closed)
-                committed.set_exception(exc)
-                continue
-            submitted.add_done_callback(functools.partial(_settle_from, committed))
+            self._submit_one(change, committed, 0)
+
+    def _submit_one(self, change: Change, committed: asyncio.Future[Any], attempt: int) -> None:
+        """Hand a result event to the writer; one the database failed to commit is tried again
+        (a fresh change: the failed one's future is spent), so a passing fault loses none."""
+        fresh = dataclasses.replace(change, future=concurrent.futures.Future())
+        try:
+            submitted = asyncio.wrap_future(self.engine.recorder.submit(fresh))
+        except Exception as exc:  # the writer refused it (queue full, closed)
+            self._retry(change, committed, attempt, exc)
+            return
+        submitted.add_done_callback(functools.partial(self._submitted, change, committed, attempt))
+
+    def _submitted(
+        self,
+        change: Change,
+        committed: asyncio.Future[Any],
+        attempt: int,
+        source: asyncio.Future[Any],
+    ) -> None:
+        if source.cancelled():
+            committed.cancel()
+        elif (error := source.exception()) is not None:
+            self._retry(change, committed, attempt, error)
+        elif not committed.done():
+            committed.set_result(source.result())
+
+    def _retry(
+        self, change: Change, committed: asyncio.Future[Any], attempt: int, error: BaseException
+    ) -> None:
+        if attempt >= RESULT_RETRIES or isinstance(error, DuplicateKey) or committed.done():
+            if not committed.done():
+                committed.set_exception(error)
+            return
+        asyncio.get_running_loop().call_later(
+            RESULT_RETRY_PAUSE * (attempt + 1), self._submit_one, change, committed, attempt + 1
+        )
 
     async def _deny(
         self,
@@ -572,17 +606,6 @@ class Governor:
 def _decided_by_person(decision: Decision) -> bool:
     last = decision.reasons[-1] if decision.reasons else None
     return last is not None and last.kind in ("approve", "reject")
-
-
-def _settle_from(target: asyncio.Future[Any], source: asyncio.Future[Any]) -> None:
-    if target.done():
-        return
-    if source.cancelled():
-        target.cancel()
-    elif (error := source.exception()) is not None:
-        target.set_exception(error)
-    else:
-        target.set_result(source.result())
 
 
 class _Claim:
