@@ -1,10 +1,15 @@
 """Added latency of the MCP gateway: an auto-routed tool call through `warden mcp serve` versus
-the same call straight to the upstream server, p50 and p99, over stdio and Streamable HTTP.
+the same call straight to the upstream server and through a bare MCP proxy (the SDK's own cost
+of one more hop, no governance), p50 and p99, over stdio and Streamable HTTP.
 
-Run: .venv/bin/python benchmarks/bench_mcp.py [--calls 300] [--db-url URL]
+Run: .venv/bin/python benchmarks/bench_mcp.py [--calls 300] [--rounds 5] [--db-url URL]
+
 The upstream is tests/mcp_fixtures/bank_server.py; the call is `read_balance` (read-only, so
-the policy routes it auto). Through the gateway each call is a decision, its ledger events
-(decision, approved + executed, result) committed before the agent gets the answer.
+the policy routes it auto). Through the gateway each call is a decision whose ledger events
+(decision, approved + executed) commit in one transaction before the tool runs; the result
+event commits with the next batch. All paths stay connected for the whole run and are timed
+in alternating rounds, so a shared machine's load falls on each alike; beside the latency,
+the CPU time each hop's process spent per call (from /proc), which load does not stretch.
 """
 
 from __future__ import annotations
@@ -18,7 +23,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +35,7 @@ from mcp.client.stdio import StdioServerParameters
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "tests" / "mcp_fixtures"
+TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def free_port() -> int:
@@ -38,7 +45,7 @@ def free_port() -> int:
 
 
 def wait_listening(port: int) -> None:
-    for _ in range(600):
+    for _ in range(3000):  # a loaded machine takes a while to import and migrate
         with socket.socket() as s:
             if s.connect_ex(("127.0.0.1", port)) == 0:
                 return
@@ -46,18 +53,65 @@ def wait_listening(port: int) -> None:
     raise SystemExit(f"nothing listens on port {port}")
 
 
-async def timed(target: Any, calls: int) -> list[float]:
-    """Milliseconds per call, after a warm-up, one call at a time (an agent waits for each)."""
-    async with Client(target, read_timeout_seconds=120) as client:
-        for _ in range(20):
-            await client.call_tool("read_balance", {"account": "warm"})
-        samples = []
+def cpu_seconds(pid: int | None) -> float:
+    """User + system CPU time of one process so far (0 when unknown)."""
+    if pid is None:
+        return 0.0
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0.0
+    fields = stat.rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICKS
+
+
+def child_pid(marker: str) -> int | None:
+    """The pid of this process's child whose command line contains `marker`."""
+    me = str(os.getpid())
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            ppid = (entry / "stat").read_text().rsplit(")", 1)[1].split()[1]
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if ppid == me and marker in cmdline:
+            return int(entry.name)
+    return None
+
+
+@dataclass
+class Path_:
+    """One way to reach the tool, and what it measured."""
+
+    name: str
+    target: Any
+    marker: str | None = None  # of the hop's process, for its CPU time
+    pid: int | None = None
+    client: Client | None = None
+    samples: list[float] = field(default_factory=list)
+    cpu: float = 0.0
+    calls: int = 0
+
+    async def open(self, stack: AsyncExitStack) -> None:
+        self.client = await stack.enter_async_context(Client(self.target, read_timeout_seconds=120))
+        if self.marker is not None and self.pid is None:
+            self.pid = child_pid(self.marker)
+        for _ in range(30):  # warm-up
+            await self.client.call_tool("read_balance", {"account": "warm"})
+
+    async def round(self, calls: int, offset: int) -> None:
+        """Calls one at a time (an agent waits for each)."""
+        assert self.client is not None
+        before = cpu_seconds(self.pid)
         for i in range(calls):
             started = time.perf_counter()
-            result = await client.call_tool("read_balance", {"account": f"acc-{i}"})
-            samples.append((time.perf_counter() - started) * 1000)
+            result = await self.client.call_tool("read_balance", {"account": f"a{offset + i}"})
+            self.samples.append((time.perf_counter() - started) * 1000)
             assert not result.is_error, result
-        return samples
+        self.cpu += cpu_seconds(self.pid) - before
+        self.calls += calls
 
 
 def pct(samples: list[float], q: float) -> float:
@@ -65,20 +119,43 @@ def pct(samples: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def report(name: str, direct: list[float], gateway: list[float]) -> None:
-    d50, d99 = statistics.median(direct), pct(direct, 0.99)
-    g50, g99 = statistics.median(gateway), pct(gateway, 0.99)
-    print(
-        f"{name:6s} direct p50 {d50:6.2f} ms  p99 {d99:6.2f} ms | gateway p50 {g50:6.2f} ms  "
-        f"p99 {g99:6.2f} ms | added p50 {g50 - d50:+6.2f} ms  p99 {g99 - d99:+6.2f} ms"
-    )
+def load() -> str:
+    return "load average " + " ".join(f"{x:.1f}" for x in os.getloadavg())
+
+
+async def compare(paths: list[Path_], calls: int, rounds: int) -> None:
+    async with AsyncExitStack() as stack:
+        for path in paths:
+            await path.open(stack)
+        per_round = max(1, calls // rounds)
+        for r in range(rounds):
+            order = paths if r % 2 == 0 else list(reversed(paths))
+            for path in order:
+                await path.round(per_round, r * per_round)
+    base = statistics.median(paths[0].samples)
+    for path in paths:
+        p50 = statistics.median(path.samples)
+        cpu = f"  hop CPU {path.cpu / path.calls * 1000:5.2f} ms/call" if path.pid else ""
+        added = f"  added p50 {p50 - base:+6.2f} ms" if path is not paths[0] else ""
+        print(
+            f"  {path.name:24s} p50 {p50:6.2f} ms  p99 {pct(path.samples, 0.99):6.2f} ms"
+            f"{added}{cpu}"
+        )
+    print(f"  ({load()})")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--calls", type=int, default=300)
+    parser.add_argument("--calls", type=int, default=300, help="per path, over all rounds")
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--db-url", default=None, help="default: SQLite in a temporary folder")
     parser.add_argument("--skip-http", action="store_true")
+    parser.add_argument("--skip-stdio", action="store_true")
+    parser.add_argument(
+        "--baseline-src",
+        default=None,
+        help="also time (stdio) a gateway run from this other source tree, e.g. another build",
+    )
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench-mcp-"))
     shutil.copytree(FIXTURES / "points", work / "points")
@@ -94,64 +171,93 @@ def main() -> None:
         "WARDEN_HOME": str(work / "home"),
         "WARDEN_DB_URL": args.db_url or f"sqlite:///{work / 'warden.db'}",
     }
-    upstream = StdioServerParameters(
-        command=sys.executable, args=[str(work / "bank_server.py")], env=env
-    )
-    gateway = StdioServerParameters(
-        command=sys.executable,
-        args=["-m", "warden", "mcp", "serve", str(work / "gateway.yaml")],
-        env=env,
-    )
-    bare = StdioServerParameters(
-        command=sys.executable,
-        args=[str(Path(__file__).parent / "bare_mcp_proxy.py"), str(work / "bank_server.py")],
-        env=env,
-    )
-    run: Callable[[Callable[[], Awaitable[list[float]]]], list[float]] = anyio.run
+    bare_script = str(Path(__file__).parent / "bare_mcp_proxy.py")
     print(
-        f"{args.calls} sequential read_balance calls, auto route; database {env['WARDEN_DB_URL']}"
+        f"{args.calls} sequential read_balance calls per path in {args.rounds} alternating "
+        f"rounds, auto route; database {env['WARDEN_DB_URL']}; {load()}"
     )
-    direct = run(lambda: timed(upstream, args.calls))
-    report("stdio", direct, run(lambda: timed(gateway, args.calls)))
-    report("bare", direct, run(lambda: timed(bare, args.calls)))  # one more hop, no governance
-    if args.skip_http:
-        return
-    up_port, gw_port = free_port(), free_port()
-    procs = [
-        subprocess.Popen(
-            [sys.executable, str(work / "bank_server.py"), "http", str(up_port)], env=env
-        )
-    ]
     try:
-        wait_listening(up_port)
-        config["upstreams"] = {"bank": {"url": f"http://127.0.0.1:{up_port}/mcp"}}
-        (work / "gateway_http.yaml").write_text(yaml.safe_dump(config))
-        procs.append(
-            subprocess.Popen(
+        baseline = []
+        if args.baseline_src:
+            (work / "gateway_b.yaml").write_text(yaml.safe_dump(config))
+            other = {**env, "PYTHONPATH": args.baseline_src, "WARDEN_HOME": str(work / "home_b")}
+            serve = ["-m", "warden", "mcp", "serve", str(work / "gateway_b.yaml")]
+            baseline.append(Path_("baseline build", _stdio(other, *serve), "gateway_b.yaml"))
+        if not args.skip_stdio:
+            print("stdio")
+            anyio.run(
+                compare,
                 [
-                    sys.executable,
-                    "-m",
-                    "warden",
-                    "mcp",
-                    "serve",
-                    str(work / "gateway_http.yaml"),
-                    "--http",
-                    f"127.0.0.1:{gw_port}",
-                    "--agent",
-                    "bench",
+                    Path_("direct", _stdio(env, str(work / "bank_server.py"))),
+                    Path_(
+                        "bare proxy (SDK only)",
+                        _stdio(env, bare_script, str(work / "bank_server.py")),
+                        "bare_mcp_proxy.py /",
+                    ),
+                    Path_(
+                        "bare proxy, loop stdio",
+                        _stdio(env, bare_script, "--loop-stdio", str(work / "bank_server.py")),
+                        "--loop-stdio",
+                    ),
+                    Path_(
+                        "warden mcp serve",
+                        _stdio(env, "-m", "warden", "mcp", "serve", str(work / "gateway.yaml")),
+                        "warden mcp serve",
+                    ),
+                    *baseline,
                 ],
-                env=env,
+                args.calls,
+                args.rounds,
             )
+        if not args.skip_http:
+            print("Streamable HTTP")
+            http(work, config, env, args.calls, args.rounds, bare_script)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _stdio(env: dict[str, str], *args: str) -> StdioServerParameters:
+    return StdioServerParameters(command=sys.executable, args=list(args), env=env)
+
+
+def http(
+    work: Path, config: dict[str, Any], env: dict[str, str], calls: int, rounds: int, bare: str
+) -> None:
+    up, bare_port, gw = free_port(), free_port(), free_port()
+    upstream_url = f"http://127.0.0.1:{up}/mcp"
+    config = {**config, "upstreams": {"bank": {"url": upstream_url}}}
+    (work / "gateway_http.yaml").write_text(yaml.safe_dump(config))
+    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+    commands = [
+        [sys.executable, str(work / "bank_server.py"), "http", str(up)],
+        [sys.executable, bare, "--http", str(bare_port), upstream_url],
+        [
+            sys.executable, "-m", "warden", "mcp", "serve", str(work / "gateway_http.yaml"),
+            "--http", f"127.0.0.1:{gw}", "--agent", "bench",
+        ],
+    ]  # fmt: skip
+    procs = [subprocess.Popen(commands[0], env=env, **quiet)]  # type: ignore[call-overload]
+    try:
+        wait_listening(up)
+        procs += [subprocess.Popen(c, env=env, **quiet) for c in commands[1:]]  # type: ignore[call-overload]
+        wait_listening(bare_port)
+        wait_listening(gw)
+        anyio.run(
+            compare,
+            [
+                Path_("direct", upstream_url),
+                Path_(
+                    "bare proxy (SDK only)", f"http://127.0.0.1:{bare_port}/mcp", pid=procs[1].pid
+                ),
+                Path_("warden mcp serve", f"http://127.0.0.1:{gw}/mcp", pid=procs[2].pid),
+            ],
+            calls,
+            rounds,
         )
-        wait_listening(gw_port)
-        direct = run(lambda: timed(f"http://127.0.0.1:{up_port}/mcp", args.calls))
-        through = run(lambda: timed(f"http://127.0.0.1:{gw_port}/mcp", args.calls))
-        report("http", direct, through)
     finally:
         for proc in procs:
             proc.terminate()
             proc.wait(30)
-    shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

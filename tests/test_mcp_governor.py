@@ -4,8 +4,10 @@ secrets kept out of the ledger, and the gateway file's and points' validation.""
 from __future__ import annotations
 
 import asyncio
+import json
 import shutil
 import textwrap
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -450,3 +452,294 @@ def test_rejected_or_expired_calls_never_run_and_the_agent_is_told(warden: Warde
     with pytest.raises(ToolRefused, match="nobody approved the call in time"):
         refund("a", 2.0, warden_decision_id=second.value.decision_id)
     assert runs == []
+
+
+def test_a_switch_engaged_by_another_process_stops_the_very_next_auto_call(
+    warden: Warden, db: sa.Engine, tmp_path: Path
+) -> None:
+    """The gateway skips the switch query while its last commit saw none engaged; a switch
+    engaged since (here by another engine on the same database) is caught inside the ledger
+    lock by the decision's own commit, so not one call runs after it."""
+    from warden.mcp import kill
+
+    runs: list[str] = []
+    ops = Engine(load_points(tmp_path / "agent_points"), db, actor="ops")
+
+    @warden.tool("agent_tools", annotations={"readOnlyHint": True})
+    def read_balance(account: str) -> str:
+        runs.append(account)
+        return "100"
+
+    try:
+        for round_ in range(3):
+            assert read_balance(f"before-{round_}") == "100"
+            for kind, name in (("server", "python"), ("agent", "agent")):
+                kill.set_switch(ops, kind, name, True, actor="ops", reason=f"stop {round_}")
+                with pytest.raises(ToolRefused, match=f"kill switch {kind}:{name} is engaged"):
+                    read_balance(f"killed-{round_}")
+                kill.set_switch(ops, kind, name, False, actor="ops", reason="over")
+                assert read_balance(f"after-{round_}-{kind}") == "100"
+    finally:
+        ops.close()
+    assert not any(r.startswith("killed") for r in runs)
+    assert len(runs) == 9
+    with db.connect() as conn:
+        executed = conn.execute(
+            sa.text("SELECT count(*) FROM events WHERE type = 'tool_call.executed'")
+        ).scalar_one()
+    assert executed == 9
+
+
+@settings(max_examples=15, deadline=None)
+@given(outcomes=st.lists(st.booleans(), min_size=1, max_size=12), gap=st.sampled_from([0, 0.03]))
+def test_every_call_run_has_its_claim_and_exactly_one_result_whatever_the_timing(
+    tmp_path_factory: pytest.TempPathFactory, outcomes: list[bool], gap: float
+) -> None:
+    """Auto-routed calls commit their claim with the decision and their result with the next
+    call's decision (or alone, after the linger): each decision that ran ends with exactly
+    decision.created, approved, executed, result, in that order, the result saying how it ran."""
+    from warden.mcp.config import Wait
+    from warden.mcp.governor import Governor, Outcome, Runner, ToolCall
+    from warden.mcp.tool import governor_for
+    from warden.store.database import create_engine, migrate
+
+    folder = tmp_path_factory.mktemp("riders")
+    shutil.copytree(FIXTURES / "points", folder / "points")
+    db = create_engine(f"sqlite:///{folder / 'w.db'}")
+    migrate(db)
+    engine = Engine(load_points(folder / "points"), db, actor="test")
+    w = Warden(engine, home=folder / "home")
+    base = governor_for(w, "agent_tools", key=b"k" * 32, wait=Wait(mode="pending"), secrets=[])
+    governor = Governor(engine, base.config, b"k" * 32, result_linger=0.02)
+    ran: list[int] = []
+
+    async def scenario() -> list[str]:
+        ids = []
+        for i, ok in enumerate(outcomes):
+
+            async def execute(i: int = i, ok: bool = ok) -> str:
+                ran.append(i)
+                if not ok:
+                    raise RuntimeError(f"tool {i} broke")
+                return f"done {i}"
+
+            call = ToolCall(
+                "agent", "agent:agent", "python", "read_balance", {"n": i}, {"readOnlyHint": True}
+            )
+            try:
+                answer = await governor.call(call, Runner(execute, lambda r: Outcome(True, b"x")))
+                ids.append(answer.decision_id)
+            except RuntimeError:
+                ids.append(None)
+            await asyncio.sleep(gap)
+        await governor.flush()
+        return ids
+
+    try:
+        ids = asyncio.run(scenario())
+    finally:
+        engine.close()
+    assert ran == list(range(len(outcomes)))
+    with db.connect() as conn:
+        rows = conn.execute(
+            sa.text(
+                "SELECT decision_id, type, body FROM events WHERE decision_id IS NOT NULL "
+                "ORDER BY seq"
+            )
+        ).all()
+    by_decision: dict[str, list[str]] = {}
+    statuses: dict[str, str] = {}
+    for decision_id, type_, body in rows:
+        by_decision.setdefault(decision_id, []).append(type_)
+        if type_ == "tool_call.result":
+            statuses[decision_id] = json.loads(body)["payload"]["status"]
+    expected = ["decision.created", "tool_call.approved", "tool_call.executed", "tool_call.result"]
+    assert len(by_decision) == len(outcomes)
+    assert all(types == expected for types in by_decision.values()), by_decision
+    succeeded = {d for d in ids if d is not None}
+    assert {d for d, s in statuses.items() if s == "success"} == succeeded
+    assert sum(s == "error" for s in statuses.values()) == outcomes.count(False)
+
+
+def _sample(name: str, **labels: str) -> float:
+    from warden.monitor.metrics import REGISTRY
+
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+def test_tool_calls_are_counted_by_how_they_ended_with_labels_from_the_configuration(
+    warden: Warden,
+) -> None:
+    runs: list[str] = []
+
+    @warden.tool("agent_tools", annotations={"readOnlyHint": True})
+    def read_balance(account: str) -> str:
+        runs.append(account)
+        return "100"
+
+    @warden.tool("agent_tools")
+    def delete_record(record: str) -> None:
+        runs.append(record)
+
+    @warden.tool("agent_tools", annotations={"destructiveHint": True})
+    def refund(account: str, amount: float) -> str:
+        runs.append(account)
+        return "refunded"
+
+    base = {"gateway": "python", "server": "python"}
+    before = {
+        key: _sample(metric, **base, **labels)
+        for key, (metric, labels) in {
+            "executed": ("warden_tool_calls_total", {"tool": "read_balance", "status": "executed"}),
+            "refused": ("warden_tool_calls_total", {"tool": "delete_record", "status": "refused"}),
+            "policy": ("warden_tool_call_denials_total", {"tool": "delete_record", "code": "refused"}),
+            "rejected": ("warden_tool_call_denials_total", {"tool": "refund", "code": "rejected"}),
+            "reviewed": ("warden_tool_calls_reviewed_total", {"tool": "refund"}),
+            "timed": ("warden_tool_call_duration_seconds_count", {"tool": "read_balance", "part": "tool"}),
+        }.items()
+    }  # fmt: skip
+    for i in range(3):
+        assert read_balance(f"a{i}") == "100"
+    for i in range(2):
+        with pytest.raises(ToolRefused):
+            delete_record(f"r{i}")
+    with pytest.raises(ToolPending) as held:
+        refund("a", 5.0)
+    desk = ReviewDesk(warden.engine)
+    desk.claim(REVIEWER, held.value.decision_id)
+    desk.reject(
+        REVIEWER, held.value.decision_id, reason="not this one", reason_code="wrong_account"
+    )
+    with pytest.raises(ToolRefused, match="rejected"):
+        refund("a", 5.0, warden_decision_id=held.value.decision_id)
+
+    def delta(key: str, metric: str, **labels: str) -> float:
+        return _sample(metric, **base, **labels) - before[key]
+
+    assert delta("executed", "warden_tool_calls_total", tool="read_balance", status="executed") == 3
+    assert delta("refused", "warden_tool_calls_total", tool="delete_record", status="refused") == 2
+    assert (
+        delta("policy", "warden_tool_call_denials_total", tool="delete_record", code="refused") == 2
+    )
+    assert delta("rejected", "warden_tool_call_denials_total", tool="refund", code="rejected") == 1
+    assert delta("reviewed", "warden_tool_calls_reviewed_total", tool="refund") == 1
+    assert (
+        delta("timed", "warden_tool_call_duration_seconds_count", tool="read_balance", part="tool")
+        == 3
+    )
+    assert runs == ["a0", "a1", "a2"]
+
+
+REFUSALS_ALERT = """
+monitoring:
+  window: {count: 20, every: 1h, min_count: 10}
+  alerts:
+    - {id: agent_refusals, metric: refused_rate, op: ">", threshold: 0.3, for: 0s,
+       severity: critical, action: kill,
+       description: "the agent's calls are refused far more often than usual"}
+"""
+
+
+def test_an_agent_whose_refusal_rate_jumps_is_stopped_by_its_alert_rule(
+    tmp_path: Path, db: sa.Engine, warden_home: Path
+) -> None:
+    """The alert rule of docs/agents.md: the gateway's point watches its refused rate; when it
+    jumps the rule's `kill` action engages the point's switch, and the agent's next call, even
+    one the policy would let run alone, is held for a person instead of running."""
+    from warden.monitor.worker import Monitor
+
+    folder = tmp_path / "watched"
+    shutil.copytree(FIXTURES / "points", folder)
+    point = folder / "agent_tools.yaml"
+    point.write_text(point.read_text() + REFUSALS_ALERT)
+    engine = Engine(load_points(folder), db, actor="test")
+    w = Warden(engine, home=warden_home)
+    runs: list[str] = []
+
+    @w.tool("agent_tools", annotations={"readOnlyHint": True})
+    def read_balance(account: str) -> str:
+        runs.append(account)
+        return "100"
+
+    @w.tool("agent_tools")
+    def delete_record(record: str) -> None:
+        runs.append(record)
+
+    try:
+        monitor = Monitor(engine)
+        for i in range(20):  # a normal window: one refusal in twenty
+            if i == 7:
+                with pytest.raises(ToolRefused):
+                    delete_record("x")
+            else:
+                read_balance(f"n{i}")
+        monitor.poll()
+        assert not [k for k in engine.kill_switches() if k.engaged]
+        for i in range(20):  # the agent goes astray: half its calls are refused
+            if i % 2:
+                with pytest.raises(ToolRefused):
+                    delete_record(f"y{i}")
+            else:
+                read_balance(f"m{i}")
+        monitor.poll()
+        (switch,) = [k for k in engine.kill_switches() if k.engaged]
+        assert switch.scope == "agent_tools" and switch.actor == "monitor:alert:agent_refusals"
+        ran = len(runs)
+        with pytest.raises(ToolPending):
+            read_balance("after")
+        assert len(runs) == ran
+    finally:
+        engine.close()
+
+
+def test_under_random_commit_faults_a_call_runs_only_if_its_claim_committed_and_once(
+    warden: Warden, db: sa.Engine
+) -> None:
+    """COMMITs fail before or after going through, at random, while an agent calls auto-routed
+    tools: the claim rides on the decision's commit (and is asked again on a retry), results
+    ride on the next one. Every call that ran has exactly one approved, one executed and one
+    result event; no call without a committed claim ran; the ledger verifies."""
+    import random
+
+    from tests.faults import AFTER, BEFORE, Faults
+    from tests.ledger_helpers import assert_state_agrees
+
+    faults = Faults(db)
+    faults.install(warden.engine.recorder)
+    chance = random.Random(11)
+    faults.chooser = lambda: chance.choice([None, None, None, BEFORE, AFTER])
+    ran: list[str] = []
+
+    @warden.tool("agent_tools", annotations={"readOnlyHint": True})
+    def read_balance(account: str) -> str:
+        ran.append(account)
+        return "100"
+
+    answered = 0
+    for i in range(40):
+        try:
+            read_balance(f"a{i}")
+            answered += 1
+        except ToolRefused:
+            pass  # the decision could not be recorded: the agent is told, nothing ran
+    faults.chooser = None
+    read_balance("last")
+    assert {BEFORE, AFTER} <= set(faults.injected)
+    for _ in range(600):  # results commit after the answer; failed ones are tried again
+        with db.connect() as conn:
+            rows = conn.execute(
+                sa.text(
+                    "SELECT decision_id, type FROM events WHERE type LIKE 'tool_call.%' "
+                    "ORDER BY seq"
+                )
+            ).all()
+        if sum(t == "tool_call.result" for _, t in rows) >= len(ran):
+            break
+        time.sleep(0.1)
+    by_decision: dict[str, list[str]] = {}
+    for decision_id, type_ in rows:
+        by_decision.setdefault(decision_id, []).append(type_)
+    expected = ["tool_call.approved", "tool_call.executed", "tool_call.result"]
+    assert all(types == expected for types in by_decision.values()), by_decision
+    assert len(by_decision) == len(ran) == answered + 1
+    assert_state_agrees(db)

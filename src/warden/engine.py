@@ -11,7 +11,7 @@ import math
 import tempfile
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -233,9 +233,13 @@ class Engine:
         actor: str = "anonymous",
         proposal: Proposal | None = None,
         callback_url: str | None = None,
+        follow: Callable[[Change, GuardState], Change | None] | None = None,
     ) -> Decision:
         """`decide` on an asyncio event loop: the same flow, awaiting the model and the commit
-        instead of blocking a thread on them (the HTTP server decides this way)."""
+        instead of blocking a thread on them (the HTTP server decides this way).
+
+        `follow` rides on the decision's change (see `Change.follow`): what the decision
+        authorises, committed in its transaction if the writer finds it still may."""
         with self._in_flight_place():
             return await flow.run_async(
                 self.decision_flow(
@@ -246,6 +250,7 @@ class Engine:
                     actor=actor,
                     proposal=proposal,
                     callback_url=callback_url,
+                    follow=follow,
                 )
             )
 
@@ -283,6 +288,7 @@ class Engine:
         actor: str = "anonymous",
         proposal: Proposal | None = None,
         callback_url: str | None = None,
+        follow: Callable[[Change, GuardState], Change | None] | None = None,
     ) -> Flow[Decision]:
         """The flow of one decision, to be driven by `flow.run` or `flow.run_async`; it yields
         where it waits (see `warden.flow`)."""
@@ -343,6 +349,7 @@ class Engine:
             callback_url,
         )
         pending.marks = (started, validated, predicted, time.perf_counter_ns())
+        pending.change.follow = follow
         recorded = yield from self._commit(pending)
         if isinstance(recorded, Decision):  # a retry answered with the first decision
             return recorded
@@ -830,6 +837,11 @@ class Engine:
     def kill_switches(self) -> list[queries.KillSwitch]:
         with self.db.connect() as conn:
             return queries.kill_switch_rows(conn)
+
+    def engaged_switches(self) -> frozenset[str]:
+        """The scopes of the kill switches engaged as of this process's last commit: a hint for
+        a fast path, not a guarantee (the writer re-reads them inside the ledger lock)."""
+        return self._killed
 
     def _is_killed(self, point: str) -> bool:
         return is_killed(self._killed, point)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import dataclasses
+import functools
 import hashlib
 import time
 from collections import OrderedDict
@@ -20,13 +22,13 @@ from typing import Any, Literal
 from warden.decision import Decision, Route
 from warden.engine import Engine, Proposal
 from warden.errors import InvalidInput, NotFound, WardenError
-from warden.mcp import kill
+from warden.mcp import kill, metrics
 from warden.mcp import ledger as tool_events
 from warden.mcp.binding import Binding, keyed_digest, mismatch, text_digest
 from warden.mcp.config import GatewayConfig, ToolRule, Wait
 from warden.mcp.limits import Limiter
 from warden.mcp.secrets import redact
-from warden.store.recorder import Change, DuplicateKey
+from warden.store.recorder import Change, DuplicateKey, GuardState
 
 EXECUTE = "execute"
 HOLD_RULE = "context.gateway.hold != ''"
@@ -39,6 +41,13 @@ ANNOTATION_DEFAULTS = {
     "openWorldHint": True,
 }
 RESULTS_KEPT = 1000
+# How long a result event may wait to share the commit of the next call's decision. An agent
+# calling in a loop asks again within it, so its call waits for one commit, not two; a slower
+# agent's results commit alone meanwhile, off its path. A gateway that dies in this window
+# leaves `executed` without `result`, the state the ledger already names for a crash mid-call.
+RESULT_LINGER = 0.02
+RESULT_RETRIES = 30  # a result event the database failed to commit is tried again, pausing
+RESULT_RETRY_PAUSE = 0.05  # a little longer each time (about 23 s in all)
 
 Status = Literal["executed", "refused", "denied", "pending", "already_executed"]
 Progress = Callable[[float, str], Awaitable[None]]
@@ -102,7 +111,9 @@ class Governor:
         *,
         limiter: Limiter | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        result_linger: float = 0.0,
     ) -> None:
+        """`result_linger`: seconds a result event may wait to ride with the next commit."""
         self.engine = engine
         self.config = config
         self.key = key
@@ -112,10 +123,39 @@ class Governor:
         self._claiming: dict[str, asyncio.Lock] = {}
         self._running: dict[str, asyncio.Future[Any]] = {}
         self._unsettled: dict[str, asyncio.Future[Any]] = {}  # result events being committed
+        self.result_linger = result_linger
+        self._lingering: list[tuple[Change, asyncio.Future[Any]]] = []
+        self._linger_timer: asyncio.TimerHandle | None = None
 
     # -- entry -----------------------------------------------------------------------------
 
     async def call(self, call: ToolCall, runner: Runner) -> Answer:
+        """Govern one call; counted and timed by how it ended (see `warden.mcp.metrics`)."""
+        labels = (self.config.gateway, call.server, call.tool)
+        in_tool = [0.0]
+        execute = runner.execute
+
+        async def timed() -> Any:
+            started = time.perf_counter()
+            try:
+                return await execute()
+            finally:
+                in_tool[0] += time.perf_counter() - started
+
+        started = time.perf_counter()
+        try:
+            answer = await self._call(call, dataclasses.replace(runner, execute=timed))
+        except Exception:
+            metrics.TOOL_CALLS.labels(*labels, "failed").inc()
+            raise
+        metrics.TOOL_CALLS.labels(*labels, answer.status).inc()
+        if answer.status == "executed":
+            took = time.perf_counter() - started
+            metrics.TOOL_SECONDS.labels(*labels, "tool").observe(in_tool[0])
+            metrics.TOOL_SECONDS.labels(*labels, "governance").observe(max(0.0, took - in_tool[0]))
+        return answer
+
+    async def _call(self, call: ToolCall, runner: Runner) -> Answer:
         rule = self.config.rule_for(call.server, call.tool)
         if rule is None:
             return await self._deny(
@@ -129,7 +169,9 @@ class Governor:
         if call.decision_id is not None:
             return await self._resume(call, rule, runner)
         hold = ""
-        switch = await asyncio.to_thread(kill.engaged, self.engine, call.agent, call.server)
+        switch = None
+        if self._scopes(call) & self.engine.engaged_switches():  # confirmed from the database
+            switch = await asyncio.to_thread(kill.engaged, self.engine, call.agent, call.server)
         if switch is not None:
             why = f"the kill switch {switch.scope} is engaged: {switch.reason}"
             if self.config.kill.action == "refused":
@@ -142,6 +184,8 @@ class Governor:
             if exceeded.action == "refused":
                 return await self._deny(call, rule.point, None, exceeded.code, exceeded.message)
             hold = hold or exceeded.message
+        claim = _Claim(self, call, claim=not hold, riders=self._take_lingering())
+        carried = False
         try:
             decision = await self.engine.decide_async(
                 rule.point,
@@ -150,12 +194,42 @@ class Governor:
                 idempotency_key=call.idempotency_key,
                 actor=call.actor,
                 proposal=Proposal(EXECUTE, 1.0),
+                follow=claim.follow,
             )
+            carried = claim.decision_id == decision.id  # the follower committed with it
         except InvalidInput as exc:
             return Answer("refused", f"the call was refused: {exc}", exc.extra.get("decision_id"))
         except WardenError as exc:
             return Answer("refused", f"the call could not be decided: {exc}")
+        except asyncio.CancelledError:  # once the writer has them they share the commit's fate
+            carried = claim.decision_id is not None
+            raise
+        finally:
+            if carried:
+                for _, committed in claim.riders:
+                    if not committed.done():
+                        committed.set_result(None)
+            else:  # not committed with a decision: on their own, now
+                self._lingering[:0] = claim.riders
+                self._submit_lingering()
+        if carried:
+            if claim.claimed:  # the claim committed with the decision: run it now
+                return await self._run(decision, call, runner)
+            if claim.killed is not None:  # engaged since this process last committed
+                switch = await asyncio.to_thread(kill.engaged, self.engine, call.agent, call.server)
+                why = f": {switch.reason}" if switch is not None else ""
+                return await self._deny(
+                    call,
+                    decision.point,
+                    decision.id,
+                    "kill_switch",
+                    f"the kill switch {claim.killed} is engaged{why}; the call was not executed",
+                )
         return await self._settle(decision, call, rule, runner)
+
+    @staticmethod
+    def _scopes(call: ToolCall) -> frozenset[str]:
+        return frozenset((f"agent:{call.agent}", f"server:{call.server}"))
 
     def proposal_input(self, call: ToolCall, rule: ToolRule) -> dict[str, Any]:
         """What the decision point's rules see as `input` (secrets replaced by digests)."""
@@ -222,6 +296,7 @@ class Governor:
             self._results.setdefault(decision.id, result)
         unsettled = self._unsettled.get(decision.id)
         if unsettled is not None:
+            self._submit_lingering()
             waited = True
             await asyncio.shield(unsettled)
         if waited:  # its result event is committed now
@@ -281,6 +356,8 @@ class Governor:
                     decision.id,
                     point=decision.point,
                 )
+        if decision.route is Route.REVIEW and _decided_by_person(decision):
+            metrics.TOOL_REVIEWED.labels(self.config.gateway, call.server, call.tool).inc()
         if decision.outcome != EXECUTE:
             last = decision.reasons[-1] if decision.reasons else None
             kind = last.kind if last else "reject"
@@ -376,6 +453,19 @@ class Governor:
             running: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
             self._running[decision.id] = running
         self._claiming.pop(decision.id, None)
+        return await self._run(decision, call, runner, running)
+
+    async def _run(
+        self,
+        decision: Decision,
+        call: ToolCall,
+        runner: Runner,
+        running: asyncio.Future[Any] | None = None,
+    ) -> Answer:
+        """Run a call whose claim (`approved` + `executed`) is committed, and record its result."""
+        if running is None:
+            running = asyncio.get_running_loop().create_future()
+            self._running[decision.id] = running
         try:
             try:
                 result = await runner.execute()
@@ -387,7 +477,7 @@ class Governor:
             # The agent does not wait for the result's event: it commits with the next batch
             # (and before this gateway answers anything about this decision again).
             outcome = runner.outcome(result)
-            pending = asyncio.wrap_future(self._submit_result(call, decision, outcome))
+            pending = self._submit_result(call, decision, outcome)
             self._unsettled[decision.id] = pending
             pending.add_done_callback(lambda _: self._unsettled.pop(decision.id, None))
             self._results[decision.id] = result
@@ -399,26 +489,84 @@ class Governor:
         return Answer("executed", "executed", decision.id, result, decision.point)
 
     async def flush(self) -> None:
-        """Wait until every result event this governor submitted is committed."""
+        """Wait until every result event this governor recorded is committed."""
+        self._submit_lingering()
         while self._unsettled:
             await asyncio.gather(*list(self._unsettled.values()), return_exceptions=True)
 
     async def _record_result(self, call: ToolCall, decision: Decision, outcome: Outcome) -> None:
-        await asyncio.wrap_future(self._submit_result(call, decision, outcome))
+        pending = self._submit_result(call, decision, outcome)
+        self._submit_lingering()
+        await pending
 
     def _submit_result(
         self, call: ToolCall, decision: Decision, outcome: Outcome
-    ) -> concurrent.futures.Future[Any]:
-        return self.engine.recorder.submit(
-            tool_events.result_change(
-                actor=call.actor,
-                point=decision.point,
-                decision_id=decision.id,
-                ok=outcome.ok,
-                digest="sha256:" + hashlib.sha256(outcome.body).hexdigest(),
-                size=len(outcome.body),
-                error=outcome.error,
-            )
+    ) -> asyncio.Future[Any]:
+        """The result event, handed to the writer now or (`result_linger`) with the next
+        commit this governor asks for; the future settles when it is committed."""
+        change = tool_events.result_change(
+            actor=call.actor,
+            point=decision.point,
+            decision_id=decision.id,
+            ok=outcome.ok,
+            digest="sha256:" + hashlib.sha256(outcome.body).hexdigest(),
+            size=len(outcome.body),
+            error=outcome.error,
+        )
+        loop = asyncio.get_running_loop()
+        committed: asyncio.Future[Any] = loop.create_future()
+        self._lingering.append((change, committed))
+        if self.result_linger <= 0:
+            self._submit_lingering()
+        elif self._linger_timer is None:
+            self._linger_timer = loop.call_later(self.result_linger, self._submit_lingering)
+        return committed
+
+    def _take_lingering(self) -> list[tuple[Change, asyncio.Future[Any]]]:
+        if self._linger_timer is not None:
+            self._linger_timer.cancel()
+            self._linger_timer = None
+        lingering, self._lingering = self._lingering, []
+        return lingering
+
+    def _submit_lingering(self) -> None:
+        for change, committed in self._take_lingering():
+            self._submit_one(change, committed, 0)
+
+    def _submit_one(self, change: Change, committed: asyncio.Future[Any], attempt: int) -> None:
+        """Hand a result event to the writer; one the database failed to commit is tried again
+        (a fresh change: the failed one's future is spent), so a passing fault loses none."""
+        fresh = dataclasses.replace(change, future=concurrent.futures.Future())
+        try:
+            submitted = asyncio.wrap_future(self.engine.recorder.submit(fresh))
+        except Exception as exc:  # the writer refused it (queue full, closed)
+            self._retry(change, committed, attempt, exc)
+            return
+        submitted.add_done_callback(functools.partial(self._submitted, change, committed, attempt))
+
+    def _submitted(
+        self,
+        change: Change,
+        committed: asyncio.Future[Any],
+        attempt: int,
+        source: asyncio.Future[Any],
+    ) -> None:
+        if source.cancelled():
+            committed.cancel()
+        elif (error := source.exception()) is not None:
+            self._retry(change, committed, attempt, error)
+        elif not committed.done():
+            committed.set_result(source.result())
+
+    def _retry(
+        self, change: Change, committed: asyncio.Future[Any], attempt: int, error: BaseException
+    ) -> None:
+        if attempt >= RESULT_RETRIES or isinstance(error, DuplicateKey) or committed.done():
+            if not committed.done():
+                committed.set_exception(error)
+            return
+        asyncio.get_running_loop().call_later(
+            RESULT_RETRY_PAUSE * (attempt + 1), self._submit_one, change, committed, attempt + 1
         )
 
     async def _deny(
@@ -447,8 +595,80 @@ class Governor:
                     },
                 )
             )
+        metrics.TOOL_DENIALS.labels(self.config.gateway, call.server, call.tool, code).inc()
         status: Status = "refused" if decision_id is None or code == "refused" else "denied"
         return Answer(status, message, decision_id, point=point)
 
     async def _record(self, change: Change) -> Any:
         return await asyncio.wrap_future(self.engine.recorder.submit(change))
+
+
+def _decided_by_person(decision: Decision) -> bool:
+    last = decision.reasons[-1] if decision.reasons else None
+    return last is not None and last.kind in ("approve", "reject")
+
+
+class _Claim:
+    """What rides in the transaction of a call's decision, asked by the writer inside the
+    ledger lock: earlier calls' result events still waiting (`riders`), and the claim of this
+    call — written only if the decision is AUTO with `execute`, no kill switch of the agent or
+    server is engaged, and the policy that routed it is still the live one. So an auto-routed
+    call costs one commit, and a switch engaged up to that commit stops it."""
+
+    def __init__(
+        self,
+        governor: Governor,
+        call: ToolCall,
+        *,
+        claim: bool,
+        riders: list[tuple[Change, asyncio.Future[Any]]],
+    ) -> None:
+        self.governor = governor
+        self.call = call
+        self.claim = claim
+        self.riders = riders
+        self.decision_id: str | None = None
+        self.claimed = False
+        self.killed: str | None = None
+
+    def follow(self, change: Change, guard: GuardState) -> Change | None:
+        decision = change.decision
+        assert decision is not None
+        self.decision_id, self.claimed, self.killed = decision["id"], False, None
+        claim = self._claim(decision, guard) if self.claim else None
+        if not self.riders:
+            return claim
+        together = Change(events=[], rows=[])
+        for part in [*(c for c, _ in self.riders), *([claim] if claim else [])]:
+            together.events.extend(part.events)
+            together.rows.extend(part.rows)
+        return together
+
+    def _claim(self, decision: dict[str, Any], guard: GuardState) -> Change | None:
+        if decision["route"] != Route.AUTO.value or decision["outcome"] != EXECUTE:
+            return None
+        engaged = sorted(Governor._scopes(self.call) & guard.killed)
+        if engaged:
+            self.killed = engaged[0]
+            return None
+        compiled = self.governor.engine.points.get(decision["point"])
+        if compiled is None or compiled.version != decision["policy_version"]:
+            return None  # the slower path says why: the binding check names the change
+        self.claimed = True
+        call, data = self.call, decision["input"]
+        return tool_events.claim_change(
+            actor=call.actor,
+            point=decision["point"],
+            decision_id=decision["id"],
+            binding={  # as `_execute` writes it: the decision's own record of the call
+                "server": call.server,
+                "tool": call.tool,
+                "principal": call.actor,
+                "arguments_digest": data["arguments_digest"],
+                "description_digest": data["description_digest"],
+                "policy_version": decision["policy_version"],
+                "route": decision["route"],
+                "approval_ttl": self.governor.config.approval_ttl,
+            },
+            now=self.governor.clock(),
+        )

@@ -10,14 +10,18 @@ from pathlib import Path
 
 import anyio
 import uvicorn
-from mcp.server.stdio import stdio_server
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
 
 from warden.engine import Engine
 from warden.errors import PolicyError
 from warden.mcp.config import GatewayConfig, load_gateway
 from warden.mcp.gateway import Gateway, Identity, identity_from_token
-from warden.mcp.governor import EXECUTE, HOLD_RULE, Governor
+from warden.mcp.governor import EXECUTE, HOLD_RULE, RESULT_LINGER, Governor
+from warden.mcp.stdio import stdio_streams
 from warden.mcp.upstream import Upstreams
+from warden.monitor.metrics import exposition
 from warden.policy.loader import load_points
 from warden.policy.schema import ModelKind
 from warden.review.desk import ReviewDesk
@@ -104,11 +108,14 @@ async def open_gateway(
         if default is None:
             name = agent or config.agent
             default = Identity(name, f"agent:{name}")
-        governor = Governor(engine, config, digest_key(settings.home))
+        governor = Governor(engine, config, digest_key(settings.home), result_linger=RESULT_LINGER)
         expiry = ExpiryWorker(ReviewDesk(engine).expire_due)
         expiry.start()
         async with Upstreams(config) as upstreams:
-            yield Gateway(governor, upstreams, default=default)
+            try:
+                yield Gateway(governor, upstreams, default=default)
+            finally:
+                await governor.flush()  # results still waiting to ride with a decision
     finally:
         if expiry is not None:
             expiry.stop()
@@ -118,16 +125,24 @@ async def open_gateway(
 
 async def serve_stdio(gateway: Gateway) -> None:
     server = gateway.server
-    async with stdio_server() as (read, write):
+    async with stdio_streams() as (read, write):
         await server.run(read, write, server.create_initialization_options())
 
 
 async def serve_http(gateway: Gateway, host: str, port: int, *, anonymous: bool = False) -> None:
     """Streamable HTTP at http://HOST:PORT/mcp; each request names its agent by bearer token
-    (`anonymous`: requests without one act as the configured agent)."""
+    (`anonymous`: requests without one act as the configured agent). Prometheus metrics of the
+    tool calls (and of the decisions behind them) at /metrics."""
     if not anonymous:
         gateway.default = None
-    app = gateway.server.streamable_http_app(host=host)
+
+    async def metrics(request: Request) -> Response:
+        body, content_type = exposition()
+        return Response(body, media_type=content_type)
+
+    app = gateway.server.streamable_http_app(
+        host=host, custom_starlette_routes=[Route("/metrics", metrics)]
+    )
     config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on")
     await uvicorn.Server(config).serve()
 

@@ -101,6 +101,11 @@ class Change:
     challenger made it stopped (`rollout_stopped`). Both are checked again inside the ledger
     lock, so no such AUTO decision ever follows the kill or abort event in the ledger.
     `guard_update` tells the rest of the batch about a change this one makes to that state.
+    `follow` is asked, inside the ledger lock and after any revoke, with the guard state as of
+    the head, for a change to commit right after this one in its transaction (or None): what
+    an AUTO decision authorises, e.g. the claim of the tool call it lets run, costs no commit
+    of its own and sees switches engaged up to the commit. It is asked again on every attempt,
+    so it must only read the change, not alter it.
     """
 
     events: list[EventDraft]
@@ -109,6 +114,7 @@ class Change:
     revoke: Callable[[Change, str], None] | None = None
     variant: str | None = None  # the canary rollout whose challenger made this decision
     guard_update: Callable[[GuardState], GuardState] | None = None
+    follow: Callable[[Change, GuardState], Change | None] | None = None
     rows: list[tuple[sa.Table, dict[str, Any]]] = field(default_factory=list)
     future: Future[Any] = field(default_factory=Future)
 
@@ -989,6 +995,7 @@ def _plan(
             plan.decisions.append(decision)
         for table, row in change.rows:
             plan.rows.setdefault(table, []).append(row)
+        follower = change.follow(change, guard) if change.follow is not None else None
         if change.apply is not None:
             assert conn is not None
             plan.results.append(change.apply(conn))
@@ -1014,6 +1021,14 @@ def _plan(
                 prepared_events.append(
                     prepare(draft, lane_of(draft.point, draft.decision_id, lanes))
                 )
+        if follower is not None:  # commits right behind its change, in the same lanes
+            assert follower.decision is None and follower.apply is None
+            followed = _ready(follower, sql, lanes)
+            for table, row in follower.rows:
+                plan.rows.setdefault(table, []).append(row)
+            for table, params in followed.rows:
+                plan.row_params.setdefault(table, []).append(params)
+            prepared_events = [*prepared_events, *followed.events]
         for prepared in prepared_events:
             seq, prev = heads[prepared.lane]
             event = seal_prepared(seq + 1, prev, prepared)
@@ -1039,10 +1054,12 @@ def _withdrawn(change: Change, guard: GuardState) -> str | None:
 def _chains_in_database(batch: Sequence[Change], guard: GuardState) -> bool:
     """Whether `warden_append` may write the batch: it has events, and none of its changes
     runs `apply`, changes the guard state, or would be re-routed under `guard` (those are
-    decided with the state read under the lock)."""
+    decided with the state read under the lock, as is what a change's `follow` adds)."""
     has_events = False
     for change in batch:
         if change.apply is not None or change.guard_update is not None:
+            return False
+        if change.follow is not None:  # asked with the guard state read under the lock
             return False
         if _withdrawn(change, guard):
             return False
