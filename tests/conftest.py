@@ -10,12 +10,18 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from hypothesis import HealthCheck, settings
 
 from warden.engine import Engine
 from warden.policy.loader import load_points
 from warden.store.database import create_engine, migrate
 
 POSTGRES_ENV = "WARDEN_TEST_POSTGRES_URL"
+
+# Properties are judged by what they find, not by how fast an example runs: on a shared
+# 2-core machine one example of pure in-memory code can take longer than Hypothesis's 200 ms.
+settings.register_profile("warden", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("warden")
 
 TOY_MODEL = '''
 import time
