@@ -99,31 +99,91 @@ def measure(db: sa.Engine, key: SigningKey, repeat: int, backend: str, decisions
     )
 
 
+def sqlite_ledger(folder: Path, cache: Path | None, decisions: int) -> tuple[sa.Engine, SigningKey]:
+    """A SQLite ledger of `decisions`, made once and kept in `cache` when given."""
+    where = folder if cache is None else cache / f"sqlite-{decisions}"
+    where.mkdir(parents=True, exist_ok=True)
+    key = load_or_create(where / "home")
+    done = where / "complete"
+    db = create_engine(f"sqlite:///{where / 'warden.db'}", sqlite_synchronous="OFF")
+    if done.exists():
+        print(f"SQLite: {decisions:,} decisions from {where}", flush=True)
+        return db, key
+    (where / "warden.db").unlink(missing_ok=True)
+    migrate(db)
+    rate = fill(folder, db, decisions)
+    print(f"filled SQLite: {decisions:,} decisions at {rate:,.0f}/s", flush=True)
+    make_checkpoint(db, key)
+    with db.connect() as conn:  # a quiet file: the WAL folded in, statistics for the planner
+        conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+        conn.exec_driver_sql("ANALYZE")
+    done.touch()
+    return db, key
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--decisions", type=int, default=1_000_000)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--skip-sqlite", action="store_true", help="measure PostgreSQL only")
+    parser.add_argument("--postgres", default=os.environ.get("WARDEN_DB_URL", ""), help="URL")
+    parser.add_argument(
+        "--cache",
+        type=Path,
+        help="keep the filled ledgers here (SQLite file; PostgreSQL schema bench_verify_N) "
+        "and reuse them on the next run",
+    )
     args = parser.parse_args()
-    pg_url = os.environ.get("WARDEN_DB_URL", "")
+    pg_url = args.postgres
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         if not args.skip_sqlite:
-            key = load_or_create(folder / "home-sqlite")
-            db = create_engine(f"sqlite:///{folder / 'warden.db'}", sqlite_synchronous="OFF")
-            migrate(db)
-            rate = fill(folder, db, args.decisions)
-            print(f"filled SQLite: {args.decisions:,} decisions at {rate:,.0f}/s", flush=True)
-            make_checkpoint(db, key)
+            db, key = sqlite_ledger(folder, args.cache, args.decisions)
             measure(db, key, args.repeat, "SQLite", args.decisions)
             db.dispose()
         if pg_url.startswith("postgresql"):
-            key = load_or_create(folder / "home-postgres")  # a key signs one ledger
-            with postgres_schema(pg_url) as pg:
-                rate = fill(folder, pg, args.decisions)
-                print(f"filled PostgreSQL: {args.decisions:,} at {rate:,.0f}/s", flush=True)
-                make_checkpoint(pg, key)
+            if args.cache is None:
+                with postgres_schema(pg_url) as pg:
+                    key = load_or_create(folder / "home-postgres")  # a key signs one ledger
+                    fill_postgres(folder, pg, key, args.decisions)
+                    measure(pg, key, args.repeat, "PostgreSQL", args.decisions)
+            else:
+                pg, key = cached_postgres(folder, args.cache, pg_url, args.decisions)
                 measure(pg, key, args.repeat, "PostgreSQL", args.decisions)
+                pg.dispose()
+
+
+def fill_postgres(folder: Path, pg: sa.Engine, key: SigningKey, decisions: int) -> None:
+    rate = fill(folder, pg, decisions)
+    print(f"filled PostgreSQL: {decisions:,} at {rate:,.0f}/s", flush=True)
+    make_checkpoint(pg, key)
+    with pg.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.exec_driver_sql("VACUUM ANALYZE")  # visibility map and statistics, as in service
+
+
+def cached_postgres(
+    folder: Path, cache: Path, url: str, decisions: int
+) -> tuple[sa.Engine, SigningKey]:
+    """A PostgreSQL ledger of `decisions` in schema bench_verify_N, kept between runs."""
+    where = cache / f"postgres-{decisions}"
+    where.mkdir(parents=True, exist_ok=True)
+    key = load_or_create(where / "home")
+    schema = f"bench_verify_{decisions}"
+    separator = "&" if "?" in url else "?"
+    pg = create_engine(f"{url}{separator}options=-csearch_path%3D{schema}")
+    done = where / "complete"
+    if done.exists():
+        print(f"PostgreSQL: {decisions:,} decisions from schema {schema}", flush=True)
+        return pg, key
+    admin = sa.create_engine(url)
+    with admin.begin() as conn:
+        conn.execute(sa.text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+        conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+    admin.dispose()
+    migrate(pg)
+    fill_postgres(folder, pg, key, decisions)
+    done.touch()
+    return pg, key
 
 
 if __name__ == "__main__":
