@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -19,6 +20,7 @@ from hypothesis import strategies as st
 from tests.reviewing import AUTO_INPUT, REVIEW_INPUT
 from warden.engine import Engine
 from warden.ledger import statepass
+from warden.ledger.folds import DECISION_COLUMNS
 from warden.ledger.projection import WHOLE, Part, StateReport, merged, verify_state
 from warden.ledger.statepass import StateJob, shared_snapshot, split
 from warden.ledger.verify import snapshot, verify_ledger
@@ -191,3 +193,30 @@ def test_only_a_database_another_process_can_open_is_shared(db: sa.Engine) -> No
     assert statepass.can_share(db)
     assert not statepass.can_share(sa.create_engine("sqlite://"))
     assert not statepass.can_share(sa.create_engine("sqlite:///:memory:"))
+
+
+@pytest.mark.parametrize("column", [c for c in DECISION_COLUMNS if c != "id"])
+def test_any_column_of_a_decision_made_by_one_event_is_checked(
+    db: sa.Engine, ledger: list[str], column: str
+) -> None:
+    """Decisions made by one event take the short lane (the row written as its event would be
+    is compared with the body): a change to any of their columns is still named."""
+    with db.connect() as conn, conn.begin() as tx:
+        single = conn.execute(
+            sa.select(decisions.c.id, decisions.c[column])
+            .where(decisions.c.route == "auto", decisions.c.ground_truth.is_(None))
+            .limit(1)
+        ).one()
+        kind = decisions.c[column].type
+        value: Any = "x"
+        if isinstance(kind, sa.DateTime):
+            value = datetime(2030, 1, 1, tzinfo=UTC)
+        elif isinstance(kind, sa.Float):
+            value = (single[1] or 0.0) + 0.5
+        elif isinstance(kind, sa.JSON):
+            value = {"tampered": True}
+        conn.execute(decisions.update().where(decisions.c.id == single[0]).values({column: value}))
+        report = verify_state(conn, db.dialect.name)
+        tx.rollback()
+    found = [(d.kind, d.key, d.column) for d in report.disagreements]
+    assert found == [("changed", {"id": single[0]}, column)]
