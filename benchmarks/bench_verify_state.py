@@ -10,10 +10,13 @@ exactly what Warden writes: one in twenty goes to review and has a review task b
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import resource
 import statistics
 import sys
 import tempfile
+import threading
 import time
 from concurrent.futures import Future
 from datetime import UTC, datetime
@@ -77,26 +80,83 @@ def fill(folder: Path, db: sa.Engine, count: int) -> float:
 
 
 def measure(db: sa.Engine, key: SigningKey, repeat: int, backend: str, decisions: int) -> None:
+    """Each run's phases and total; the chain and Merkle run beside the state projection."""
     reports: list[Report] = []
     for _ in range(repeat):
         load = os.getloadavg()[0]
-        report = verify_ledger(db, [key.public])
+        cpu = _cpu()
+        with _ChildMemory() as children:
+            report = verify_ledger(db, [key.public])
+        used = _cpu() - cpu
         assert report.ok, (
             report.projection.disagreements[:3] if report.projection else report.problems
         )
         reports.append(report)
-        print(f"  run: {report.seconds:.2f} s (load average {load:.1f})", flush=True)
+        phases = ", ".join(f"{name} {seconds:.2f} s" for name, seconds in report.phases.items())
+        print(
+            f"  run: {report.seconds:.2f} s ({phases}; CPU {used:.1f} s in all processes; "
+            f"load average {load:.1f}; peak RSS of the state-check processes "
+            f"{children.peak // 1024} MiB)",
+            flush=True,
+        )
     best = statistics.median(r.seconds for r in reports)
-    state = statistics.median(r.projection.seconds for r in reports if r.projection is not None)
     sample = reports[0]
     assert sample.projection is not None
     rows = sum(sample.projection.rows.values())
+    phases = ", ".join(
+        f"{name} {statistics.median(r.phases[name] for r in reports):.2f} s"
+        for name in sample.phases
+    )
     print(
         f"warden audit verify, {decisions:,} decisions ({sample.events:,} events, {rows:,} state "
-        f"rows, {backend}): {best:.2f} s — of which state projection {state:.2f} s "
-        f"(median of {repeat}; load average {os.getloadavg()[0]:.1f}, {os.cpu_count()} cores)",
+        f"rows, {backend}): {best:.2f} s — {phases} (median of {repeat}; load average "
+        f"{os.getloadavg()[0]:.1f}, {os.cpu_count()} cores); peak RSS {_peak_mib()}",
         flush=True,
     )
+
+
+def _cpu() -> float:
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def _peak_mib() -> str:
+    return f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024} MiB (this process)"
+
+
+class _ChildMemory:
+    """The largest peak RSS (VmHWM, KiB) of this process's children while it is open: their
+    own rusage would count the parent's pages they were forked with."""
+
+    def __init__(self) -> None:
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+
+    def __enter__(self) -> _ChildMemory:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _watch(self) -> None:
+        while not self._stop.wait(0.2):
+            for pid in _children():
+                with contextlib.suppress(OSError, ValueError):
+                    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                        if line.startswith("VmHWM:"):
+                            self.peak = max(self.peak, int(line.split()[1]))
+
+
+def _children() -> list[str]:
+    found: list[str] = []
+    with contextlib.suppress(OSError):
+        for task in Path("/proc/self/task").iterdir():
+            found += (task / "children").read_text().split()
+    return found
 
 
 def sqlite_ledger(folder: Path, cache: Path | None, decisions: int) -> tuple[sa.Engine, SigningKey]:
