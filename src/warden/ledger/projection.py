@@ -13,7 +13,16 @@ other tables grow with people's actions, not with traffic, and are folded in mem
 Values are compared in one form per column type: times as UTC text
 `YYYY-MM-DD HH:MM:SS.ffffff` (what SQLite stores, and what PostgreSQL is asked to print), JSON
 as parsed values. A row is first compared whole; only a row that differs is compared column by
-column, so the common case costs one tuple comparison.
+column, so the common case costs one tuple comparison. Nearly every decision is one
+`decision.created` event routed without review: its row, written as that event's body would
+be, is compared with the body as text (`_as_written`), and only a difference goes on to the
+fold and the column-by-column comparison that names it.
+
+The decisions can be checked in shares (`Part`: a range of decision ids), each in its own
+process (`warden.ledger.statepass`); `merged` makes one report of them. A new table keyed by
+decision id plugs in by its `TABLES` entry and folds alone: every share reads its rows within
+its range and merges them like the review tasks. A table keyed otherwise is folded and compared
+once, by the share that holds the small tables.
 """
 
 from __future__ import annotations
