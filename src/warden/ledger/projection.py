@@ -28,6 +28,7 @@ once, by the share that holds the small tables.
 from __future__ import annotations
 
 import contextlib
+import operator
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -399,7 +400,21 @@ def _compare_by_decision(reader: _Reader, report: StateReport) -> None:
 
 _DECISION_JSON = ("reasons", "input", "context")
 _AT = {name: i for i, name in enumerate(DECISION_COLUMNS)}
-_PAYLOAD = tuple((name, _AT[name]) for name in (*DECIDED, "idempotency_key", "request_hash"))
+_PAYLOAD = (*DECIDED, "idempotency_key", "request_hash")
+_payload_of = operator.itemgetter(*(_AT[name] for name in _PAYLOAD))
+_JSON_AT = tuple((name, _AT[name]) for name in _DECISION_JSON)
+_ROUTE, _CREATED, _DECIDED_AT, _GROUND_TRUTH, _GROUND_TRUTH_AT, _ACTOR, _POINT = (
+    _AT[name]
+    for name in (
+        "route",
+        "created_at",
+        "decided_at",
+        "ground_truth",
+        "ground_truth_at",
+        "actor",
+        "point",
+    )
+)
 _SORTED = orjson.OPT_SORT_KEYS
 
 
@@ -414,28 +429,27 @@ def _as_written(row: Sequence[Any] | None, seq: int) -> str | None:
     """
     if row is None:
         return None
-    at = _AT
-    created = row[at["created_at"]]
+    created = row[_CREATED]
     if (
-        row[at["route"]] == "review"
-        or row[at["decided_at"]] != created
-        or row[at["ground_truth"]] is not None
-        or row[at["ground_truth_at"]] is not None
+        row[_ROUTE] == "review"
+        or row[_DECIDED_AT] != created
+        or row[_GROUND_TRUTH] is not None
+        or row[_GROUND_TRUTH_AT] is not None
         or type(created) is not str
         or len(created) != 26
     ):
         return None
     loads = orjson.loads
     try:
-        payload = {name: row[i] for name, i in _PAYLOAD}
-        for name in _DECISION_JSON:
-            payload[name] = loads(payload[name])
+        payload = dict(zip(_PAYLOAD, _payload_of(row), strict=True))
+        for name, i in _JSON_AT:
+            payload[name] = loads(row[i])
         return orjson.dumps(
             {
-                "actor": row[at["actor"]],
+                "actor": row[_ACTOR],
                 "decision_id": row[0],
                 "payload": payload,
-                "point": row[at["point"]],
+                "point": row[_POINT],
                 "seq": seq,
                 "ts": f"{created[:10]}T{created[11:]}+00:00",
                 "type": "decision.created",
