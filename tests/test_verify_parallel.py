@@ -8,6 +8,8 @@ way someone with database access would and compares the shared check with the wh
 from __future__ import annotations
 
 import itertools
+import subprocess
+import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
@@ -17,6 +19,7 @@ import sqlalchemy as sa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import warden
 from tests.reviewing import AUTO_INPUT, REVIEW_INPUT
 from warden.engine import Engine
 from warden.ledger import statepass
@@ -220,3 +223,17 @@ def test_any_column_of_a_decision_made_by_one_event_is_checked(
         tx.rollback()
     found = [(d.kind, d.key, d.column) for d in report.disagreements]
     assert found == [("changed", {"id": single[0]}, column)]
+
+
+def test_a_state_check_process_does_not_load_the_engine() -> None:
+    """The SDK is imported when first asked for: a state-check process starts without it."""
+    code = (
+        "import sys, warden.ledger.statepass; print('warden.engine' in sys.modules); "
+        "from warden import Warden; print(Warden.__name__)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.split()
+    assert out == ["False", "Warden"]
+    with pytest.raises(AttributeError, match="no attribute 'Nothing'"):
+        _ = warden.Nothing  # type: ignore[attr-defined]
