@@ -243,7 +243,7 @@ def _state_jobs(db: sa.Engine, parallel: bool | None, projection: bool) -> list[
             events = int(conn.exec_driver_sql("SELECT max(seq) FROM events").scalar() or 0)
             if cores < 2 or events < PARALLEL_FROM:
                 return []
-        parts = split(conn, min(cores - 1, 4))  # the parent runs the chain on a core of its own
+        parts = split(conn, min(max(2, cores - 1), 4))  # the chain is about a third of the work
     jobs: list[StateJob] = []
     try:
         for part in parts:
