@@ -38,6 +38,9 @@ class _Unknown:
     def __repr__(self) -> str:
         return "UNKNOWN"
 
+    def __reduce__(self) -> str:
+        return "UNKNOWN"  # the one instance, also in a report from another process
+
 
 UNKNOWN: Any = _Unknown()
 
@@ -184,7 +187,7 @@ def apply(p: Projection, ev: Event) -> None:
 
 # -- decisions and review -------------------------------------------------------------------
 
-_DECIDED = (
+DECIDED = (
     "route",
     "status",
     "outcome",
@@ -203,7 +206,7 @@ def decision_values(ev: Event) -> dict[str, Any]:
     """The decisions row a `decision.created` event implies (the key included)."""
     pl = ev.payload
     get = pl.get
-    values = {name: get(name, UNKNOWN) for name in _DECIDED}
+    values = {name: get(name, UNKNOWN) for name in DECIDED}
     route = values["route"]
     values.update(
         id=ev.decision_id,

@@ -13,12 +13,22 @@ other tables grow with people's actions, not with traffic, and are folded in mem
 Values are compared in one form per column type: times as UTC text
 `YYYY-MM-DD HH:MM:SS.ffffff` (what SQLite stores, and what PostgreSQL is asked to print), JSON
 as parsed values. A row is first compared whole; only a row that differs is compared column by
-column, so the common case costs one tuple comparison.
+column, so the common case costs one tuple comparison. Nearly every decision is one
+`decision.created` event routed without review: its row, written as that event's body would
+be, is compared with the body as text (`_as_written`), and only a difference goes on to the
+fold and the column-by-column comparison that names it.
+
+The decisions can be checked in shares (`Part`: a range of decision ids), each in its own
+process (`warden.ledger.statepass`); `merged` makes one report of them. A new table keyed by
+decision id plugs in by its `TABLES` entry and folds alone: every share reads its rows within
+its range and merges them like the review tasks. A table keyed otherwise is folded and compared
+once, by the share that holds the small tables.
 """
 
 from __future__ import annotations
 
 import contextlib
+import operator
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -29,6 +39,7 @@ import orjson
 import sqlalchemy as sa
 
 from warden.ledger.folds import (
+    DECIDED,
     DECISION_COLUMNS,
     TABLES,
     UNKNOWN,
@@ -123,20 +134,49 @@ class StateReport:
         }
 
 
-def verify_state(conn: sa.Connection, dialect: str) -> StateReport:
+@dataclass(frozen=True)
+class Part:
+    """A share of the check, for checking on several cores: the decisions with ids from `low`
+    up to (not including) `high` (None: no bound), and with `small` the tables not keyed by
+    decision. Parts that cover every id once, one of them `small`, check everything."""
+
+    low: str | None = None
+    high: str | None = None
+    small: bool = True
+
+
+WHOLE = Part()
+
+
+def verify_state(conn: sa.Connection, dialect: str, part: Part = WHOLE) -> StateReport:
     """Compare every state table with what the events imply, inside the caller's snapshot."""
     began = time.perf_counter()
     report = StateReport()
-    reader = _Reader(conn, dialect)
-    small = Projection()
-    for ev in reader.events("decision_id IS NULL", "seq"):
-        apply(small, ev)
-    _unreadable(small, report)
-    for spec in TABLES.values():
-        if not spec.by_decision:
-            _compare_small(reader, spec, small, report)
+    reader = _Reader(conn, dialect, part)
+    if part.small:
+        small = Projection()
+        for ev in reader.events("decision_id IS NULL", "seq"):
+            apply(small, ev)
+        _unreadable(small, report)
+        for spec in TABLES.values():
+            if not spec.by_decision:
+                _compare_small(reader, spec, small, report)
     _compare_by_decision(reader, report)
     report.seconds = time.perf_counter() - began
+    return report
+
+
+def merged(parts: Sequence[StateReport]) -> StateReport:
+    """One report of parts checked side by side, in the order of their ranges."""
+    report = StateReport()
+    for found in parts:
+        for table, count in found.rows.items():
+            report.rows[table] = report.rows.get(table, 0) + count
+        report.unchecked += found.unchecked
+        report.count += found.count - len(found.disagreements)
+        for disagreement in found.disagreements:
+            report.add(disagreement)
+        report.seconds = max(report.seconds, found.seconds)
     return report
 
 
@@ -307,6 +347,12 @@ def _compare_by_decision(reader: _Reader, report: StateReport) -> None:
         seq, type_, point, decision_id, actor, ts, body = first
         ahead = next(events, None)
         if type_ == "decision.created" and (ahead is None or ahead[3] != decision_id):
+            if main.key == decision_id and _as_written(main.row, seq) == body:
+                main.advance()  # the row, written as its event would be, is the event
+                for stream in others:
+                    if stream.key is not None and stream.key <= decision_id:
+                        _compare_group(str(decision_id), [stream], [({}, {})], report)
+                continue
             try:
                 payload = loads(body)["payload"]
                 routed = payload.get("route") != "review"
@@ -353,6 +399,65 @@ def _compare_by_decision(reader: _Reader, report: StateReport) -> None:
 
 
 _DECISION_JSON = ("reasons", "input", "context")
+_AT = {name: i for i, name in enumerate(DECISION_COLUMNS)}
+_PAYLOAD = (*DECIDED, "idempotency_key", "request_hash")
+_payload_of = operator.itemgetter(*(_AT[name] for name in _PAYLOAD))
+_JSON_AT = tuple((name, _AT[name]) for name in _DECISION_JSON)
+_ROUTE, _CREATED, _DECIDED_AT, _GROUND_TRUTH, _GROUND_TRUTH_AT, _ACTOR, _POINT = (
+    _AT[name]
+    for name in (
+        "route",
+        "created_at",
+        "decided_at",
+        "ground_truth",
+        "ground_truth_at",
+        "actor",
+        "point",
+    )
+)
+_SORTED = orjson.OPT_SORT_KEYS
+
+
+def _as_written(row: Sequence[Any] | None, seq: int) -> str | None:
+    """The body of the `decision.created` event that would make this decisions row (routed
+    without review), or None if no event could: the short lane of the state check.
+
+    Equal text means equal values: the stored JSON columns are parsed and the whole is written
+    canonically, as Warden writes bodies, so the body parses to exactly what the row holds.
+    Any difference (a value changed, an older event's shape, a time without microseconds)
+    leaves the decision to the full comparison, which names what differs.
+    """
+    if row is None:
+        return None
+    created = row[_CREATED]
+    if (
+        row[_ROUTE] == "review"
+        or row[_DECIDED_AT] != created
+        or row[_GROUND_TRUTH] is not None
+        or row[_GROUND_TRUTH_AT] is not None
+        or type(created) is not str
+        or len(created) != 26
+    ):
+        return None
+    loads = orjson.loads
+    try:
+        payload = dict(zip(_PAYLOAD, _payload_of(row), strict=True))
+        for name, i in _JSON_AT:
+            payload[name] = loads(row[i])
+        return orjson.dumps(
+            {
+                "actor": row[_ACTOR],
+                "decision_id": row[0],
+                "payload": payload,
+                "point": row[_POINT],
+                "seq": seq,
+                "ts": f"{created[:10]}T{created[11:]}+00:00",
+                "type": "decision.created",
+            },
+            option=_SORTED,
+        ).decode()
+    except (orjson.JSONDecodeError, orjson.JSONEncodeError, TypeError):
+        return None
 
 
 def _compare_group(
@@ -402,9 +507,11 @@ def _unreadable(projection: Projection, report: StateReport) -> None:
 
 
 class _Reader:
-    """Rows straight from the driver, in key order, a batch at a time; times as UTC text."""
+    """Rows straight from the driver, in key order, a batch at a time; times as UTC text.
 
-    def __init__(self, conn: sa.Connection, dialect: str) -> None:
+    Decision-keyed rows are read within the part's range of decision ids."""
+
+    def __init__(self, conn: sa.Connection, dialect: str, part: Part = WHOLE) -> None:
         self.conn = conn
         self.postgres = dialect == "postgresql"
         self.collate = ""
@@ -414,6 +521,7 @@ class _Reader:
             ).scalar()
             if str(collation).lower() not in _C_COLLATIONS:
                 self.collate = ' COLLATE "C"'
+        self.part = part
         self._cursors = 0
 
     def _time(self, column: str) -> str:
@@ -421,7 +529,19 @@ class _Reader:
             return f"pg_catalog.to_char({column} AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US')"
         return column
 
-    def _select(self, sql: str) -> Iterator[Sequence[Any]]:
+    def _within(self, column: str) -> tuple[str, list[str]]:
+        """The condition that keeps `column` (a decision id) within the part, and its values."""
+        marker = "%s" if self.postgres else "?"
+        terms, values = list[str](), list[str]()
+        if self.part.low is not None:
+            terms.append(f"{column}{self.collate} >= {marker}")
+            values.append(self.part.low)
+        if self.part.high is not None:
+            terms.append(f"{column}{self.collate} < {marker}")
+            values.append(self.part.high)
+        return "".join(f" AND {t}" for t in terms), values
+
+    def _select(self, sql: str, values: Sequence[str] = ()) -> Iterator[Sequence[Any]]:
         driver = self.conn.connection.driver_connection
         assert driver is not None
         self._cursors += 1
@@ -431,17 +551,21 @@ class _Reader:
             else driver.cursor()
         )
         try:
-            cursor.execute(sql)
+            cursor.execute(sql, tuple(values))
             while batch := cursor.fetchmany(_BATCH):
                 yield from batch
         finally:
             cursor.close()
 
     def event_rows(self, where: str, order: str) -> Iterator[Sequence[Any]]:
-        """(seq, type, point, decision_id, actor, ts, body) in `order`, then seq."""
+        """(seq, type, point, decision_id, actor, ts, body) in `order`, then seq; events of
+        decisions only those within the part."""
         columns = f"seq, type, point, decision_id, actor, {self._time('ts')}, body"
         order_by = f"{order}{self.collate}, seq" if order != "seq" else "seq"
-        return self._select(f"SELECT {columns} FROM events WHERE {where} ORDER BY {order_by}")
+        within, values = self._within("decision_id") if order == "decision_id" else ("", [])
+        return self._select(
+            f"SELECT {columns} FROM events WHERE {where}{within} ORDER BY {order_by}", values
+        )
 
     def events(self, where: str, order: str) -> Iterator[Event]:
         return map(_event, self.event_rows(where, order))
@@ -458,8 +582,14 @@ class _Reader:
                 parts.append(f"{quoted}::text")
             else:
                 parts.append(quoted)
+        within, values = "", list[str]()
+        if shape.spec.by_decision:
+            within, values = self._within(f'"{shape.spec.key[0]}"')
         order = ", ".join(f'"{k}"{self.collate}' for k in shape.spec.key)
-        return self._select(f"SELECT {', '.join(parts)} FROM {table.name} ORDER BY {order}")
+        return self._select(
+            f"SELECT {', '.join(parts)} FROM {table.name} WHERE true{within} ORDER BY {order}",
+            values,
+        )
 
 
 # -- values -----------------------------------------------------------------------------------

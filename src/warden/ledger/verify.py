@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -32,8 +33,16 @@ from warden.ledger.checkpoint import Checkpoint, all_checkpoints
 from warden.ledger.keys import PublicKey
 from warden.ledger.lanes import StoredLanes, lane_count, parse_index_body, signed_by_any
 from warden.ledger.lanes import stored as stored_lanes
-from warden.ledger.projection import StateReport, verify_state
+from warden.ledger.projection import StateReport, merged, verify_state
 from warden.ledger.remembered import Remembered
+from warden.ledger.statepass import (
+    PARALLEL_FROM,
+    StateJob,
+    StateJobFailed,
+    can_share,
+    shared_snapshot,
+    split,
+)
 from warden.ledger.tree import TILE, LedgerDamaged, LedgerTree, TiledFrontier
 from warden.ledger.trust import ROTATED, KeyChain, Rotation, rotation
 from warden.store.schema import checkpoint_cosignatures, ledger_head, ledger_tiles
@@ -103,6 +112,7 @@ class Report:
     projection: StateReport | None = None  # the state tables against what the events imply
     lanes: list[dict[str, Any]] = field(default_factory=list)  # lanes above 0: size, root
     vouched_lanes: StoredLanes | None = None  # the newest trusted lanes checkpoint that holds
+    phases: dict[str, float] = field(default_factory=dict)  # seconds; state runs beside chain
 
     @property
     def ok(self) -> bool:
@@ -147,48 +157,33 @@ def verify_ledger(
     cosigners: Sequence[notes.Verifier] = (),
     min_cosigners: int = 0,
     projection: bool = True,
+    parallel: bool | None = None,
 ) -> Report:
     """Verify everything Warden stored, against the trusted public `keys`.
 
     `projection`: also check that every state table holds what the events imply
-    (`warden.ledger.projection`).
+    (`warden.ledger.projection`), in a second process beside the chain pass when the ledger
+    is large (`parallel`: None decides by size; True or False insists).
     `require_signed`: fail unless a checkpoint signed by a trusted key covers the ledger.
     `state`: a checkpoint remembered from an earlier run, which the ledger must extend.
     `cosigners`, `min_cosigners`: witnesses, and how many must have cosigned a checkpoint.
     """
     began = time.perf_counter()
     report = Report(witnessed=len(witnessed))
-    with snapshot(db) as conn:
-        report.origin = identity.origin(conn)
-        head = conn.execute(
-            sa.select(ledger_head.c.seq, ledger_head.c.chain_hash).where(ledger_head.c.id == 1)
-        ).first()
-        head_seq, head_chain = (int(head.seq), head.chain_hash) if head else (0, GENESIS)
-        lanes = lane_count(conn)
-        last_row = conn.exec_driver_sql(
-            "SELECT max(seq) FROM events" + (" WHERE lane = 0" if lanes > 1 else "")
-        ).scalar()
-        stored = all_checkpoints(conn)
-        cosignatures = conn.execute(
-            sa.select(checkpoint_cosignatures.c.size, checkpoint_cosignatures.c.line)
-        ).all()
-        tiles = {
-            int(t): h
-            for t, h in conn.execute(sa.select(ledger_tiles.c.tile, ledger_tiles.c.hash)).all()
-        }
-        sizes = {c.size for c in stored} | {c.size for c in witnessed}
-        if state is not None:
-            sizes.add(state.size)
-        lane_cps = stored_lanes(conn) if lanes > 1 else []
-        remembered_lanes = _remembered_lanes(state) if lanes > 1 else None
-        if isinstance(remembered_lanes, StoredLanes):  # its roots are re-derived too
-            lane_cps = [*lane_cps, remembered_lanes]
-        sizes |= {cp.heads[0].size for cp in lane_cps if isinstance(cp, StoredLanes)}
-        chain = ChainPass(sizes, int(last_row or 0), progress)
-        chain.run(event_batches(conn, db.dialect.name, lane=0 if lanes > 1 else None))
-        other_lanes = verify_lanes(conn, db.dialect.name, lanes, lane_cps) if lanes > 1 else []
-        if projection:
-            report.projection = verify_state(conn, db.dialect.name)
+    jobs = _state_jobs(db, parallel, projection)
+    try:
+        with shared_snapshot(db, jobs) as conn:
+            read = _read(conn, db.dialect.name, report, witnessed, state, progress)
+            if projection:
+                report.projection = _state(conn, db.dialect.name, jobs)
+    finally:
+        for job in jobs:
+            job.close()
+    chain, stored, cosignatures, tiles = read.chain, read.stored, read.cosignatures, read.tiles
+    head_seq, head_chain = read.head
+    lanes, lane_cps, remembered_lanes = read.lanes, read.lane_cps, read.remembered_lanes
+    other_lanes = read.other_lanes
+    checking = time.perf_counter()
     report.head = head_seq
     report.events = chain.verified
     report.checkpoints = len(stored)
@@ -270,7 +265,107 @@ def verify_ledger(
         problems += _cosignature_problems(vouched, cosignatures, cosigners, min_cosigners, report)
     report.problems = sorted(problems, key=_order)
     report.seconds = time.perf_counter() - began
+    report.phases = {
+        "chain": chain.seconds - chain.merkle_seconds,
+        "merkle": chain.merkle_seconds,
+        "checkpoints": report.seconds - (checking - began),
+        "state": report.projection.seconds if report.projection is not None else 0.0,
+    }
     return report
+
+
+def _state_jobs(db: sa.Engine, parallel: bool | None, projection: bool) -> list[StateJob]:
+    """Processes that check the state projection beside the chain pass, a share of the
+    decisions each, when that pays (or `parallel` asks for it)."""
+    cores = os.cpu_count() or 1
+    if not projection or parallel is False or not can_share(db):
+        return []
+    with db.connect() as conn:
+        if parallel is None:
+            events = int(conn.exec_driver_sql("SELECT max(seq) FROM events").scalar() or 0)
+            if cores < 2 or events < PARALLEL_FROM:
+                return []
+        parts = split(conn, min(max(2, cores - 1), 4))  # the chain is about a third of the work
+    jobs: list[StateJob] = []
+    try:
+        for part in parts:
+            jobs.append(StateJob(db, part))
+    except (StateJobFailed, OSError):
+        for job in jobs:
+            job.close()
+        return []  # checked in this process instead
+    return jobs
+
+
+def _state(conn: sa.Connection, dialect: str, jobs: Sequence[StateJob]) -> StateReport:
+    if not jobs:
+        return verify_state(conn, dialect)
+    parts = []
+    for job in jobs:
+        try:
+            parts.append(job.result())
+        except StateJobFailed:  # the same share, here, in the same snapshot
+            parts.append(verify_state(conn, dialect, job.part))
+    return merged(parts)
+
+
+@dataclass
+class _Read:
+    """What the pass over the snapshot found, for the checks that follow it."""
+
+    chain: ChainPass
+    head: tuple[int, str]
+    stored: list[Checkpoint]
+    cosignatures: Sequence[Any]
+    tiles: dict[int, str]
+    lanes: int = 1
+    lane_cps: list[StoredLanes | str] = field(default_factory=list)
+    remembered_lanes: StoredLanes | str | None = None
+    other_lanes: list[LaneCheck] = field(default_factory=list)
+
+
+def _read(
+    conn: sa.Connection,
+    dialect: str,
+    report: Report,
+    witnessed: Sequence[Checkpoint],
+    state: Remembered | None,
+    progress: Progress | None,
+) -> _Read:
+    """Head, checkpoints, cosignatures and tiles, then the chain pass over every event."""
+    report.origin = identity.origin(conn)
+    head = conn.execute(
+        sa.select(ledger_head.c.seq, ledger_head.c.chain_hash).where(ledger_head.c.id == 1)
+    ).first()
+    lanes = lane_count(conn)
+    last_row = conn.exec_driver_sql(
+        "SELECT max(seq) FROM events" + (" WHERE lane = 0" if lanes > 1 else "")
+    ).scalar()
+    stored = all_checkpoints(conn)
+    sizes = {c.size for c in stored} | {c.size for c in witnessed}
+    if state is not None:
+        sizes.add(state.size)
+    lane_cps = stored_lanes(conn) if lanes > 1 else []
+    remembered_lanes = _remembered_lanes(state) if lanes > 1 else None
+    if isinstance(remembered_lanes, StoredLanes):  # its roots are re-derived too
+        lane_cps = [*lane_cps, remembered_lanes]
+    sizes |= {cp.heads[0].size for cp in lane_cps if isinstance(cp, StoredLanes)}
+    cosignatures = conn.execute(
+        sa.select(checkpoint_cosignatures.c.size, checkpoint_cosignatures.c.line)
+    ).all()
+    tiles = {
+        int(t): h
+        for t, h in conn.execute(sa.select(ledger_tiles.c.tile, ledger_tiles.c.hash)).all()
+    }
+    chain = ChainPass(sizes, int(last_row or 0), progress)
+    began = time.perf_counter()
+    chain.run(event_batches(conn, dialect, lane=0 if lanes > 1 else None))
+    chain.seconds = time.perf_counter() - began
+    other_lanes = verify_lanes(conn, dialect, lanes, lane_cps) if lanes > 1 else []
+    head_at = (int(head.seq), head.chain_hash) if head else (0, GENESIS)
+    return _Read(
+        chain, head_at, stored, cosignatures, tiles, lanes, lane_cps, remembered_lanes, other_lanes
+    )
 
 
 def _order(problem: Break) -> tuple[int, int]:
@@ -346,6 +441,8 @@ class ChainPass:
         self._prev = bytes.fromhex(GENESIS)
         self._quoted = _Quoted()
         self._lane = f'"lane":{int(lane)},' if lane else ""  # in the bodies of lanes above 0
+        self.seconds = 0.0  # the whole pass, of which the Merkle tree:
+        self.merkle_seconds = 0.0
 
     @property
     def tiles(self) -> list[bytes]:
@@ -370,7 +467,7 @@ class ChainPass:
         if seqs != tuple(range(first, first + len(rows))) or prevs != linked:
             return False
         leaves, links = chain_hashes(self._prev, bodies)
-        if _hexes(leaves) != leaf_hexes or _hexes(links) != chain_hexes:
+        if not (_same(leaves, leaf_hexes) and _same(links, chain_hexes)):
             return False
         try:
             if not self._columns_hold(*columns[:7]):
@@ -431,6 +528,7 @@ class ChainPass:
 
     def _add(self, leaves: list[bytes], last_link: bytes, last_hex: str) -> None:
         """Grow the tree by verified leaves, keeping the root at each checkpoint size passed."""
+        began = time.perf_counter()
         start = self.verified
         end = start + len(leaves)
         while self._sizes and self._sizes[-1] <= end:
@@ -438,14 +536,21 @@ class ChainPass:
             self.tree.extend(leaves[self.tree.size - start : size - start])
             self.roots[size] = self.tree.root()
         self.tree.extend(leaves[self.tree.size - start :])
+        self.merkle_seconds += time.perf_counter() - began
         self.verified = end
         self._prev, self.last_chain = last_link, last_hex
 
 
-def _hexes(digests: list[bytes]) -> tuple[str, ...]:
-    """Hex digests to compare with stored ones one by one: joined, a stored hash cut short
-    and the next lengthened to match would pass."""
-    return tuple(map(bytes.hex, digests))
+def _same(digests: list[bytes], stored: Sequence[Any]) -> bool:
+    """Whether each stored hex digest is the digest computed, in two C calls per batch.
+
+    Joined with a separator that no hex digit is: equal text then has the separators at the same
+    places, so each stored value is exactly its digest (joined without one, a stored hash cut
+    short and the next lengthened to match would pass)."""
+    try:
+        return " ".join(stored) == b"".join(digests).hex(" ", 32)
+    except TypeError:  # a value that is not text: the walk names its row
+        return False
 
 
 class _Quoted(dict[Any, str]):
