@@ -29,6 +29,14 @@ LOW_CARDINALITY = {
     "state",
     "severity",
     "reason",  # why a write was refused: one of a few fixed words (queue_full, unavailable...)
+    # tool calls of agents: gateway, upstream server and tool names come from the gateway's
+    # configuration (or the decorated function's name), never from a caller; status is one of
+    # a few fixed words
+    "gateway",
+    "server",
+    "tool",
+    "status",
+    "part",
 }
 
 

@@ -234,14 +234,17 @@ class WardenClient:
             last = attempt == self._retries
             refused: httpx.Response | None = None  # a 503 to take Retry-After from
             try:
-                response = self._client.request(
-                    method,
-                    url,
-                    json=json,
-                    params=params,
-                    headers=all_headers,
-                    timeout=httpx.USE_CLIENT_DEFAULT if timeout is None else timeout,
-                )
+                # No timeout given: the client's own applies. The argument is left out rather
+                # than passed as httpx's sentinel, which a lent client of another httpx
+                # generation (Starlette's TestClient on httpx2) refuses.
+                if timeout is None:
+                    response = self._client.request(
+                        method, url, json=json, params=params, headers=all_headers
+                    )
+                else:
+                    response = self._client.request(
+                        method, url, json=json, params=params, headers=all_headers, timeout=timeout
+                    )
             except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
                 if last:
                     raise Unavailable(
