@@ -3,24 +3,16 @@ limits enforced before any route, and a clean stop."""
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 from typer.testing import CliRunner
 
-from tests.reviewing import AUTO_INPUT, REVIEW_INPUT, review_points
-from tests.test_crash import _free_port
-from warden.auth.tokens import create_token
+from tests.reviewing import AUTO_INPUT, REVIEW_INPUT
+from tests.serving import serve
 from warden.cli.app import app as cli
-from warden.engine import Engine
-from warden.policy.loader import load_points
-from warden.store.database import create_engine, migrate
 
 pytest.importorskip("granian")
 
@@ -40,42 +32,11 @@ def _children(pid: int) -> list[int]:
 
 @pytest.mark.slow
 def test_granian_serves_the_same_api(tmp_path: Path) -> None:
-    folder = review_points(tmp_path / "points")
-    db_url = f"sqlite:///{tmp_path / 'warden.db'}"
-    db = create_engine(db_url)
-    migrate(db)
-    engine = Engine(load_points(folder), db, actor="test")
-    secret, _ = create_token(
-        engine.recorder, name="svc", roles=["caller"], points=["*"], actor="test"
+    proc, url, secret = serve(
+        tmp_path, "--server", "granian", env={"WARDEN_MAX_BODY_BYTES": "4096"}
     )
-    engine.close()
-    db.dispose()
-    port = _free_port()
-    env = {
-        **os.environ,
-        "WARDEN_CONFIG": str(folder),
-        "WARDEN_DB_URL": db_url,
-        "WARDEN_HOME": str(tmp_path / "home"),
-        "WARDEN_MAX_BODY_BYTES": "4096",
-    }
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "warden", "serve", "--port", str(port), "--server", "granian"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
     auth = {"Authorization": f"Bearer {secret}"}
     try:
-        deadline = time.monotonic() + 240  # a loaded machine starts a server slowly
-        while time.monotonic() < deadline and proc.poll() is None:
-            try:
-                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.3)
-        else:
-            raise AssertionError("granian did not start")
         with httpx.Client(base_url=url, headers=auth, timeout=30) as client:
             auto = client.post(
                 "/v1/decisions", json={"point": "loan_approval", "input": AUTO_INPUT}
