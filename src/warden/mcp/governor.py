@@ -26,7 +26,7 @@ from warden.mcp import kill, metrics
 from warden.mcp import ledger as tool_events
 from warden.mcp.binding import Binding, keyed_digest, mismatch, text_digest
 from warden.mcp.config import GatewayConfig, ToolRule, Wait
-from warden.mcp.limits import Limiter
+from warden.mcp.limits import Limiter, Windows
 from warden.mcp.secrets import redact
 from warden.store.recorder import Change, DuplicateKey, GuardState
 
@@ -117,7 +117,7 @@ class Governor:
         self.engine = engine
         self.config = config
         self.key = key
-        self.limiter = limiter or Limiter(config.limits, config.loop)
+        self.limiter = limiter or Limiter(config.limits, config.loop, Windows(engine.db))
         self.clock = clock
         self._results: OrderedDict[str, Any] = OrderedDict()
         self._claiming: dict[str, asyncio.Lock] = {}
@@ -177,9 +177,15 @@ class Governor:
             if self.config.kill.action == "refused":
                 return await self._deny(call, rule.point, None, "kill_switch", why)
             hold = why
-        exceeded = self.limiter.check(
-            call.agent, call.server, call.tool, keyed_digest(self.key, call.arguments)
-        )
+        exceeded = None
+        if self.limiter.active:  # one statement, shared with every gateway on this database
+            exceeded = await asyncio.to_thread(
+                self.limiter.check,
+                call.agent,
+                call.server,
+                call.tool,
+                keyed_digest(self.key, call.arguments),
+            )
         if exceeded is not None:
             if exceeded.action == "refused":
                 return await self._deny(call, rule.point, None, exceeded.code, exceeded.message)
@@ -487,6 +493,10 @@ class Governor:
         while len(self._results) > RESULTS_KEPT:
             self._results.popitem(last=False)
         return Answer("executed", "executed", decision.id, result, decision.point)
+
+    def close(self) -> None:
+        """Release the limit windows' connections."""
+        self.limiter.windows.close()
 
     async def flush(self) -> None:
         """Wait until every result event this governor recorded is committed."""

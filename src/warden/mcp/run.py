@@ -116,6 +116,7 @@ async def open_gateway(
                 yield Gateway(governor, upstreams, default=default)
             finally:
                 await governor.flush()  # results still waiting to ride with a decision
+                governor.close()
     finally:
         if expiry is not None:
             expiry.stop()

@@ -427,3 +427,17 @@ tool_executions = sa.Table(
     sa.Column("actor", sa.String(255), nullable=False),
     sa.Column("executed_at", Timestamp, nullable=False),
 )
+
+# -- the MCP gateway's limit and loop windows (migration 0014) -------------------------------
+
+mcp_windows = sa.Table(
+    "mcp_windows",
+    metadata,
+    # sha256 of the window's identity; `stamps` the newest call times (epoch seconds) within
+    # `span` seconds, at most `cap`; stale once `expires_at` passes.
+    sa.Column("key", sa.String(64), primary_key=True),
+    sa.Column("stamps", sa.Text, nullable=False),
+    sa.Column("span", sa.Float, nullable=False),
+    sa.Column("cap", sa.Integer, nullable=False),
+    sa.Column("expires_at", sa.Float, nullable=False, index=True),
+)
