@@ -149,6 +149,12 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=300, help="per path, over all rounds")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--db-url", default=None, help="default: SQLite in a temporary folder")
+    parser.add_argument(
+        "--windows",
+        action="store_true",
+        help="give the gateway a rate limit and a loop detector on the timed tool (limits that "
+        "never trip), so each call pays for counting its windows",
+    )
     parser.add_argument("--skip-http", action="store_true")
     parser.add_argument("--skip-stdio", action="store_true")
     parser.add_argument(
@@ -164,6 +170,9 @@ def main() -> None:
     config["upstreams"]["bank"]["command"] = sys.executable
     config["upstreams"]["bank"]["env"] = {"PYTHONPATH": str(ROOT / "src")}
     config["loop"] = None
+    if args.windows:
+        config["limits"] = [{"tool": "read_balance", "max": 10**9, "per": "1h"}]
+        config["loop"] = {"repeats": 10**9, "within": "1m", "exceed": "refused"}
     (work / "gateway.yaml").write_text(yaml.safe_dump(config))
     env = {
         **os.environ,
@@ -180,7 +189,13 @@ def main() -> None:
         baseline = []
         if args.baseline_src:
             (work / "gateway_b.yaml").write_text(yaml.safe_dump(config))
-            other = {**env, "PYTHONPATH": args.baseline_src, "WARDEN_HOME": str(work / "home_b")}
+            other = {
+                **env,
+                "PYTHONPATH": args.baseline_src,
+                "WARDEN_HOME": str(work / "home_b"),
+                # a database of its own: the two builds' migrations may differ
+                "WARDEN_DB_URL": args.db_url or f"sqlite:///{work / 'warden_b.db'}",
+            }
             serve = ["-m", "warden", "mcp", "serve", str(work / "gateway_b.yaml")]
             baseline.append(Path_("baseline build", _stdio(other, *serve), "gateway_b.yaml"))
         if not args.skip_stdio:

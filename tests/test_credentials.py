@@ -24,7 +24,7 @@ from typer.testing import CliRunner
 from tests.reviewing import REVIEW_INPUT, review_points, token
 from tests.test_crash import _free_port
 from warden.api.app import create_app
-from warden.api.auth import TokenCache
+from warden.auth.cache import TokenCache
 from warden.auth.lifecycle import disable_principal, disable_user, revoke_token
 from warden.auth.tokens import create_token
 from warden.auth.users import create_user

@@ -149,7 +149,7 @@ def test_auto_call_is_forwarded_and_refused_tool_never_reaches_upstream(bank: Ba
     assert {"read_balance", "refund", "send_email"} <= set(names)
     assert not ok.is_error and "balance of acc-1" in text(ok)
     assert refused.is_error and "deleting records is not delegated" in text(refused)
-    assert [r["tool"] for r in bank.ran()] == ["read_balance"]
+    assert [r["arguments"]["account"] for r in bank.ran()] == ["h1", "h2"]
     engine = bank.engine()
     try:
         with engine.db.connect() as conn:
@@ -375,10 +375,12 @@ def test_streamable_http_both_ways_with_token_identity(bank: Bank) -> None:
     import httpx2
     from mcp.client.streamable_http import streamable_http_client
 
+    from warden.auth.cache import EPOCH_SECONDS
+    from warden.auth.lifecycle import revoke_token
     from warden.auth.tokens import create_token
 
     engine = bank.engine()
-    caller, _ = create_token(
+    caller, caller_principal = create_token(
         engine.recorder, name="helpdesk-bot", roles=["caller"], points=["agent_tools"], actor="t"
     )
     auditor, _ = create_token(
@@ -429,10 +431,111 @@ def test_streamable_http_both_ways_with_token_identity(bank: Bank) -> None:
         assert decision.actor is not None and decision.actor.endswith(":helpdesk-bot")
         _, denied, _ = run(lambda: as_agent(auditor))
         assert denied.is_error and "needs the caller role" in text(denied)
+
+        # The gateway caches token lookups as the API does; a revocation still stops the
+        # token within the credential epoch's interval, in a session opened before it.
+        async def revoked_mid_session() -> tuple[Any, Any]:
+            http = httpx2.AsyncClient(headers={"Authorization": f"Bearer {caller}"}, timeout=120)
+            async with Client(streamable_http_client(url, http_client=http)) as client:
+                before = await client.call_tool("read_balance", {"account": "h2"})
+                await anyio.to_thread.run_sync(
+                    lambda: revoke_token(engine.recorder, caller_principal.token_id, actor="t")
+                )
+                await anyio.sleep(EPOCH_SECONDS)
+                return before, await client.call_tool("read_balance", {"account": "h3"})
+
+        before, after = run(revoked_mid_session)
+        assert not before.is_error, text(before)
+        assert after.is_error and "needs a valid Warden token" in text(after)
     finally:
         for proc in (gateway, upstream):
             if proc is not None:
                 proc.terminate()
                 proc.wait(30)
         engine.close()
-    assert [r["tool"] for r in bank.ran()] == ["read_balance"]
+    assert [r["arguments"]["account"] for r in bank.ran()] == ["h1", "h2"]
+
+
+def _shop(bank: Bank) -> Path:
+    shutil.copy(FIXTURES / "shop_server.py", bank.root / "shop_server.py")
+    ran = bank.root / "shop-ran.jsonl"
+    bank.write_gateway(
+        upstreams={
+            "shop": {
+                "command": sys.executable,
+                "args": ["shop_server.py"],
+                "env": {"SHOP_RAN": str(ran), "PYTHONPATH": str(SRC)},
+            }
+        },
+        tools=[{"server": "shop", "tool": "*", "point": "agent_tools"}],
+    )
+    return ran
+
+
+@pytest.mark.parametrize("era", ["2026-07-28", "legacy"])
+def test_upstream_tool_changes_reach_the_agent_and_void_approvals(bank: Bank, era: str) -> None:
+    """An upstream adds a tool and rewords another mid-session: the gateway reads its tools
+    again, tells the agent (a `subscriptions/listen` event, or `notifications/tools/
+    list_changed` on a handshake-era session), offers the new tool, and an approval given
+    under the old description is not spent on the reworded tool."""
+    from mcp.client.session import IncomingMessage
+    from mcp_types import ToolListChangedNotification
+
+    sys.path.insert(0, str(FIXTURES))
+    from shop_server import REWORDED
+
+    ran = _shop(bank)
+    engine = bank.engine()
+    refund = {"account": "s1", "amount": 3.0}
+
+    async def scenario() -> None:
+        heard = anyio.Event()
+
+        async def on_message(message: IncomingMessage) -> None:
+            if isinstance(message, ToolListChangedNotification):
+                heard.set()
+
+        mode = "legacy" if era == "legacy" else "auto"
+        async with Client(
+            bank.params(), read_timeout_seconds=120, message_handler=on_message, mode=mode
+        ) as client:
+            assert client.protocol_version == era if era != "legacy" else True
+            async with anyio.create_task_group() as tasks:
+                if era != "legacy":
+
+                    async def listen(ready: Any) -> None:
+                        async with client.listen(tools_list_changed=True) as events:
+                            ready.set()
+                            async for _ in events:
+                                heard.set()
+
+                    ready = anyio.Event()
+                    tasks.start_soon(listen, ready)
+                    await ready.wait()
+                before = {t.name: t for t in (await client.list_tools()).tools}
+                assert set(before) == {"read_stock", "refund", "restock"}
+                held = await client.call_tool("refund", refund)
+                assert warden_info(held)["status"] == "pending", text(held)
+                decision_id = warden_info(held)["decision_id"]
+                restocked = await client.call_tool("restock", {})
+                assert not restocked.is_error, text(restocked)
+                with anyio.fail_after(30):
+                    await heard.wait()
+                after = {t.name: t for t in (await client.list_tools()).tools}
+                assert set(after) == {"read_stock", "refund", "restock", "audit"}
+                assert after["refund"].description == REWORDED
+                audited = await client.call_tool("audit", {"item": "pen"})
+                assert not audited.is_error, text(audited)
+                await anyio.to_thread.run_sync(lambda: approve(engine, decision_id))
+                collected = await client.call_tool(
+                    "refund", refund, meta={"warden/decision_id": decision_id}
+                )
+                assert collected.is_error and "description changed" in text(collected)
+                tasks.cancel_scope.cancel()
+
+    try:
+        run(scenario)
+    finally:
+        engine.close()
+    tools = [json.loads(x)["tool"] for x in ran.read_text().splitlines()]
+    assert tools == ["restock", "audit"]  # the reworded refund never ran

@@ -14,7 +14,6 @@ from fastapi import FastAPI
 import warden
 from warden.api import errors, openapi
 from warden.api.audit import router as audit_router
-from warden.api.auth import TokenCache
 from warden.api.credentials import router as credentials_router
 from warden.api.docs import mount_docs
 from warden.api.limits import RequestLimits
@@ -23,6 +22,7 @@ from warden.api.responses import FastJSONResponse
 from warden.api.reviews import router as reviews_router
 from warden.api.rollouts import router as rollouts_router
 from warden.api.routes import hot_routes, router
+from warden.auth.cache import TokenCache
 from warden.console.app import mount_console
 from warden.console.throttle import LoginThrottle
 from warden.engine import Engine

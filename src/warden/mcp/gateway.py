@@ -7,6 +7,7 @@ arguments, where the rule says `hide_refused`); every tools/call goes through th
 from __future__ import annotations
 
 import json
+import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -14,8 +15,11 @@ from typing import Any
 import mcp_types as types
 import sqlalchemy as sa
 from mcp.server.context import ServerRequestContext
-from mcp.server.lowlevel.server import Server
+from mcp.server.lowlevel.server import NotificationOptions, Server
+from mcp.server.models import InitializationOptions
+from mcp.server.subscriptions import InMemorySubscriptionBus, ListenHandler, ToolsListChanged
 
+from warden.auth.cache import TokenCache
 from warden.auth.tokens import Principal, Role, authenticate
 from warden.decision import Route
 from warden.mcp.governor import Answer, Governor, Outcome, Runner, ToolCall
@@ -24,6 +28,7 @@ from warden.policy.router import route
 
 DECISION_META = "warden/decision_id"
 KEY_META = "warden/idempotency_key"
+LISTEN_ERA = "2026-07-28"  # clients from this protocol version on subscribe to changes
 
 
 @dataclass(frozen=True)
@@ -44,9 +49,28 @@ def identity_from_token(db: sa.Engine, secret: str | None) -> Identity | None:
         return None
     with db.connect() as conn:
         principal: Principal | None = authenticate(conn, secret)
-    if principal is None:
-        return None
-    return Identity(principal.name, principal.actor, principal)
+    return _identity(principal)
+
+
+def _identity(principal: Principal | None) -> Identity | None:
+    return None if principal is None else Identity(principal.name, principal.actor, principal)
+
+
+class _Server(Server[Any]):
+    """The SDK's server, announcing `tools.listChanged` to handshake-era clients on every
+    transport (the gateway tells them when an upstream's tools change)."""
+
+    def create_initialization_options(
+        self,
+        notification_options: NotificationOptions | None = None,
+        experimental_capabilities: dict[str, dict[str, Any]] | None = None,
+        extensions: dict[str, dict[str, Any]] | None = None,
+    ) -> InitializationOptions:
+        return super().create_initialization_options(
+            notification_options or NotificationOptions(tools_changed=True),
+            experimental_capabilities,
+            extensions,
+        )
 
 
 class Gateway:
@@ -56,7 +80,15 @@ class Gateway:
         self.governor = governor
         self.upstreams = upstreams
         self.default = default
-        self.server: Server[Any] = Server(
+        # The API's cache: a token is looked up once, and a revocation, rotation or disabling
+        # anywhere is seen within its epoch interval (0.25 s).
+        self.tokens = TokenCache()
+        # Who hears that the tools changed: 2026-07-28 clients through `subscriptions/listen`
+        # streams on this bus, handshake-era ones as a notification on their session.
+        self.bus = InMemorySubscriptionBus()
+        self._sessions: weakref.WeakSet[Any] = weakref.WeakSet()
+        upstreams.on_change.append(self.tools_changed)
+        self.server: Server[Any] = _Server(
             f"warden-{governor.config.gateway}",
             version="1",
             instructions=(
@@ -66,6 +98,7 @@ class Gateway:
             ),
             on_list_tools=self.list_tools,
             on_call_tool=self.call_tool,
+            on_subscriptions_listen=ListenHandler(self.bus),
         )
 
     # -- identity --------------------------------------------------------------------------
@@ -75,15 +108,39 @@ class Gateway:
         if headers is not None:
             auth = headers.get("authorization") or ""
             if auth.lower().startswith("bearer "):
-                return identity_from_token(self.governor.engine.db, auth[7:].strip())
+                secret = auth[7:].strip()
+                if not secret:
+                    return None
+                return _identity(self.tokens.lookup(self.governor.engine, secret))
             return self.default
         return self.default
+
+    # -- the tools changed upstream --------------------------------------------------------
+
+    async def tools_changed(self) -> None:
+        """Tell every client that the tool list changed, so it lists the tools again."""
+        await self.bus.publish(ToolsListChanged())
+        for session in list(self._sessions):
+            try:
+                await session.send_tool_list_changed()
+            except Exception:  # a closed or 2026-07-28 session: it has the bus
+                self._sessions.discard(session)
+
+    def _remember(self, ctx: ServerRequestContext[Any]) -> None:
+        """Keep a handshake-era client's connection (weakly) to notify it later. Its session
+        object lives for one request, the connection as long as the client stays."""
+        if ctx.protocol_version >= LISTEN_ERA:
+            return  # it hears through `subscriptions/listen`
+        connection = getattr(ctx.session, "_connection", None)
+        if connection is not None and hasattr(connection, "send_tool_list_changed"):
+            self._sessions.add(connection)
 
     # -- handlers --------------------------------------------------------------------------
 
     async def list_tools(
         self, ctx: ServerRequestContext[Any], params: types.PaginatedRequestParams | None
     ) -> types.ListToolsResult:
+        self._remember(ctx)
         who = self.identify(ctx)
         if who is None:
             return types.ListToolsResult(tools=[])
@@ -119,6 +176,7 @@ class Gateway:
     async def call_tool(
         self, ctx: ServerRequestContext[Any], params: types.CallToolRequestParams
     ) -> types.CallToolResult:
+        self._remember(ctx)
         who = self.identify(ctx)
         if who is None:
             return _error("the gateway needs a valid Warden token (Authorization: Bearer wdn_...)")

@@ -1,7 +1,16 @@
-"""Connections to the upstream MCP servers and the catalog of their tools."""
+"""Connections to the upstream MCP servers and the catalog of their tools.
+
+The catalog follows the upstreams: when one says its tools changed (`notifications/tools/
+list_changed` on a handshake-era connection, a `subscriptions/listen` event on a 2026-07-28
+one), its tools are read again and the gateway is told (`on_change`), so it offers the new list
+and new calls propose the new descriptions (which approvals bind to).
+"""
 
 from __future__ import annotations
 
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,10 +19,14 @@ from typing import Any
 import httpx2
 import mcp_types as types
 from mcp import Client
+from mcp.client.session import MessageHandlerFnT
 from mcp.client.stdio import StdioServerParameters, get_default_environment
+from mcp.client.subscriptions import ListenNotSupportedError
 
 from warden.errors import PolicyError, Unavailable
 from warden.mcp.config import GatewayConfig, Upstream
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -29,12 +42,18 @@ class Upstreams:
         self.config = config
         self.clients: dict[str, Client] = {}
         self.catalog: dict[str, CatalogTool] = {}
+        self.on_change: list[Callable[[], Awaitable[None]]] = []
         self._stack = AsyncExitStack()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._stale: set[str] = set()
+        self._refreshing = asyncio.Lock()
 
     async def __aenter__(self) -> Upstreams:
         try:
             for name, upstream in self.config.upstreams.items():
-                client = Client(_target(upstream, self.config.source))
+                client = Client(
+                    _target(upstream, self.config.source), message_handler=self._handler(name)
+                )
                 try:
                     self.clients[name] = await self._stack.enter_async_context(client)
                 except Exception as exc:
@@ -44,13 +63,86 @@ class Upstreams:
                         field=f"upstreams.{name}",
                     ) from exc
             await self.refresh()
+            for name, client in self.clients.items():
+                self._spawn(self._listen(name, client))
         except BaseException:
-            await self._stack.aclose()
+            await self._close()
             raise
         return self
 
     async def __aexit__(self, *exc: Any) -> None:
+        await self._close()
+
+    async def _close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
         await self._stack.aclose()
+
+    # -- following the upstreams' tool lists -------------------------------------------------
+
+    def _spawn(self, work: Awaitable[None]) -> None:
+        task: asyncio.Task[None] = asyncio.ensure_future(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _handler(self, name: str) -> MessageHandlerFnT:
+        async def handle(message: Any) -> None:
+            # Called inside the session's receive loop: reading the tools from here would wait
+            # on that very loop, so the refresh runs beside it.
+            if isinstance(message, types.ToolListChangedNotification):
+                self._spawn(self.changed(name))
+
+        return handle
+
+    async def _listen(self, name: str, client: Client) -> None:
+        try:
+            async with client.listen(tools_list_changed=True) as events:
+                async for _ in events:
+                    self._spawn(self.changed(name))
+        except ListenNotSupportedError:
+            return  # a handshake-era server: it notifies through the message handler
+        except Exception as exc:
+            log.warning("stopped following the tool list of upstream '%s': %s", name, exc)
+
+    async def changed(self, name: str) -> None:
+        """The upstream `name` says its tools changed: read them again and, if they did, tell
+        the gateway. Changes arriving during a read are read again after it."""
+        self._stale.add(name)
+        async with self._refreshing:
+            if name not in self._stale:
+                return  # read by a refresh that started after this change
+            self._stale.discard(name)
+            try:
+                moved = await self._refresh_server(name)
+            except Exception as exc:
+                log.warning("cannot read the tools of upstream '%s' again: %s", name, exc)
+                return
+        if moved:
+            for listener in self.on_change:
+                try:
+                    await listener()
+                except Exception as exc:
+                    log.warning("telling clients the tools changed failed: %s", exc)
+
+    async def _refresh_server(self, name: str) -> bool:
+        """Replace `name`'s tools in the catalog; True if the offered tools changed. A new tool
+        whose name another upstream already offers is left out (and logged), never swapped."""
+        tools = await _all_tools(self.clients[name])
+        catalog = {k: v for k, v in self.catalog.items() if v.server != name}
+        for tool in tools:
+            if tool.name in catalog:
+                log.warning(
+                    "upstream '%s' now offers '%s', which '%s' already offers; left out",
+                    name,
+                    tool.name,
+                    catalog[tool.name].server,
+                )
+                continue
+            catalog[tool.name] = CatalogTool(name, tool)
+        moved = catalog != self.catalog
+        self.catalog = catalog
+        return moved
 
     async def refresh(self) -> None:
         """Read every upstream's tools; the same tool name on two servers is refused."""
