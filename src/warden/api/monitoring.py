@@ -15,6 +15,8 @@ from warden.api.routes import READERS, _engine, _json_body, _parse
 from warden.api.schemas import NOT_BLANK
 from warden.auth.tokens import Role
 from warden.errors import NotFound
+from warden.mcp.report import report_window as tool_report_window
+from warden.mcp.report import tool_report, visible_to
 from warden.monitor import metrics, store
 from warden.monitor.health import point_health
 from warden.monitor.worker import resolve_alert
@@ -48,6 +50,22 @@ async def health(request: Request, point: str, who: Authenticated, windows: int 
     engine = _engine(request)
     require_point(who, READERS, point, engine.points)
     found = await run_in_threadpool(point_health, engine, point, windows=min(max(windows, 1), 500))
+    return FastJSONResponse(found)
+
+
+@router.get("/v1/tools")
+async def tools(
+    request: Request,
+    who: Authenticated,
+    window: Annotated[str, Query(description="A duration: 15m, 1h, 7d.")] = "1h",
+    until: Annotated[str | None, Query(description="End of the window, ISO 8601.")] = None,
+) -> Any:
+    """Agents' tool calls through `warden mcp` per upstream server and tool over a window: calls
+    by route, denials by code, reviewers' override rate, tool and governance latency (p50, p99).
+    Only tools governed by points the token may read."""
+    since, end = tool_report_window(window, until)
+    engine = _engine(request)
+    found = await run_in_threadpool(tool_report, engine.db, since, end, visible=visible_to(who))
     return FastJSONResponse(found)
 
 

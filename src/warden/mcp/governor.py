@@ -66,6 +66,7 @@ class ToolCall:
     description: str | None = None
     decision_id: str | None = None
     idempotency_key: str | None = None
+    received: float = field(default_factory=time.perf_counter, compare=False)
 
 
 @dataclass(frozen=True)
@@ -472,18 +473,20 @@ class Governor:
         if running is None:
             running = asyncio.get_running_loop().create_future()
             self._running[decision.id] = running
+        started = time.perf_counter()
         try:
             try:
                 result = await runner.execute()
             except Exception as exc:
                 running.set_exception(exc)
                 running.exception()  # retrieved: nobody need be waiting for it
-                await self._record_result(call, decision, Outcome(False, b"", str(exc)))
+                timing = _timing(call, started)
+                await self._record_result(call, decision, Outcome(False, b"", str(exc)), timing)
                 raise
             # The agent does not wait for the result's event: it commits with the next batch
             # (and before this gateway answers anything about this decision again).
             outcome = runner.outcome(result)
-            pending = self._submit_result(call, decision, outcome)
+            pending = self._submit_result(call, decision, outcome, _timing(call, started))
             self._unsettled[decision.id] = pending
             pending.add_done_callback(lambda _: self._unsettled.pop(decision.id, None))
             self._results[decision.id] = result
@@ -504,13 +507,15 @@ class Governor:
         while self._unsettled:
             await asyncio.gather(*list(self._unsettled.values()), return_exceptions=True)
 
-    async def _record_result(self, call: ToolCall, decision: Decision, outcome: Outcome) -> None:
-        pending = self._submit_result(call, decision, outcome)
+    async def _record_result(
+        self, call: ToolCall, decision: Decision, outcome: Outcome, timing: dict[str, Any]
+    ) -> None:
+        pending = self._submit_result(call, decision, outcome, timing)
         self._submit_lingering()
         await pending
 
     def _submit_result(
-        self, call: ToolCall, decision: Decision, outcome: Outcome
+        self, call: ToolCall, decision: Decision, outcome: Outcome, timing: dict[str, Any]
     ) -> asyncio.Future[Any]:
         """The result event, handed to the writer now or (`result_linger`) with the next
         commit this governor asks for; the future settles when it is committed."""
@@ -522,6 +527,7 @@ class Governor:
             digest="sha256:" + hashlib.sha256(outcome.body).hexdigest(),
             size=len(outcome.body),
             error=outcome.error,
+            call={"server": call.server, "tool": call.tool, **timing},
         )
         loop = asyncio.get_running_loop()
         committed: asyncio.Future[Any] = loop.create_future()
@@ -611,6 +617,15 @@ class Governor:
 
     async def _record(self, change: Change) -> Any:
         return await asyncio.wrap_future(self.engine.recorder.submit(change))
+
+
+def _timing(call: ToolCall, started: float) -> dict[str, float]:
+    """Milliseconds in the tool (`started` until now) and in the gateway before it."""
+    now = time.perf_counter()
+    return {
+        "tool_ms": round((now - started) * 1000, 3),
+        "governance_ms": round(max(0.0, started - call.received) * 1000, 3),
+    }
 
 
 def _decided_by_person(decision: Decision) -> bool:

@@ -80,12 +80,23 @@ def claim_change(
 
 
 def result_change(
-    *, actor: str, point: str, decision_id: str, ok: bool, digest: str, size: int, error: str | None
+    *,
+    actor: str,
+    point: str,
+    decision_id: str,
+    ok: bool,
+    digest: str,
+    size: int,
+    error: str | None,
+    call: dict[str, Any] | None = None,
 ) -> Change:
+    """`call`: the server and tool, and how long the call took in the tool and in the gateway
+    before it (`tool_ms`, `governance_ms`), which the per-tool report reads."""
     payload: dict[str, Any] = {
         "status": "success" if ok else "error",
         "digest": digest,
         "size": size,
+        **(call or {}),
     }
     if error is not None:
         payload["error"] = error[:500]

@@ -97,9 +97,18 @@ class Windows:
 
     def __init__(self, db: sa.Engine) -> None:
         self.sqlite = db.dialect.name == "sqlite"
-        self.db, self._own = self._engine(db)
+        self._source = db
+        self._db: sa.Engine | None = None  # opened at the first count: many gateways have none
+        self._own = False
         self._pruned = 0.0
         self._lock = threading.Lock()
+
+    @property
+    def db(self) -> sa.Engine:
+        with self._lock:
+            if self._db is None:
+                self._db, self._own = self._engine(self._source)
+            return self._db
 
     def _engine(self, db: sa.Engine) -> tuple[sa.Engine, bool]:
         url = db.url.render_as_string(hide_password=False)
@@ -118,8 +127,8 @@ class Windows:
         return engine, True
 
     def close(self) -> None:
-        if self._own:
-            self.db.dispose()
+        if self._own and self._db is not None:
+            self._db.dispose()
 
     def count(self, hits: Sequence[Hit], now: float) -> dict[str, int]:
         """Add a call at `now` to each window; its calls within the window, at most its cap."""
