@@ -152,8 +152,8 @@ def main() -> None:
     parser.add_argument(
         "--windows",
         action="store_true",
-        help="give the gateway a rate limit and a loop detector on the timed tool (limits that "
-        "never trip), so each call pays for counting its windows",
+        help="give the gateway a rate limit and a loop detector on the timed tool (2 s windows "
+        "that never fill), so each call pays for counting its windows",
     )
     parser.add_argument("--skip-http", action="store_true")
     parser.add_argument("--skip-stdio", action="store_true")
@@ -171,8 +171,10 @@ def main() -> None:
     config["upstreams"]["bank"]["env"] = {"PYTHONPATH": str(ROOT / "src")}
     config["loop"] = None
     if args.windows:
-        config["limits"] = [{"tool": "read_balance", "max": 10**9, "per": "1h"}]
-        config["loop"] = {"repeats": 10**9, "within": "1m", "exceed": "refused"}
+        # Windows of 2 s hold about a hundred calls each at this pace (a row's cost grows with
+        # the calls it keeps), and never fill to the limit.
+        config["limits"] = [{"tool": "read_balance", "max": 100_000, "per": "2s"}]
+        config["loop"] = {"repeats": 100_000, "within": "2s", "exceed": "refused"}
     (work / "gateway.yaml").write_text(yaml.safe_dump(config))
     env = {
         **os.environ,

@@ -539,3 +539,30 @@ def test_upstream_tool_changes_reach_the_agent_and_void_approvals(bank: Bank, er
         engine.close()
     tools = [json.loads(x)["tool"] for x in ran.read_text().splitlines()]
     assert tools == ["restock", "audit"]  # the reworded refund never ran
+
+
+def test_two_gateways_and_a_restart_share_one_rate_limit(bank: Bank) -> None:
+    """The limit (send_email: 3 per hour, then review) counts the calls of every gateway on the
+    database: two gateway processes together send 3, the 4th waits for a person, and so does
+    the 5th through a gateway started afterwards."""
+    engine = bank.engine()
+
+    async def send(client: Client, i: int) -> Any:
+        return await client.call_tool("send_email", {"to": f"c{i}@x", "body": "hi"})
+
+    async def scenario() -> list[str]:
+        statuses = []
+        async with bank.client() as first, bank.client() as second:
+            for i, client in enumerate((first, second, first, second)):
+                answer = await send(client, i)
+                statuses.append(warden_info(answer).get("status", "executed"))
+        async with bank.client() as restarted:
+            statuses.append(warden_info(await send(restarted, 9)).get("status", "executed"))
+        return statuses
+
+    try:
+        statuses = run(scenario)
+    finally:
+        engine.close()
+    assert statuses == ["executed", "executed", "executed", "pending", "pending"]
+    assert len(bank.ran("send_email")) == 3

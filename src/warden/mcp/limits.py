@@ -101,7 +101,9 @@ class Windows:
         self._db: sa.Engine | None = None  # opened at the first count: many gateways have none
         self._own = False
         self._pruned = 0.0
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
+        self._conn: Any = None  # a DBAPI connection of `db`, between counts
+        self._statements: dict[int, str] = {}
 
     @property
     def db(self) -> sa.Engine:
@@ -127,37 +129,48 @@ class Windows:
         return engine, True
 
     def close(self) -> None:
-        if self._own and self._db is not None:
-            self._db.dispose()
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+            if self._own and self._db is not None:
+                self._db.dispose()
 
     def count(self, hits: Sequence[Hit], now: float) -> dict[str, int]:
         """Add a call at `now` to each window; its calls within the window, at most its cap."""
         if not hits:
             return {}
-        values: list[str] = []
-        params: dict[str, Any] = {}
-        for i, hit in enumerate(sorted(hits, key=lambda h: h.key)):  # one lock order
-            values.append(f"(:k{i}, :s{i}, :p{i}, :c{i}, :e{i})")
-            params.update(
-                {
-                    f"k{i}": hit.key,
-                    f"s{i}": orjson.dumps([now]).decode(),
-                    f"p{i}": hit.span,
-                    f"c{i}": hit.cap,
-                    f"e{i}": now + hit.span,
-                }
-            )
-        sql = (_SQLITE if self.sqlite else _POSTGRESQL).format(values=", ".join(values))
-        prune = False
+        params: list[Any] = []
+        stamp = orjson.dumps([now]).decode()
+        for hit in sorted(hits, key=lambda h: h.key):  # one lock order for every process
+            params += [hit.key, stamp, hit.span, hit.cap, now + hit.span]
+        sql = self._statements.get(len(hits))
+        if sql is None:
+            mark = "?" if self.sqlite else "%s"
+            row = "(" + ", ".join([mark] * 5) + ")"
+            template = _SQLITE if self.sqlite else _POSTGRESQL
+            sql = self._statements[len(hits)] = template.format(values=", ".join([row] * len(hits)))
         with self._lock:
-            if now - self._pruned >= PRUNE_EVERY:
-                self._pruned, prune = now, True
-        with self.db.connect().execution_options(write=True) as conn, conn.begin():
-            rows = conn.execute(sa.text(sql), params).all()
+            prune = now - self._pruned >= PRUNE_EVERY
             if prune:
-                conn.execute(
-                    sa.text("DELETE FROM mcp_windows WHERE expires_at < :now"), {"now": now}
-                )
+                self._pruned = now
+            # One connection, kept: the statement is tiny, and a pool checkout, a transaction
+            # object and a compiled statement would cost more than it does.
+            conn = self._conn or self.db.raw_connection()
+            self._conn = None
+            try:
+                cursor = conn.cursor()
+                cursor.execute(sql, params)
+                rows = cursor.fetchall()
+                if prune:
+                    mark = "?" if self.sqlite else "%s"
+                    cursor.execute(f"DELETE FROM mcp_windows WHERE expires_at < {mark}", [now])
+                cursor.close()
+                conn.commit()
+            except BaseException:
+                conn.invalidate() if hasattr(conn, "invalidate") else conn.close()
+                raise
+            self._conn = conn
         return {str(key): int(n) for key, n in rows}
 
 
