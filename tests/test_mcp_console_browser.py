@@ -17,7 +17,7 @@ from warden.api.app import create_app
 from warden.auth.users import create_user
 from warden.demo.server import BackgroundServer, bind
 from warden.engine import Engine
-from warden.mcp.tool import ToolPending
+from warden.mcp.tool import ToolPending, ToolRefused
 from warden.policy.loader import load_points
 from warden.sdk.local import Warden
 
@@ -108,3 +108,63 @@ def test_a_held_tool_call_is_approved_in_the_console_and_runs_once(
         refund("ACC-7731", 120.5, warden_decision_id=decision_id) == "refunded 120.50 to ACC-7731"
     )
     assert ran == [("ACC-7731", 120.5)]
+
+
+def test_the_tools_page_shows_each_tools_calls_offline(
+    console: tuple[str, Warden],
+    artefacts: Path,  # noqa: F811
+) -> None:
+    """An auditor opens Tools: a row per tool with its routes, denials and latency, in a page
+    that loads nothing from outside the server; choosing another window reloads it."""
+    from playwright.sync_api import expect, sync_playwright
+
+    url, warden = console
+    create_user(
+        warden.engine.recorder,
+        username="aude",
+        password=PASSWORD,
+        roles=["auditor"],
+        points=["agent_tools"],
+        actor="test",
+    )
+
+    @warden.tool("agent_tools", annotations={"readOnlyHint": True})
+    def read_balance(account: str) -> str:
+        return "100"
+
+    @warden.tool("agent_tools")
+    def delete_record(record: str) -> None:
+        raise AssertionError("never runs")
+
+    for account in ("a", "b"):
+        read_balance(account)
+    with pytest.raises(ToolRefused):
+        delete_record("r")
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 700})
+        outside: list[str] = []
+        page.on(
+            "request",
+            lambda r: outside.append(r.url) if not r.url.startswith(url) else None,
+        )
+        page.goto(f"{url}/console/tools")
+        page.get_by_label("Username").fill("aude")
+        page.get_by_label("Password").fill(PASSWORD)
+        page.get_by_role("button", name="Log in", exact=True).click()
+        page.get_by_role("link", name="Tools", exact=True).click()
+        expect(page.get_by_role("heading", name="Agents' tool calls")).to_be_visible()
+        reads = page.locator('tr[data-tool="read_balance"]')
+        expect(reads.locator("td.auto")).to_have_text("2")
+        expect(reads.locator("td.tool-ms")).to_contain_text(" ms")
+        deletes = page.locator('tr[data-tool="delete_record"]')
+        expect(deletes.locator("td.refused")).to_have_text("1")
+        expect(deletes.locator("td.denials")).to_have_text("refused 1")
+        page.screenshot(path=str(artefacts / "mcp-tools.png"), full_page=True)
+        page.get_by_label("Window").select_option("15m")
+        page.get_by_role("button", name="Show", exact=True).click()
+        expect(page).to_have_url(re.compile(r"/console/tools\?window=15m$"))
+        expect(reads.locator("td.auto")).to_have_text("2")
+        browser.close()
+    assert outside == []
