@@ -89,6 +89,7 @@ MATRIX: dict[tuple[str, str], Row] = {
     ("POST", "/v1/reviews/{decision_id}/override"): Row("point", REVIEW, own="403"),
     ("GET", "/v1/points/{point}/health"): Row("point", READ),
     ("GET", "/v1/alerts"): Row("point", READ),
+    ("GET", "/v1/tools"): Row("any", READ),  # every reader, each seeing their points' tools
     ("GET", "/v1/alerts/{alert_id}"): Row("point", READ),
     ("POST", "/v1/alerts/{alert_id}/resolve"): Row("point", OWNER),
     ("GET", "/v1/audit/verify"): Row("any", AUDIT),

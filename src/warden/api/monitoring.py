@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
@@ -15,8 +16,8 @@ from warden.api.routes import READERS, _engine, _json_body, _parse
 from warden.api.schemas import NOT_BLANK
 from warden.auth.tokens import Role
 from warden.errors import NotFound
+from warden.mcp.report import DURATION, tool_report, visible_to
 from warden.mcp.report import report_window as tool_report_window
-from warden.mcp.report import tool_report, visible_to
 from warden.monitor import metrics, store
 from warden.monitor.health import point_health
 from warden.monitor.worker import resolve_alert
@@ -57,8 +58,10 @@ async def health(request: Request, point: str, who: Authenticated, windows: int 
 async def tools(
     request: Request,
     who: Authenticated,
-    window: Annotated[str, Query(description="A duration: 15m, 1h, 7d.")] = "1h",
-    until: Annotated[str | None, Query(description="End of the window, ISO 8601.")] = None,
+    window: Annotated[
+        str, Query(pattern=DURATION, max_length=32, description="A duration: 15m, 1h, 7d.")
+    ] = "1h",
+    until: Annotated[datetime | None, Query(description="End of the window (default now).")] = None,
 ) -> Any:
     """Agents' tool calls through `warden mcp` per upstream server and tool over a window: calls
     by route, denials by code, reviewers' override rate, tool and governance latency (p50, p99).
