@@ -436,3 +436,26 @@ def test_streamable_http_both_ways_with_token_identity(bank: Bank) -> None:
                 proc.wait(30)
         engine.close()
     assert [r["tool"] for r in bank.ran()] == ["read_balance"]
+
+
+def test_trace_marks_every_hand_off_in_order_and_the_commit_before_the_tool(bank: Bank) -> None:
+    """WARDEN_MCP_TRACE (what bench_mcp.py --breakdown reads): one line per call that reached
+    the tool, its marks in the order the call passed them — the commit before the upstream."""
+    trace_file = bank.root / "trace.jsonl"
+
+    async def scenario() -> None:
+        params = bank.params()
+        params.env = {**(params.env or {}), "WARDEN_MCP_TRACE": str(trace_file)}
+        async with Client(params, read_timeout_seconds=120) as client:
+            for account in ("acc-1", "acc-2"):
+                assert not (await client.call_tool("read_balance", {"account": account})).is_error
+            assert (await client.call_tool("delete_record", {"record": "r1"})).is_error
+
+    run(scenario)
+    lines = [json.loads(x) for x in trace_file.read_text().splitlines()]
+    order = [
+        "read", "handler", "submit", "lock", "committed", "decided", "sent", "replied", "written",
+    ]  # fmt: skip
+    assert len(lines) == 2  # the refused call never reached the tool
+    for marks in lines:
+        assert [marks[k] for k in order] == sorted(marks[k] for k in order), marks

@@ -18,6 +18,7 @@ from mcp.server.lowlevel.server import Server
 
 from warden.auth.tokens import Principal, Role, authenticate
 from warden.decision import Route
+from warden.mcp import trace
 from warden.mcp.governor import Answer, Governor, Outcome, Runner, ToolCall
 from warden.mcp.upstream import Upstreams
 from warden.policy.router import route
@@ -119,6 +120,7 @@ class Gateway:
     async def call_tool(
         self, ctx: ServerRequestContext[Any], params: types.CallToolRequestParams
     ) -> types.CallToolResult:
+        trace.mark("handler")
         who = self.identify(ctx)
         if who is None:
             return _error("the gateway needs a valid Warden token (Authorization: Bearer wdn_...)")
@@ -154,8 +156,14 @@ class Gateway:
                     related_request_id=None if ctx.request_id is None else str(ctx.request_id),
                 )
 
+        async def execute() -> types.CallToolResult:
+            trace.mark("sent")
+            result = await self.upstreams.call(entry.server, entry.tool.name, call.arguments)
+            trace.mark("replied")
+            return result
+
         runner = Runner(
-            execute=lambda: self.upstreams.call(entry.server, entry.tool.name, call.arguments),
+            execute=execute,
             outcome=_outcome,
             describe=lambda: self.upstreams.description(entry.server, entry.tool.name),
             progress=progress,

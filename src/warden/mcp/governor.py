@@ -22,7 +22,7 @@ from typing import Any, Literal
 from warden.decision import Decision, Route
 from warden.engine import Engine, Proposal
 from warden.errors import InvalidInput, NotFound, WardenError
-from warden.mcp import kill, metrics
+from warden.mcp import kill, metrics, trace
 from warden.mcp import ledger as tool_events
 from warden.mcp.binding import Binding, keyed_digest, mismatch, text_digest
 from warden.mcp.config import GatewayConfig, ToolRule, Wait
@@ -196,6 +196,7 @@ class Governor:
                 proposal=Proposal(EXECUTE, 1.0),
                 follow=claim.follow,
             )
+            trace.mark("decided")
             carried = claim.decision_id == decision.id  # the follower committed with it
         except InvalidInput as exc:
             return Answer("refused", f"the call was refused: {exc}", exc.extra.get("decision_id"))
@@ -634,6 +635,9 @@ class _Claim:
     def follow(self, change: Change, guard: GuardState) -> Change | None:
         decision = change.decision
         assert decision is not None
+        if trace.enabled():
+            trace.mark("lock")
+            change.future.add_done_callback(lambda _: trace.mark("committed"))
         self.decision_id, self.claimed, self.killed = decision["id"], False, None
         claim = self._claim(decision, guard) if self.claim else None
         if not self.riders:
