@@ -8,7 +8,8 @@ JSON line to it, `{"read": t, "handler": t, ...}` in seconds of the system's mon
 read        the request's line was read from the agent (stdio)
 handler     the MCP server parsed it and called the gateway's tools/call handler
 submit      the decision's change was handed to the group-commit writer
-lock        the writer holds the ledger lock and asks for the call's claim (queue wait before)
+lock        the writer plans the transaction and asks for the call's claim (SQLite: holding
+            the ledger lock; PostgreSQL: just before sending it to `warden_append`)
 committed   the transaction committed (in the writer thread)
 decided     the event loop resumed with the committed decision (the wake-up)
 sent        the call is handed to the upstream's client session
