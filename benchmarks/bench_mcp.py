@@ -122,7 +122,7 @@ class Path_:
 # The hand-offs of one call, as `warden.mcp.trace` marks them in the gateway; the agent's own
 # send and receive times come first and last.
 STAGES = [
-    ("agent -> gateway read", "send", "read"),
+    ("agent -> gateway read", "send", "read"),  # HTTP: to the handler, SDK included
     ("SDK parse + dispatch", "read", "handler"),
     ("identify, limits, route", "handler", "submit"),
     ("writer queue + lock wait", "submit", "lock"),
@@ -131,7 +131,7 @@ STAGES = [
     ("governor -> upstream send", "decided", "sent"),
     ("upstream round trip", "sent", "replied"),
     ("reply to agent (SDK)", "replied", "written"),
-    ("gateway -> agent read", "written", "receive"),
+    ("gateway -> agent read", "written", "receive"),  # HTTP: from the handler, SDK included
 ]
 
 
@@ -224,7 +224,7 @@ def main() -> None:
     parser.add_argument(
         "--breakdown",
         action="store_true",
-        help="stdio: time each hand-off inside the gateway (WARDEN_MCP_TRACE) and print "
+        help="time each hand-off inside the gateway (WARDEN_MCP_TRACE) and print "
         "where an auto call's added time goes, with an fsync probe of the database's disk",
     )
     args = parser.parse_args()
@@ -288,7 +288,8 @@ def main() -> None:
                 print(f"  fsync of 8 KiB in {work}: p50 {p50:.2f} ms  p99 {p99:.2f} ms ({load()})")
         if not args.skip_http:
             print("Streamable HTTP")
-            http(work, config, env, args.calls, args.rounds, bare_script)
+            http_trace = work / "trace_http.jsonl" if args.breakdown else None
+            http(work, config, env, args.calls, args.rounds, bare_script, http_trace)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -298,7 +299,13 @@ def _stdio(env: dict[str, str], *args: str) -> StdioServerParameters:
 
 
 def http(
-    work: Path, config: dict[str, Any], env: dict[str, str], calls: int, rounds: int, bare: str
+    work: Path,
+    config: dict[str, Any],
+    env: dict[str, str],
+    calls: int,
+    rounds: int,
+    bare: str,
+    trace_file: Path | None = None,
 ) -> None:
     up, bare_port, gw = free_port(), free_port(), free_port()
     upstream_url = f"http://127.0.0.1:{up}/mcp"
@@ -316,7 +323,9 @@ def http(
     procs = [subprocess.Popen(commands[0], env=env, **quiet)]  # type: ignore[call-overload]
     try:
         wait_listening(up)
-        procs += [subprocess.Popen(c, env=env, **quiet) for c in commands[1:]]  # type: ignore[call-overload]
+        traced = {**env, "WARDEN_MCP_TRACE": str(trace_file)} if trace_file else env
+        procs.append(subprocess.Popen(commands[1], env=env, **quiet))  # type: ignore[call-overload]
+        procs.append(subprocess.Popen(commands[2], env=traced, **quiet))  # type: ignore[call-overload]
         wait_listening(bare_port)
         wait_listening(gw)
         anyio.run(
@@ -330,6 +339,7 @@ def http(
             ],
             calls,
             rounds,
+            trace_file,
         )
     finally:
         for proc in procs:

@@ -386,6 +386,7 @@ def test_streamable_http_both_ways_with_token_identity(bank: Bank) -> None:
     )
     up_port, gw_port = _free_port(), _free_port()
     env = {**bank.params().env, "BANK_RAN": str(bank.ran_file)}  # type: ignore[dict-item]
+    trace_file = bank.root / "trace.jsonl"  # the hand-offs of each call that ran, in order
     upstream = subprocess.Popen(
         [sys.executable, str(bank.root / "bank_server.py"), "http", str(up_port)],
         env=env,
@@ -408,7 +409,7 @@ def test_streamable_http_both_ways_with_token_identity(bank: Bank) -> None:
                 "--http",
                 f"127.0.0.1:{gw_port}",
             ],
-            env=env,
+            env={**env, "WARDEN_MCP_TRACE": str(trace_file)},
             stderr=subprocess.PIPE,
         )
         _wait_listening(gw_port, gateway)
@@ -436,6 +437,13 @@ def test_streamable_http_both_ways_with_token_identity(bank: Bank) -> None:
                 proc.wait(30)
         engine.close()
     assert [r["tool"] for r in bank.ran()] == ["read_balance"]
+    (marks,) = [json.loads(x) for x in trace_file.read_text().splitlines()]
+    assert [marks[k] for k in TRACE_ORDER] == sorted(marks[k] for k in TRACE_ORDER), marks
+
+
+TRACE_ORDER = [
+    "read", "handler", "submit", "lock", "committed", "decided", "sent", "replied", "written",
+]  # fmt: skip
 
 
 def test_trace_marks_every_hand_off_in_order_and_the_commit_before_the_tool(bank: Bank) -> None:
@@ -453,9 +461,6 @@ def test_trace_marks_every_hand_off_in_order_and_the_commit_before_the_tool(bank
 
     run(scenario)
     lines = [json.loads(x) for x in trace_file.read_text().splitlines()]
-    order = [
-        "read", "handler", "submit", "lock", "committed", "decided", "sent", "replied", "written",
-    ]  # fmt: skip
     assert len(lines) == 2  # the refused call never reached the tool
     for marks in lines:
-        assert [marks[k] for k in order] == sorted(marks[k] for k in order), marks
+        assert [marks[k] for k in TRACE_ORDER] == sorted(marks[k] for k in TRACE_ORDER), marks

@@ -120,7 +120,17 @@ class Gateway:
     async def call_tool(
         self, ctx: ServerRequestContext[Any], params: types.CallToolRequestParams
     ) -> types.CallToolResult:
+        traced = trace.arrived()
         trace.mark("handler")
+        try:
+            return await self._call_tool(ctx, params)
+        finally:
+            if traced:
+                trace.finish(end=True)
+
+    async def _call_tool(
+        self, ctx: ServerRequestContext[Any], params: types.CallToolRequestParams
+    ) -> types.CallToolResult:
         who = self.identify(ctx)
         if who is None:
             return _error("the gateway needs a valid Warden token (Authorization: Bearer wdn_...)")

@@ -635,9 +635,7 @@ class _Claim:
     def follow(self, change: Change, guard: GuardState) -> Change | None:
         decision = change.decision
         assert decision is not None
-        if trace.enabled():
-            trace.mark("lock")
-            change.future.add_done_callback(lambda _: trace.mark("committed"))
+        trace.mark("lock")
         self.decision_id, self.claimed, self.killed = decision["id"], False, None
         claim = self._claim(decision, guard) if self.claim else None
         if not self.riders:
