@@ -147,13 +147,13 @@ def breakdown(path: Path_, trace_file: Path) -> None:
         if at < 0 or not starts[at] <= record["read"] <= spans[at][1]:
             continue  # a warm-up call
         marks = {**record, "send": spans[at][0], "receive": spans[at][1]}
-        if any(key not in marks for _, key, _ in STAGES) or "receive" not in marks:
-            continue
+        if any(key not in marks for _, begin, end in STAGES for key in (begin, end)):
+            continue  # a call that did not pass every hand-off
         matched += 1
         for name, begin, end in STAGES:
-            if begin in marks and end in marks:
-                gaps[name].append((marks[end] - marks[begin]) * 1000)
-    print(f"  where the time of '{path.name}' goes ({matched} calls, median ms per hand-off):")
+            gaps[name].append((marks[end] - marks[begin]) * 1000)
+    print(f"  where the time of '{path.name}' goes ({matched} calls, median ms per hand-off;")
+    print("  traced, it appends a line per call: compare builds without --breakdown):")
     for name, values in gaps.items():
         if values:
             print(f"    {name:28s} {statistics.median(values):6.2f}   p90 {pct(values, 0.9):6.2f}")

@@ -611,10 +611,11 @@ def _decided_by_person(decision: Decision) -> bool:
 
 class _Claim:
     """What rides in the transaction of a call's decision, asked by the writer with the guard
-    state as of the commit (`Change.follow`): earlier calls' result events still waiting (`riders`), and the claim of this
-    call — written only if the decision is AUTO with `execute`, no kill switch of the agent or
-    server is engaged, and the policy that routed it is still the live one. So an auto-routed
-    call costs one commit, and a switch engaged up to that commit stops it."""
+    state as of the commit (`Change.follow`): earlier calls' result events still waiting
+    (`riders`), and the claim of this call — written only if the decision is AUTO with
+    `execute`, no kill switch of the agent or server is engaged, and the policy that routed it
+    is still the live one. So an auto-routed call costs one commit, and a switch engaged up to
+    that commit stops it."""
 
     def __init__(
         self,
