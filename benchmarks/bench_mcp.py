@@ -15,6 +15,8 @@ the CPU time each hop's process spent per call (from /proc), which load does not
 from __future__ import annotations
 
 import argparse
+import bisect
+import json
 import os
 import shutil
 import socket
@@ -91,6 +93,7 @@ class Path_:
     pid: int | None = None
     client: Client | None = None
     samples: list[float] = field(default_factory=list)
+    spans: list[tuple[float, float]] = field(default_factory=list)  # monotonic send, receive
     cpu: float = 0.0
     calls: int = 0
 
@@ -106,12 +109,70 @@ class Path_:
         assert self.client is not None
         before = cpu_seconds(self.pid)
         for i in range(calls):
-            started = time.perf_counter()
+            started = time.monotonic()
             result = await self.client.call_tool("read_balance", {"account": f"a{offset + i}"})
-            self.samples.append((time.perf_counter() - started) * 1000)
+            ended = time.monotonic()
+            self.samples.append((ended - started) * 1000)
+            self.spans.append((started, ended))
             assert not result.is_error, result
         self.cpu += cpu_seconds(self.pid) - before
         self.calls += calls
+
+
+# The hand-offs of one call, as `warden.mcp.trace` marks them in the gateway; the agent's own
+# send and receive times come first and last.
+STAGES = [
+    ("agent -> gateway read", "send", "read"),  # HTTP: to the handler, SDK included
+    ("SDK parse + dispatch", "read", "handler"),
+    ("identify, limits, route", "handler", "submit"),
+    ("writer queue + lock wait", "submit", "lock"),
+    ("commit (write + sync)", "lock", "committed"),
+    ("writer -> loop wake-up", "committed", "decided"),
+    ("governor -> upstream send", "decided", "sent"),
+    ("upstream round trip", "sent", "replied"),
+    ("reply to agent (SDK)", "replied", "written"),
+    ("gateway -> agent read", "written", "receive"),  # HTTP: from the handler, SDK included
+]
+
+
+def breakdown(path: Path_, trace_file: Path) -> None:
+    """Median time between hand-offs of the calls `path` timed (not the warm-up)."""
+    records = [json.loads(line) for line in trace_file.read_text().splitlines() if line]
+    spans = sorted(path.spans)
+    starts = [s for s, _ in spans]
+    gaps: dict[str, list[float]] = {name: [] for name, _, _ in STAGES}
+    matched = 0
+    for record in records:
+        at = bisect.bisect_right(starts, record.get("read", 0.0)) - 1
+        if at < 0 or not starts[at] <= record["read"] <= spans[at][1]:
+            continue  # a warm-up call
+        marks = {**record, "send": spans[at][0], "receive": spans[at][1]}
+        if any(key not in marks for _, begin, end in STAGES for key in (begin, end)):
+            continue  # a call that did not pass every hand-off
+        matched += 1
+        for name, begin, end in STAGES:
+            gaps[name].append((marks[end] - marks[begin]) * 1000)
+    print(f"  where the time of '{path.name}' goes ({matched} calls, median ms per hand-off;")
+    print("  traced, it appends a line per call: compare builds without --breakdown):")
+    for name, values in gaps.items():
+        if values:
+            print(f"    {name:28s} {statistics.median(values):6.2f}   p90 {pct(values, 0.9):6.2f}")
+    print(f"  ({load()})")
+
+
+def fsync_ms(folder: Path, count: int = 200) -> tuple[float, float]:
+    """p50 and p99 of an 8 KiB write + fsync in `folder`: the floor of one durable commit."""
+    samples = []
+    fd = os.open(folder / "fsync.probe", os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        for i in range(count):
+            started = time.perf_counter()
+            os.pwrite(fd, os.urandom(8192), (i % 16) * 8192)
+            os.fsync(fd)
+            samples.append((time.perf_counter() - started) * 1000)
+    finally:
+        os.close(fd)
+    return statistics.median(samples), pct(samples, 0.99)
 
 
 def pct(samples: list[float], q: float) -> float:
@@ -123,7 +184,9 @@ def load() -> str:
     return "load average " + " ".join(f"{x:.1f}" for x in os.getloadavg())
 
 
-async def compare(paths: list[Path_], calls: int, rounds: int) -> None:
+async def compare(
+    paths: list[Path_], calls: int, rounds: int, trace_file: Path | None = None
+) -> None:
     async with AsyncExitStack() as stack:
         for path in paths:
             await path.open(stack)
@@ -142,6 +205,8 @@ async def compare(paths: list[Path_], calls: int, rounds: int) -> None:
             f"{added}{cpu}"
         )
     print(f"  ({load()})")
+    if trace_file is not None and trace_file.exists():
+        breakdown(next(p for p in paths if p.name == "warden mcp serve"), trace_file)
 
 
 def main() -> None:
@@ -161,6 +226,12 @@ def main() -> None:
         "--baseline-src",
         default=None,
         help="also time (stdio) a gateway run from this other source tree, e.g. another build",
+    )
+    parser.add_argument(
+        "--breakdown",
+        action="store_true",
+        help="time each hand-off inside the gateway (WARDEN_MCP_TRACE) and print "
+        "where an auto call's added time goes, with an fsync probe of the database's disk",
     )
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench-mcp-"))
@@ -183,6 +254,8 @@ def main() -> None:
         "WARDEN_DB_URL": args.db_url or f"sqlite:///{work / 'warden.db'}",
     }
     bare_script = str(Path(__file__).parent / "bare_mcp_proxy.py")
+    trace_file = work / "trace.jsonl" if args.breakdown else None
+    traced = {**env, "WARDEN_MCP_TRACE": str(trace_file)} if trace_file else env
     print(
         f"{args.calls} sequential read_balance calls per path in {args.rounds} alternating "
         f"rounds, auto route; database {env['WARDEN_DB_URL']}; {load()}"
@@ -218,17 +291,22 @@ def main() -> None:
                     ),
                     Path_(
                         "warden mcp serve",
-                        _stdio(env, "-m", "warden", "mcp", "serve", str(work / "gateway.yaml")),
+                        _stdio(traced, "-m", "warden", "mcp", "serve", str(work / "gateway.yaml")),
                         "warden mcp serve",
                     ),
                     *baseline,
                 ],
                 args.calls,
                 args.rounds,
+                trace_file,
             )
+            if args.breakdown:
+                p50, p99 = fsync_ms(work)
+                print(f"  fsync of 8 KiB in {work}: p50 {p50:.2f} ms  p99 {p99:.2f} ms ({load()})")
         if not args.skip_http:
             print("Streamable HTTP")
-            http(work, config, env, args.calls, args.rounds, bare_script)
+            http_trace = work / "trace_http.jsonl" if args.breakdown else None
+            http(work, config, env, args.calls, args.rounds, bare_script, http_trace)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -238,7 +316,13 @@ def _stdio(env: dict[str, str], *args: str) -> StdioServerParameters:
 
 
 def http(
-    work: Path, config: dict[str, Any], env: dict[str, str], calls: int, rounds: int, bare: str
+    work: Path,
+    config: dict[str, Any],
+    env: dict[str, str],
+    calls: int,
+    rounds: int,
+    bare: str,
+    trace_file: Path | None = None,
 ) -> None:
     up, bare_port, gw = free_port(), free_port(), free_port()
     upstream_url = f"http://127.0.0.1:{up}/mcp"
@@ -256,7 +340,9 @@ def http(
     procs = [subprocess.Popen(commands[0], env=env, **quiet)]  # type: ignore[call-overload]
     try:
         wait_listening(up)
-        procs += [subprocess.Popen(c, env=env, **quiet) for c in commands[1:]]  # type: ignore[call-overload]
+        traced = {**env, "WARDEN_MCP_TRACE": str(trace_file)} if trace_file else env
+        procs.append(subprocess.Popen(commands[1], env=env, **quiet))  # type: ignore[call-overload]
+        procs.append(subprocess.Popen(commands[2], env=traced, **quiet))  # type: ignore[call-overload]
         wait_listening(bare_port)
         wait_listening(gw)
         anyio.run(
@@ -270,6 +356,7 @@ def http(
             ],
             calls,
             rounds,
+            trace_file,
         )
     finally:
         for proc in procs:

@@ -5,6 +5,7 @@ only with what committed, an unknown COMMIT read back, guards as of the lock."""
 
 from __future__ import annotations
 
+import asyncio
 import random
 import threading
 from collections.abc import Callable
@@ -21,7 +22,7 @@ from warden.errors import WardenError
 from warden.ledger.chain import EventDraft
 from warden.ledger.verify import verify_ledger
 from warden.policy.loader import load_points
-from warden.store.recorder import Change, DuplicateKey, Recorder
+from warden.store.recorder import Change, DuplicateKey, GuardState, Recorder
 from warden.store.schema import events
 
 APPLICATION = {"amount": 1000, "income": 5000, "credit_score": 800}  # AUTO approve
@@ -114,6 +115,90 @@ def test_a_kill_switch_engaged_by_another_writer_withdraws_the_next_auto_decisio
         a.close()
         b.close()
     report = verify_ledger(db, [])
+    assert report.ok, report.to_dict()
+
+
+AGENT_SWITCH = "agent:bot"
+
+
+def _claim_if_allowed(asked: list[frozenset[str]]) -> Callable[[Change, GuardState], Any]:
+    """A follower like a tool call's claim: written only for an AUTO decision while the
+    agent's switch is released, as the guard state it is asked with says."""
+
+    def follow(change: Change, guard: GuardState) -> Change | None:
+        asked.append(guard.killed)
+        decision = change.decision
+        assert decision is not None
+        if decision["route"] != "auto" or AGENT_SWITCH in guard.killed:
+            return None
+        return Change(
+            events=[
+                EventDraft(
+                    "test.claim",
+                    "a",
+                    {"for": decision["id"]},
+                    point=decision["point"],
+                    decision_id=decision["id"],
+                )
+            ]
+        )
+
+    return follow
+
+
+def test_a_follower_never_commits_after_a_switch_another_writer_engaged(
+    points_dir: Path, db: sa.Engine
+) -> None:
+    """On PostgreSQL a decision with a follower goes through `warden_append` too, its follower
+    asked with the state the writer last read. Writer B engages and releases an agent switch
+    at random between A's decisions: in the one ledger, a claim follows its AUTO decision
+    exactly when the switch was released at that point of the chain — never after the kill
+    event — and every batch refused for a moved guard is written the other way, asked again."""
+    a = Engine(load_points(points_dir), db, actor="a")
+    b = Engine(load_points(points_dir), db, actor="b")
+    chance = random.Random(7)
+    asked: list[frozenset[str]] = []
+    follow = _claim_if_allowed(asked)
+    engaged = False
+    try:
+        a.decide("loan_approval", APPLICATION)  # the guard state is read
+        paths = _Paths(a.recorder)
+        for _ in range(24):
+            if chance.random() < 0.35:
+                engaged = not engaged
+                b.write_kill_switch(AGENT_SWITCH, engaged, actor="b", reason="test")
+            decision = asyncio.run(
+                a.decide_async("loan_approval", APPLICATION, actor="a", follow=follow)
+            )
+            assert decision.route == Route.AUTO
+    finally:
+        a.close()
+        b.close()
+    with db.connect() as conn:
+        rows = conn.execute(
+            sa.select(events.c.type, events.c.decision_id, events.c.actor, events.c.body).order_by(
+                events.c.seq
+            )
+        ).all()
+    switch_on = False
+    decided: list[tuple[str, bool]] = []  # A's decisions, and the switch where each stands
+    claimed: list[tuple[str, bool]] = []
+    for type_, decision_id, actor, body in rows:
+        if type_.startswith("kill_switch.") and AGENT_SWITCH in body:
+            switch_on = type_ == "kill_switch.engaged"
+        elif type_ == "decision.created" and actor == "a":
+            decided.append((decision_id, switch_on))
+        elif type_ == "test.claim":
+            assert decided and decided[-1][0] == decision_id  # right behind its decision
+            claimed.append((decision_id, switch_on))
+    assert all(not on for _, on in claimed), "a claim committed after the switch's kill event"
+    assert {d for d, _ in claimed} == {d for d, on in decided[1:] if not on}
+    assert len(claimed) < len(decided) - 1  # the switch did stop some
+    assert any(AGENT_SWITCH in killed for killed in asked)
+    if db.dialect.name != "sqlite":
+        assert paths.used.count(IN_DATABASE) >= 12  # followers ride in the one round trip
+        assert UNDER_LOCK in paths.used  # a moved guard was refused and read again
+    report = verify_ledger(db, [], projection=False)
     assert report.ok, report.to_dict()
 
 

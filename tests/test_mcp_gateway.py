@@ -149,7 +149,7 @@ def test_auto_call_is_forwarded_and_refused_tool_never_reaches_upstream(bank: Ba
     assert {"read_balance", "refund", "send_email"} <= set(names)
     assert not ok.is_error and "balance of acc-1" in text(ok)
     assert refused.is_error and "deleting records is not delegated" in text(refused)
-    assert [r["arguments"]["account"] for r in bank.ran()] == ["h1", "h2"]
+    assert [r["tool"] for r in bank.ran()] == ["read_balance"]
     engine = bank.engine()
     try:
         with engine.db.connect() as conn:
@@ -388,6 +388,7 @@ def test_streamable_http_both_ways_with_token_identity(bank: Bank) -> None:
     )
     up_port, gw_port = _free_port(), _free_port()
     env = {**bank.params().env, "BANK_RAN": str(bank.ran_file)}  # type: ignore[dict-item]
+    trace_file = bank.root / "trace.jsonl"  # the hand-offs of each call that ran, in order
     upstream = subprocess.Popen(
         [sys.executable, str(bank.root / "bank_server.py"), "http", str(up_port)],
         env=env,
@@ -410,7 +411,7 @@ def test_streamable_http_both_ways_with_token_identity(bank: Bank) -> None:
                 "--http",
                 f"127.0.0.1:{gw_port}",
             ],
-            env=env,
+            env={**env, "WARDEN_MCP_TRACE": str(trace_file)},
             stderr=subprocess.PIPE,
         )
         _wait_listening(gw_port, gateway)
@@ -454,6 +455,10 @@ def test_streamable_http_both_ways_with_token_identity(bank: Bank) -> None:
                 proc.wait(30)
         engine.close()
     assert [r["arguments"]["account"] for r in bank.ran()] == ["h1", "h2"]
+    traced = [json.loads(x) for x in trace_file.read_text().splitlines()]
+    assert len(traced) == 2  # one line per call that reached the tool
+    for marks in traced:
+        assert [marks[k] for k in TRACE_ORDER] == sorted(marks[k] for k in TRACE_ORDER), marks
 
 
 def _shop(bank: Bank) -> Path:
@@ -566,3 +571,28 @@ def test_two_gateways_and_a_restart_share_one_rate_limit(bank: Bank) -> None:
         engine.close()
     assert statuses == ["executed", "executed", "executed", "pending", "pending"]
     assert len(bank.ran("send_email")) == 3
+
+
+TRACE_ORDER = [
+    "read", "handler", "submit", "lock", "committed", "decided", "sent", "replied", "written",
+]  # fmt: skip
+
+
+def test_trace_marks_every_hand_off_in_order_and_the_commit_before_the_tool(bank: Bank) -> None:
+    """WARDEN_MCP_TRACE (what bench_mcp.py --breakdown reads): one line per call that reached
+    the tool, its marks in the order the call passed them — the commit before the upstream."""
+    trace_file = bank.root / "trace.jsonl"
+
+    async def scenario() -> None:
+        params = bank.params()
+        params.env = {**(params.env or {}), "WARDEN_MCP_TRACE": str(trace_file)}
+        async with Client(params, read_timeout_seconds=120) as client:
+            for account in ("acc-1", "acc-2"):
+                assert not (await client.call_tool("read_balance", {"account": account})).is_error
+            assert (await client.call_tool("delete_record", {"record": "r1"})).is_error
+
+    run(scenario)
+    lines = [json.loads(x) for x in trace_file.read_text().splitlines()]
+    assert len(lines) == 2  # the refused call never reached the tool
+    for marks in lines:
+        assert [marks[k] for k in TRACE_ORDER] == sorted(marks[k] for k in TRACE_ORDER), marks

@@ -22,6 +22,7 @@ from mcp.server.subscriptions import InMemorySubscriptionBus, ListenHandler, Too
 from warden.auth.cache import TokenCache
 from warden.auth.tokens import Principal, Role, authenticate
 from warden.decision import Route
+from warden.mcp import trace
 from warden.mcp.governor import Answer, Governor, Outcome, Runner, ToolCall
 from warden.mcp.upstream import Upstreams
 from warden.policy.router import route
@@ -176,6 +177,17 @@ class Gateway:
     async def call_tool(
         self, ctx: ServerRequestContext[Any], params: types.CallToolRequestParams
     ) -> types.CallToolResult:
+        traced = trace.arrived()
+        trace.mark("handler")
+        try:
+            return await self._call_tool(ctx, params)
+        finally:
+            if traced:
+                trace.finish(end=True)
+
+    async def _call_tool(
+        self, ctx: ServerRequestContext[Any], params: types.CallToolRequestParams
+    ) -> types.CallToolResult:
         self._remember(ctx)
         who = self.identify(ctx)
         if who is None:
@@ -212,8 +224,14 @@ class Gateway:
                     related_request_id=None if ctx.request_id is None else str(ctx.request_id),
                 )
 
+        async def execute() -> types.CallToolResult:
+            trace.mark("sent")
+            result = await self.upstreams.call(entry.server, entry.tool.name, call.arguments)
+            trace.mark("replied")
+            return result
+
         runner = Runner(
-            execute=lambda: self.upstreams.call(entry.server, entry.tool.name, call.arguments),
+            execute=execute,
             outcome=_outcome,
             describe=lambda: self.upstreams.description(entry.server, entry.tool.name),
             progress=progress,

@@ -22,7 +22,7 @@ from typing import Any, Literal
 from warden.decision import Decision, Route
 from warden.engine import Engine, Proposal
 from warden.errors import InvalidInput, NotFound, WardenError
-from warden.mcp import kill, metrics
+from warden.mcp import kill, metrics, trace
 from warden.mcp import ledger as tool_events
 from warden.mcp.binding import Binding, keyed_digest, mismatch, text_digest
 from warden.mcp.config import GatewayConfig, ToolRule, Wait
@@ -203,6 +203,7 @@ class Governor:
                 proposal=Proposal(EXECUTE, 1.0),
                 follow=claim.follow,
             )
+            trace.mark("decided")
             carried = claim.decision_id == decision.id  # the follower committed with it
         except InvalidInput as exc:
             return Answer("refused", f"the call was refused: {exc}", exc.extra.get("decision_id"))
@@ -634,11 +635,12 @@ def _decided_by_person(decision: Decision) -> bool:
 
 
 class _Claim:
-    """What rides in the transaction of a call's decision, asked by the writer inside the
-    ledger lock: earlier calls' result events still waiting (`riders`), and the claim of this
-    call — written only if the decision is AUTO with `execute`, no kill switch of the agent or
-    server is engaged, and the policy that routed it is still the live one. So an auto-routed
-    call costs one commit, and a switch engaged up to that commit stops it."""
+    """What rides in the transaction of a call's decision, asked by the writer with the guard
+    state as of the commit (`Change.follow`): earlier calls' result events still waiting
+    (`riders`), and the claim of this call — written only if the decision is AUTO with
+    `execute`, no kill switch of the agent or server is engaged, and the policy that routed it
+    is still the live one. So an auto-routed call costs one commit, and a switch engaged up to
+    that commit stops it."""
 
     def __init__(
         self,
@@ -659,6 +661,7 @@ class _Claim:
     def follow(self, change: Change, guard: GuardState) -> Change | None:
         decision = change.decision
         assert decision is not None
+        trace.mark("lock")
         self.decision_id, self.claimed, self.killed = decision["id"], False, None
         claim = self._claim(decision, guard) if self.claim else None
         if not self.riders:

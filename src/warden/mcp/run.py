@@ -16,6 +16,7 @@ from starlette.routing import Route
 
 from warden.engine import Engine
 from warden.errors import PolicyError
+from warden.mcp import trace
 from warden.mcp.config import GatewayConfig, load_gateway
 from warden.mcp.gateway import Gateway, Identity, identity_from_token
 from warden.mcp.governor import EXECUTE, HOLD_RULE, RESULT_LINGER, Governor
@@ -109,6 +110,7 @@ async def open_gateway(
             name = agent or config.agent
             default = Identity(name, f"agent:{name}")
         governor = Governor(engine, config, digest_key(settings.home), result_linger=RESULT_LINGER)
+        trace.watch_recorder(engine.recorder)
         expiry = ExpiryWorker(ReviewDesk(engine).expire_due)
         expiry.start()
         async with Upstreams(config) as upstreams:

@@ -20,6 +20,8 @@ from typing import Any
 import anyio
 from mcp.server.stdio import stdio_server
 
+from warden.mcp import trace
+
 CHUNK = 1 << 16
 
 
@@ -48,6 +50,7 @@ class LineReader:
             if end >= 0:
                 line = bytes(self._buffer[: end + 1])
                 del self._buffer[: end + 1]
+                trace.start()
                 return line.decode("utf-8", errors="replace")
             if self._eof:
                 if self._buffer:
@@ -81,6 +84,7 @@ class Writer:
                 await anyio.wait_writable(self.fd)
                 continue
             data = data[sent:]
+        trace.finish()
         return len(text)
 
     async def flush(self) -> None:

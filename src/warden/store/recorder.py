@@ -101,11 +101,13 @@ class Change:
     challenger made it stopped (`rollout_stopped`). Both are checked again inside the ledger
     lock, so no such AUTO decision ever follows the kill or abort event in the ledger.
     `guard_update` tells the rest of the batch about a change this one makes to that state.
-    `follow` is asked, inside the ledger lock and after any revoke, with the guard state as of
-    the head, for a change to commit right after this one in its transaction (or None): what
-    an AUTO decision authorises, e.g. the claim of the tool call it lets run, costs no commit
-    of its own and sees switches engaged up to the commit. It is asked again on every attempt,
-    so it must only read the change, not alter it.
+    `follow` is asked, after any revoke, with the guard state as of the commit, for a change
+    to commit right after this one in its transaction (or None): what an AUTO decision
+    authorises, e.g. the claim of the tool call it lets run, costs no commit of its own and
+    sees switches engaged up to the commit. The state is the one read under the ledger lock,
+    or on PostgreSQL the one last read, which `warden_append` refuses when a guard event
+    came after it (the batch is then written under the lock and `follow` asked again). It is
+    asked again on every attempt, so it must only read the change, not alter it.
     """
 
     events: list[EventDraft]
@@ -672,7 +674,7 @@ class Recorder:
                 taken.update((point, key) for point, key in cursor.fetchall())
             refused = _refusals(keyed, taken)
             kept = [(c, r) for c, r in zip(batch, readies, strict=True) if c not in refused]
-            plan, prepared = _unchained(kept, guard)
+            plan, prepared = _unchained(kept, guard, sql, self._lane_count())
             if refused:
                 answers = iter(plan.results)
                 plan.results = [refused[c] if c in refused else next(answers) for c in batch]
@@ -1054,12 +1056,16 @@ def _withdrawn(change: Change, guard: GuardState) -> str | None:
 def _chains_in_database(batch: Sequence[Change], guard: GuardState) -> bool:
     """Whether `warden_append` may write the batch: it has events, and none of its changes
     runs `apply`, changes the guard state, or would be re-routed under `guard` (those are
-    decided with the state read under the lock, as is what a change's `follow` adds)."""
+    decided with the state read under the lock).
+
+    A change's `follow` is asked with `guard` too: the state as of the lane-0 event the
+    function is told, which refuses the whole batch (WA002) when a guard event — a kill switch,
+    a policy change — committed after it; the batch is then written the other way and every
+    `follow` asked again with the state read under the lock. So a follower commits only if
+    `guard` was still the state at its commit, as on the other path."""
     has_events = False
     for change in batch:
         if change.apply is not None or change.guard_update is not None:
-            return False
-        if change.follow is not None:  # asked with the guard state read under the lock
             return False
         if _withdrawn(change, guard):
             return False
@@ -1071,9 +1077,10 @@ def _chains_in_database(batch: Sequence[Change], guard: GuardState) -> bool:
 
 
 def _unchained(
-    batch: Sequence[tuple[Change, _Ready]], guard: GuardState
+    batch: Sequence[tuple[Change, _Ready]], guard: GuardState, sql: RawStatements, lanes: int
 ) -> tuple[_Plan, list[PreparedEvent]]:
-    """A batch `_chains_in_database` accepted: its rows, results and prepared events."""
+    """A batch `_chains_in_database` accepted: its rows, results and prepared events, with
+    what each change's `follow` adds under `guard`."""
     plan = _Plan([], [], {}, [], 0, "", guard)
     prepared: list[PreparedEvent] = []
     for change, ready in batch:
@@ -1083,6 +1090,15 @@ def _unchained(
         for table, params in ready.rows:
             plan.row_params.setdefault(table, []).append(params)
         prepared.extend(ready.events)  # each prepared for its lane by `_ready`
+        follower = change.follow(change, guard) if change.follow is not None else None
+        if follower is not None:  # right behind its change, in the same lanes
+            assert follower.decision is None and follower.apply is None
+            if any(draft.type.startswith(GUARD_EVENTS) for draft in follower.events):
+                raise _GuardsMoved()  # it changes the guards: the writer chains it
+            followed = _ready(follower, sql, lanes)
+            for table, params in followed.rows:
+                plan.row_params.setdefault(table, []).append(params)
+            prepared.extend(followed.events)
     return plan, prepared
 
 
