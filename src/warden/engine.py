@@ -268,11 +268,22 @@ class Engine:
         with self._flight_lock:
             if self._in_flight >= self.max_in_flight:
                 WRITES_REFUSED.labels("at_capacity").inc()
-                raise Unavailable(
-                    f"Warden is at capacity ({self.max_in_flight} decisions in flight); "
-                    "nothing was recorded, retry after a moment"
-                )
+                raise self.capacity_error()
             self._in_flight += 1
+
+    @property
+    def at_capacity(self) -> bool:
+        """Whether every place for a decision in flight is taken: a request to decide would be
+        refused now. Read without the lock, so a caller may act on a value one decision old;
+        `decide` and `decide_async` still admit under it."""
+        return self._in_flight >= self.max_in_flight
+
+    def capacity_error(self) -> Unavailable:
+        """What a decision refused for want of a place in flight is told."""
+        return Unavailable(
+            f"Warden is at capacity ({self.max_in_flight} decisions in flight); "
+            "nothing was recorded, retry after a moment"
+        )
 
     def _leave(self) -> None:
         with self._flight_lock:
