@@ -1,7 +1,7 @@
 """The application's CPU per governed decision without an HTTP server: the ASGI app that
 `warden serve` runs, called directly by 32 concurrent callers, CPU of each thread counted.
 
-Run: .venv/bin/python benchmarks/bench_asgi.py [--decisions 3200] [--profile]
+Run: .venv/bin/python benchmarks/bench_asgi.py [--decisions 3200] [--profile] [--refused]
 It imports `warden` from PYTHONPATH, so `PYTHONPATH=other/src` measures another build; run
 builds in alternating rounds. `--profile` adds the Python calls per decision on the event loop
 (cProfile), a count that does not move with the machine's load.
@@ -142,6 +142,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--decisions", type=int, default=3200)
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument(
+        "--refused",
+        action="store_true",
+        help="no place in flight (max_in_flight 0): the CPU of turning a decision away with 503",
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
@@ -165,7 +170,10 @@ def main() -> None:
             uvloop.install()
         except ImportError:
             pass
-        asyncio.run(_run(create_app_from_env(), token, args.decisions, args.profile))
+        app = create_app_from_env()
+        if args.refused:
+            app.state.engine.max_in_flight = 0
+        asyncio.run(_run(app, token, args.decisions, args.profile))
 
 
 if __name__ == "__main__":
