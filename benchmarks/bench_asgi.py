@@ -4,7 +4,8 @@
 Run: .venv/bin/python benchmarks/bench_asgi.py [--decisions 3200] [--profile] [--refused]
 It imports `warden` from PYTHONPATH, so `PYTHONPATH=other/src` measures another build; run
 builds in alternating rounds. `--profile` adds the Python calls per decision on the event loop
-(cProfile), a count that does not move with the machine's load.
+(cProfile), a count that does not move with the machine's load; with BENCH_ASGI_PSTATS=FILE
+the profile is also written to FILE for pstats.
 """
 
 from __future__ import annotations
@@ -131,9 +132,10 @@ async def _run(app: Any, token: str, total: int, profile: bool) -> None:
     if profiler:
         import pstats
 
-        print(
-            f"Python calls per decision on the event loop: {pstats.Stats(profiler).total_calls / n:.0f}"
-        )  # type: ignore[attr-defined]
+        stats = pstats.Stats(profiler)
+        print(f"Python calls per decision on the event loop: {stats.total_calls / n:.0f}")  # type: ignore[attr-defined]
+        if os.environ.get("BENCH_ASGI_PSTATS"):
+            stats.dump_stats(os.environ["BENCH_ASGI_PSTATS"])
     await startup.put({"type": "lifespan.shutdown"})
     await lifespan
 
