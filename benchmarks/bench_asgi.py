@@ -1,10 +1,11 @@
 """The application's CPU per governed decision without an HTTP server: the ASGI app that
 `warden serve` runs, called directly by 32 concurrent callers, CPU of each thread counted.
 
-Run: .venv/bin/python benchmarks/bench_asgi.py [--decisions 3200] [--profile]
+Run: .venv/bin/python benchmarks/bench_asgi.py [--decisions 3200] [--profile] [--refused]
 It imports `warden` from PYTHONPATH, so `PYTHONPATH=other/src` measures another build; run
 builds in alternating rounds. `--profile` adds the Python calls per decision on the event loop
-(cProfile), a count that does not move with the machine's load.
+(cProfile), a count that does not move with the machine's load; with BENCH_ASGI_PSTATS=FILE
+the profile is also written to FILE for pstats.
 """
 
 from __future__ import annotations
@@ -131,9 +132,10 @@ async def _run(app: Any, token: str, total: int, profile: bool) -> None:
     if profiler:
         import pstats
 
-        print(
-            f"Python calls per decision on the event loop: {pstats.Stats(profiler).total_calls / n:.0f}"
-        )  # type: ignore[attr-defined]
+        stats = pstats.Stats(profiler)
+        print(f"Python calls per decision on the event loop: {stats.total_calls / n:.0f}")  # type: ignore[attr-defined]
+        if os.environ.get("BENCH_ASGI_PSTATS"):
+            stats.dump_stats(os.environ["BENCH_ASGI_PSTATS"])
     await startup.put({"type": "lifespan.shutdown"})
     await lifespan
 
@@ -142,6 +144,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--decisions", type=int, default=3200)
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument(
+        "--refused",
+        action="store_true",
+        help="no place in flight (max_in_flight 0): the CPU of turning a decision away with 503",
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
@@ -165,7 +172,10 @@ def main() -> None:
             uvloop.install()
         except ImportError:
             pass
-        asyncio.run(_run(create_app_from_env(), token, args.decisions, args.profile))
+        app = create_app_from_env()
+        if args.refused:
+            app.state.engine.max_in_flight = 0
+        asyncio.run(_run(app, token, args.decisions, args.profile))
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Overload: offered load at twice the server's capacity, open loop, for 30 s.
 
-Run: .venv/bin/python benchmarks/bench_overload.py [--seconds 30] [--factor 2]
+Run: .venv/bin/python benchmarks/bench_overload.py [--seconds 30] [--factor 2] [--rate R]
 
 First the capacity of one `warden serve` process is measured (closed loop, 32 connections).
 Then requests are offered at `factor` times that rate on a fixed schedule, whatever the answers —
@@ -40,6 +40,12 @@ def _wait(url: str, seconds: float = 300) -> None:
         except httpx.HTTPError:
             time.sleep(0.5)
     raise SystemExit(f"server at {url} did not start")
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU of the server process (all its threads), from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _rss_mb(pid: int) -> float:
@@ -167,6 +173,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seconds", type=float, default=30.0)
     parser.add_argument("--factor", type=float, default=2.0)
+    parser.add_argument(
+        "--rate",
+        type=float,
+        help="offer this many requests/s instead of factor x the measured capacity (to offer "
+        "two builds the same load)",
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
@@ -201,11 +213,12 @@ def main() -> None:
             _wait(f"http://127.0.0.1:{port}/readyz")
             asyncio.run(closed_loop(port, token, bodies, 3))  # warm up
             capacity = asyncio.run(closed_loop(port, token, bodies, 10))
+            rate = args.rate or capacity * args.factor
             rss_start = _rss_mb(server.pid)
             load_start = os.getloadavg()
-            result = asyncio.run(
-                open_loop(port, token, bodies, capacity * args.factor, args.seconds)
-            )
+            cpu_start = _cpu_seconds(server.pid)
+            result = asyncio.run(open_loop(port, token, bodies, rate, args.seconds))
+            cpu = _cpu_seconds(server.pid) - cpu_start
             rss_end = _rss_mb(server.pid)
             load_end = os.getloadavg()
         finally:
@@ -214,9 +227,17 @@ def main() -> None:
     db = env["WARDEN_DB_URL"].split(":")[0]
     print(f"db {db}, WARDEN_MAX_IN_FLIGHT={env['WARDEN_MAX_IN_FLIGHT']}")
     print(f"capacity (closed loop, 32 connections): {capacity:.0f} req/s")
+    elapsed = float(result["elapsed"])  # type: ignore[arg-type]
+    accepted = int(result["accepted"])  # type: ignore[call-overload]
+    answered = sum(result["statuses"].values())  # type: ignore[attr-defined]
     print(
-        f"offered {args.factor:g}x = {capacity * args.factor:.0f} req/s for {args.seconds:g}s: "
-        f"{result['offered']} requests in {result['elapsed']:.1f}s"
+        f"offered {rate / capacity:.2g}x = {rate:.0f} req/s for {args.seconds:g}s: "
+        f"{result['offered']} requests in {elapsed:.1f}s"
+    )
+    print(
+        f"accepted rate {accepted / elapsed:.0f} decisions/s = {accepted / elapsed / capacity:.0%} "
+        f"of capacity; server CPU {cpu / max(1, answered) * 1e6:.0f} µs per answer "
+        f"({cpu / elapsed:.2f} cores)"
     )
     print(
         f"accepted {result['accepted']}: p50 {result['p50']:.1f} ms, p99 {result['p99']:.1f} ms "

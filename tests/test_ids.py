@@ -5,7 +5,10 @@ from __future__ import annotations
 import threading
 import uuid
 
-from warden.ids import new_id
+from hypothesis import given
+from hypothesis import strategies as st
+
+from warden.ids import new_id, uuid_text
 
 
 def test_ids_are_version_7_and_strictly_increasing() -> None:
@@ -31,3 +34,8 @@ def test_ids_from_many_threads_are_unique() -> None:
     for thread in threads:
         thread.join()
     assert len(set(seen)) == len(seen) == 16_000
+
+
+@given(st.integers(min_value=0, max_value=2**128 - 1))
+def test_an_id_is_written_as_the_standard_library_writes_a_uuid(value: int) -> None:
+    assert uuid_text(value) == str(uuid.UUID(int=value))

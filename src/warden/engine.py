@@ -268,11 +268,22 @@ class Engine:
         with self._flight_lock:
             if self._in_flight >= self.max_in_flight:
                 WRITES_REFUSED.labels("at_capacity").inc()
-                raise Unavailable(
-                    f"Warden is at capacity ({self.max_in_flight} decisions in flight); "
-                    "nothing was recorded, retry after a moment"
-                )
+                raise self.capacity_error()
             self._in_flight += 1
+
+    @property
+    def at_capacity(self) -> bool:
+        """Whether every place for a decision in flight is taken: a request to decide would be
+        refused now. Read without the lock, so a caller may act on a value one decision old;
+        `decide` and `decide_async` still admit under it."""
+        return self._in_flight >= self.max_in_flight
+
+    def capacity_error(self) -> Unavailable:
+        """What a decision refused for want of a place in flight is told."""
+        return Unavailable(
+            f"Warden is at capacity ({self.max_in_flight} decisions in flight); "
+            "nothing was recorded, retry after a moment"
+        )
 
     def _leave(self) -> None:
         with self._flight_lock:
@@ -997,6 +1008,9 @@ def _event_payload(row: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+_INT64_MIN, _UINT64_END = -(2**63), 2**64  # what the ledger's canonical JSON stores exactly
+
+
 def _json_object(value: Any, name: str, max_depth: int) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise InvalidInput(f"{name} must be a JSON object, not {type(value).__name__}", field=name)
@@ -1011,15 +1025,25 @@ def _check_finite(value: Any, path: str, max_depth: int, level: int) -> None:
         raise InvalidInput(jsonlimits.depth_message(path, max_depth), field=path)
     if isinstance(value, float) and not math.isfinite(value):
         raise InvalidInput(f"{path} is {value}; numbers must be finite", field=path)
-    if isinstance(value, int) and not -(2**63) <= value < 2**64:
+    if isinstance(value, int) and not _INT64_MIN <= value < _UINT64_END:
         raise InvalidInput(f"{path} is outside the 64-bit integer range", field=path)
     if isinstance(value, dict):
         for key, item in value.items():
             if not isinstance(key, str):
                 raise InvalidInput(f"{path} has a non-string key {key!r}", field=path)
+            kind = type(item)  # a plain string or number passes without a call (most do)
+            if kind is str or (kind is int and _INT64_MIN <= item < _UINT64_END):
+                continue
+            if item is None or kind is bool or (kind is float and math.isfinite(item)):
+                continue
             _check_finite(item, f"{path}.{key}", max_depth, level + 1)
     elif isinstance(value, list | tuple):
         for index, item in enumerate(value):
+            kind = type(item)
+            if kind is str or (kind is int and _INT64_MIN <= item < _UINT64_END):
+                continue
+            if item is None or kind is bool or (kind is float and math.isfinite(item)):
+                continue
             _check_finite(item, f"{path}[{index}]", max_depth, level + 1)
     elif value is not None and not isinstance(value, str | int | float):
         raise InvalidInput(

@@ -10,6 +10,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from fastapi import FastAPI
+from starlette.types import ASGIApp
 
 import warden
 from warden.api import errors, openapi
@@ -22,6 +23,7 @@ from warden.api.responses import FastJSONResponse
 from warden.api.reviews import router as reviews_router
 from warden.api.rollouts import router as rollouts_router
 from warden.api.routes import hot_routes, router
+from warden.api.shedding import Shedding
 from warden.auth.cache import TokenCache
 from warden.console.app import mount_console
 from warden.console.throttle import LoginThrottle
@@ -68,7 +70,8 @@ def create_app(
             engine.close()
             engine.db.dispose()
 
-    app = FastAPI(
+    app = WardenAPI(
+        engine,
         **_fastapi_telemetry(),
         title="Warden",
         version=warden.__version__,
@@ -96,6 +99,19 @@ def create_app(
     mount_docs(app)
     app.add_middleware(RequestLimits, max_bytes=max_body_bytes)
     return app
+
+
+class WardenAPI(FastAPI):
+    """FastAPI with `Shedding` as the outermost layer of its middleware stack (outside even
+    the server-error handler), so a decision refused at capacity costs no more than a look at
+    the request line."""
+
+    def __init__(self, engine: Engine, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.engine = engine
+
+    def build_middleware_stack(self) -> ASGIApp:
+        return Shedding(super().build_middleware_stack(), self.engine)
 
 
 def _fastapi_telemetry() -> dict[str, Any]:
