@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 import sqlalchemy as sa
 
 from warden.errors import InvalidRequest
-from warden.ledger import identity, merkle
+from warden.ledger import identity, merkle, remembered
 from warden.ledger import note as notes
 from warden.ledger.keys import SigningKey
 from warden.ledger.lanes import (
@@ -46,15 +46,20 @@ class LaneTrees:
     def __init__(self) -> None:
         self.control = LedgerTree()
         self._frontiers: dict[int, tuple[int, merkle.Frontier]] = {}
+        self._marked: dict[tuple[int, int], bytes] = {}  # (lane, size) -> root passed on the way
         self._lock = threading.Lock()
 
-    def root(self, conn: sa.Connection, lane: int, size: int) -> bytes:
+    def root(self, conn: sa.Connection, lane: int, size: int, mark: int | None = None) -> bytes:
+        """The lane's root at `size`; with `mark`, the root at that smaller size is kept for
+        `root_at` when the frontier passes it (the signer's remembered size, checked for free)."""
         if lane == CONTROL:
             return self.control.root(conn, size)
         with self._lock:
             have, frontier = self._frontiers.get(lane, (0, merkle.Frontier()))
             if have > size:  # an older size than the one kept: hash it from the leaves
                 return merkle.root(_lane_leaves(conn, lane, size))
+            if mark == have:
+                self._marked[lane, mark] = frontier.root()
             rows = conn.execute(_NEW_LEAVES, {"lane": lane, "start": have, "size": size}).all()
             for offset, (seq, leaf) in enumerate(rows):
                 if seq != have + 1 + offset:
@@ -63,6 +68,8 @@ class LaneTrees:
                         "`warden audit verify` to see what happened"
                     )
                 frontier.append(bytes.fromhex(leaf))
+                if mark == frontier.size:
+                    self._marked[lane, mark] = frontier.root()
             if have + len(rows) != size:
                 raise InvalidRequest(
                     f"lane {lane} holds {have + len(rows)} of its {size} events; run "
@@ -70,6 +77,15 @@ class LaneTrees:
                 )
             self._frontiers[lane] = (size, frontier)
             return frontier.root()
+
+    def root_at(self, conn: sa.Connection, lane: int, size: int) -> bytes:
+        """The lane's root over its first `size` events as `conn` sees them now: kept from the
+        last pass when it went by `size`, else hashed from the leaves."""
+        if lane == CONTROL:
+            return self.control.root(conn, size)
+        with self._lock:
+            kept = self._marked.pop((lane, size), None)
+        return kept if kept is not None else merkle.root(_lane_leaves(conn, lane, size))
 
 
 @dataclass(frozen=True)
@@ -80,8 +96,10 @@ class LanesCheckpoint:
     lane_notes: list[str]  # each lane's own tlog-checkpoint, for its witnesses
 
 
-def lane_heads(conn: sa.Connection, trees: LaneTrees | None = None) -> list[LaneHead]:
-    """Every lane's size and Merkle root as `conn` sees the ledger."""
+def lane_heads(
+    conn: sa.Connection, trees: LaneTrees | None = None, marks: dict[int, int] | None = None
+) -> list[LaneHead]:
+    """Every lane's size and Merkle root as `conn` sees the ledger (`marks`: see LaneTrees)."""
     sizes = {
         int(id_) - 1: int(seq)
         for id_, seq in conn.execute(sa.select(ledger_head.c.id, ledger_head.c.seq)).all()
@@ -90,17 +108,34 @@ def lane_heads(conn: sa.Connection, trees: LaneTrees | None = None) -> list[Lane
     heads = []
     for lane in range(lane_count(conn)):
         size = sizes.get(lane, 0)
-        heads.append(LaneHead(lane, size, trees.root(conn, lane, size)))
+        mark = (marks or {}).get(lane)
+        heads.append(LaneHead(lane, size, trees.root(conn, lane, size, mark)))
     return heads
 
 
 def make_lanes_checkpoint(
     db: sa.Engine, key: SigningKey, trees: LaneTrees | None = None
 ) -> LanesCheckpoint:
-    """Sign every lane as it is now, in one snapshot, and store the signed index."""
+    """Sign every lane as it is now, in one snapshot, and store the signed index.
+
+    Every lane must extend the last lanes checkpoint this signer made (remembered beside the key,
+    outside the database): a lane rewritten or truncated since is refused, named, not signed.
+    """
     origin = identity.ensure_origin(db)
+    trees = trees or LaneTrees()
+    memory = remembered.lanes_path_for(key)
+    state = remembered.load_lanes(memory)
+    marks = {head.lane: head.size for head in state[1]} if state is not None else None
     with snapshot(db) as conn:
-        heads = lane_heads(conn, trees)
+        try:
+            heads = lane_heads(conn, trees, marks)
+        except InvalidRequest as exc:  # a lane's events are missing: no tree, no signature
+            if state is None:
+                raise
+            raise remembered.LedgerForked(f"refusing to sign the lanes checkpoint: {exc}") from None
+        remembered.check_lanes_extend(
+            memory, origin, heads, lambda lane, size: trees.root_at(conn, lane, size), state
+        )
     note, per_lane = sign_lanes(origin, heads, key.key)
     signed_at = datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
     with write_connection(db) as conn, conn.begin():
@@ -109,6 +144,7 @@ def make_lanes_checkpoint(
                 signed_at=signed_at, key_id=key.public.key_id, note=note
             )
         )
+    remembered.remember_lanes(memory, note, heads)
     return LanesCheckpoint(origin, heads, note, per_lane)
 
 

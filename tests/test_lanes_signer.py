@@ -1,0 +1,235 @@
+"""The signer's memory of lanes: a lane rewritten behind the server's back is refused, named.
+
+The attacker has the database only. They rewrite a lane (edit an event and re-hash the rest of
+the lane and its head), truncate one, or delete an event, while the server is down; the server
+that starts next must refuse to sign a lanes checkpoint and say which lane. A lane that only grew
+is signed. Property: over random lane histories and random edits, the server refuses exactly when
+some lane no longer extends what it signed, and names exactly those lanes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+import sqlalchemy as sa
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from typer.testing import CliRunner
+
+from tests import test_lanes
+from tests.test_lanes import LANES, _fill, _lane_rows, _tamper
+from warden.cli.app import app
+from warden.ledger import remembered
+from warden.ledger.chain import GENESIS, leaf_hash, next_chain_hash
+from warden.ledger.checkpointer import Checkpointer
+from warden.ledger.keys import load_or_create
+from warden.ledger.lanecheckpoint import LaneTrees, make_lanes_checkpoint
+from warden.ledger.verify import verify_ledger
+from warden.store.schema import events, lane_checkpoints, ledger_head
+
+pg_url = test_lanes.pg_url
+lanes_db = test_lanes.lanes_db
+
+
+def _cli(db: sa.Engine, home: Path, *args: str) -> Any:
+    env = {"WARDEN_HOME": str(home), "WARDEN_DB_URL": db.url.render_as_string(hide_password=False)}
+    return CliRunner().invoke(app, list(args), env=env)
+
+
+def test_a_lane_rewritten_while_the_server_was_down_is_refused_and_named(
+    lanes_db: sa.Engine, tmp_path: Path
+) -> None:
+    _fill(lanes_db)
+    signed = _cli(lanes_db, tmp_path, "audit", "lanes-checkpoint")
+    assert signed.exit_code == 0, signed.output
+    memory = tmp_path / remembered.LANES_SIGNER_FILE
+    assert orjson.loads(memory.read_bytes())["note"] == orjson.loads(signed.stdout)["note"]
+
+    # the attacker: rewrite event 2 of lane 2, re-hash the lane and its head, delete the
+    # lanes checkpoints so nothing in the database disagrees
+    _tamper(lanes_db, 2, _lane_rows(lanes_db, 2), 1, "rehash")
+    with lanes_db.begin() as conn:
+        conn.execute(lane_checkpoints.delete())
+    key = load_or_create(tmp_path)
+    assert verify_ledger(lanes_db, [key.public], projection=False).ok  # nothing disagrees
+
+    refused = _cli(lanes_db, tmp_path, "audit", "lanes-checkpoint")  # a new process
+    assert refused.exit_code == 2, refused.output
+    assert "refusing to sign the lanes checkpoint" in refused.output
+    assert "lane 2 " in refused.output and "events 1-5 of lane 2 were rewritten" in refused.output
+    assert "lane 1 " not in refused.output and "lane 3 " not in refused.output
+    with lanes_db.connect() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(lane_checkpoints)).scalar() == 0
+
+    # the server's periodic checkpointer, started afresh, refuses too and signs nothing
+    checkpointer = Checkpointer(lanes_db, tmp_path, every=1, seconds=60)
+    with pytest.raises(remembered.LedgerForked, match="lane 2 "):
+        checkpointer._lanes_tick(0.0, 0.0)
+    with lanes_db.connect() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(lane_checkpoints)).scalar() == 0
+
+
+def test_a_truncated_lane_and_a_lane_with_an_event_deleted_are_refused(
+    lanes_db: sa.Engine, tmp_path: Path
+) -> None:
+    _fill(lanes_db)
+    key = load_or_create(tmp_path)
+    make_lanes_checkpoint(lanes_db, key)
+    rows = _lane_rows(lanes_db, 3)
+    with lanes_db.begin() as conn:  # drop lane 3's last two events and move its head back
+        conn.execute(events.delete().where(events.c.lane == 3, events.c.seq > len(rows) - 2))
+        conn.execute(
+            ledger_head.update()
+            .where(ledger_head.c.id == 4)
+            .values(seq=len(rows) - 2, chain_hash=rows[-3]["chain_hash"])
+        )
+    with pytest.raises(remembered.LedgerForked, match="lane 3 holds 3 events, fewer than the 5"):
+        make_lanes_checkpoint(lanes_db, key, LaneTrees())
+    with lanes_db.begin() as conn:  # put it back: the lane extends what was signed again
+        conn.execute(events.insert(), rows[-2:])
+        conn.execute(
+            ledger_head.update()
+            .where(ledger_head.c.id == 4)
+            .values(seq=len(rows), chain_hash=rows[-1]["chain_hash"])
+        )
+    make_lanes_checkpoint(lanes_db, key, LaneTrees())
+    _tamper(lanes_db, 1, _lane_rows(lanes_db, 1), 2, "delete")
+    with pytest.raises(remembered.LedgerForked, match="event 3 of lane 1 is missing"):
+        make_lanes_checkpoint(lanes_db, key, LaneTrees())
+
+
+def test_the_signer_in_a_running_process_checks_what_it_remembers_without_rehashing_a_lane(
+    lanes_db: sa.Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """In one process the remembered sizes are the frontier's own, so the check hashes nothing
+    again; a state file written by another replica at a larger size is checked on the way."""
+    from warden.ledger import lanecheckpoint
+
+    points = _fill(lanes_db)
+    key = load_or_create(tmp_path)
+    trees = LaneTrees()
+    make_lanes_checkpoint(lanes_db, key, trees)
+    other = LaneTrees()  # another replica, sharing the key's directory
+    _fill_more(lanes_db, points)
+    make_lanes_checkpoint(lanes_db, key, other)
+    _fill_more(lanes_db, points)
+
+    def no_full_hash(*_: Any) -> list[bytes]:
+        raise AssertionError("a lane was hashed in full")
+
+    monkeypatch.setattr(lanecheckpoint, "_lane_leaves", no_full_hash)
+    made = make_lanes_checkpoint(lanes_db, key, trees)
+    assert [h.size for h in made.heads][1:] == [9] * (LANES - 1)
+    _fill_more(lanes_db, points)  # the remembered sizes are now this frontier's own
+    made = make_lanes_checkpoint(lanes_db, key, trees)
+    assert [h.size for h in made.heads][1:] == [11] * (LANES - 1)
+
+
+def _fill_more(db: sa.Engine, points: dict[int, str]) -> None:
+    from tests.test_lanes import _decision_event
+    from warden.store.recorder import Change, Recorder
+
+    recorder = Recorder(db)
+    try:
+        for n in range(2):
+            recorder.record(Change(events=[_decision_event(p, 50 + n) for p in points.values()]))
+    finally:
+        recorder.close()
+
+
+# -- property: random lane histories, random edits behind the server's back -------------------
+
+
+def _lane_row(lane: int, seq: int, text: str, prev: str) -> dict[str, Any]:
+    place = f'"lane":{lane},' if lane else ""
+    body = f'{{"actor":"a",{place}"payload":{{"x":"{text}"}},"seq":{seq},"type":"t"}}'
+    leaf = leaf_hash(body.encode())
+    return {
+        "lane": lane,
+        "seq": seq,
+        "type": "t",
+        "actor": "a",
+        "ts": datetime(2026, 12, 1, tzinfo=UTC),
+        "body": body,
+        "prev_hash": prev,
+        "leaf_hash": leaf.hex(),
+        "chain_hash": next_chain_hash(prev, leaf),
+    }
+
+
+def _write_lanes(conn: sa.Connection, texts: list[list[str]]) -> None:
+    """Replace every lane's events with chains over `texts` and set the heads to match."""
+    conn.execute(events.delete())
+    for lane, lane_texts in enumerate(texts):
+        prev, rows = GENESIS, []
+        for seq, text in enumerate(lane_texts, start=1):
+            rows.append(_lane_row(lane, seq, text, prev))
+            prev = rows[-1]["chain_hash"]
+        if rows:
+            conn.execute(events.insert(), rows)
+        conn.execute(
+            ledger_head.update()
+            .where(ledger_head.c.id == lane + 1)
+            .values(seq=len(rows), chain_hash=prev)
+        )
+
+
+lane_texts = st.lists(st.sampled_from("abc"), min_size=0, max_size=12)
+edit = st.one_of(
+    st.tuples(st.just("grow"), st.integers(0, 6)),
+    st.tuples(st.just("rewrite"), st.integers(0, 12)),
+    st.tuples(st.just("truncate"), st.integers(0, 12)),
+)
+
+
+@pytest.fixture
+def signer(lanes_db: sa.Engine, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    yield lanes_db, tmp_path_factory
+
+
+@settings(
+    max_examples=25,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    st.lists(lane_texts, min_size=LANES, max_size=LANES),
+    st.lists(edit, min_size=LANES, max_size=LANES),
+)
+def test_the_signer_refuses_exactly_the_lanes_that_no_longer_extend_what_it_signed(
+    signer: Any, before: list[list[str]], edits: list[tuple[str, int]]
+) -> None:
+    db, factory = signer
+    home = factory.mktemp("signer")
+    key = load_or_create(home)
+    with db.begin() as conn:
+        _write_lanes(conn, before)
+    make_lanes_checkpoint(db, key, LaneTrees())
+    after, broken = [], set()
+    for lane, (texts, (how, at)) in enumerate(zip(before, edits, strict=True)):
+        if how == "grow":
+            after.append(texts + ["z"] * at)
+        elif how == "rewrite":  # re-hashed from there on, head and all
+            changed = [t if i != at else t + "!" for i, t in enumerate(texts)]
+            after.append(changed)
+            if at < len(texts):
+                broken.add(lane)
+        else:
+            after.append(texts[:at])
+            if at < len(texts):
+                broken.add(lane)
+    with db.begin() as conn:
+        _write_lanes(conn, after)
+    if broken:
+        with pytest.raises(remembered.LedgerForked) as refused:
+            make_lanes_checkpoint(db, key, LaneTrees())
+        named = {lane for lane in range(LANES) if f"lane {lane} " in str(refused.value)}
+        assert named == broken, str(refused.value)
+    else:
+        made = make_lanes_checkpoint(db, key, LaneTrees())
+        assert [h.size for h in made.heads] == [len(t) for t in after]
