@@ -24,7 +24,7 @@ from typer.testing import CliRunner
 from tests import test_lanes
 from tests.test_lanes import LANES, _fill, _lane_rows, _tamper
 from warden.cli.app import app
-from warden.ledger import remembered
+from warden.ledger import merkle, remembered
 from warden.ledger.chain import GENESIS, leaf_hash, next_chain_hash
 from warden.ledger.checkpointer import Checkpointer
 from warden.ledger.keys import load_or_create
@@ -103,43 +103,49 @@ def test_a_truncated_lane_and_a_lane_with_an_event_deleted_are_refused(
         make_lanes_checkpoint(lanes_db, key, LaneTrees())
 
 
-def test_the_signer_in_a_running_process_checks_what_it_remembers_without_rehashing_a_lane(
+def test_a_new_process_signs_and_proves_a_long_lane_from_its_stored_tiles(
     lanes_db: sa.Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """In one process the remembered sizes are the frontier's own, so the check hashes nothing
-    again; a state file written by another replica at a larger size is checked on the way."""
-    from warden.ledger import lanecheckpoint
+    """Lanes above 0 keep their tiles in `lane_tiles`: a new process checks the signer's memory,
+    signs and proves without reading the lane's leaves in full (O(tile) leaves, not O(lane))."""
+    from warden.ledger import tree as tree_mod
+    from warden.ledger.lanecheckpoint import lane_consistency, prove_event
+    from warden.ledger.lanes import check_lane_proof
+    from warden.ledger.note import Verifier
+    from warden.store.schema import lane_tiles
 
-    points = _fill(lanes_db)
+    texts = [["a"], ["b"] * 3, ["c"] * 300, ["d"] * 5]
+    with lanes_db.begin() as conn:
+        _write_lanes(conn, texts)
     key = load_or_create(tmp_path)
+    first = make_lanes_checkpoint(lanes_db, key)
+    with lanes_db.connect() as conn:
+        stored = conn.execute(sa.select(lane_tiles.c.lane, lane_tiles.c.tile)).all()
+    assert sorted(stored) == [(2, t) for t in range(300 // 64)]
+    texts[2] += ["e"] * 10
+    with lanes_db.begin() as conn:
+        _write_lanes(conn, texts)
+    read: list[int] = []
+    real = tree_mod.read_leaves
+
+    def counting(*args: Any, **kwargs: Any) -> list[bytes]:
+        leaves = real(*args, **kwargs)
+        read.append(len(leaves))
+        return leaves
+
+    monkeypatch.setattr(tree_mod, "read_leaves", counting)
+    made = make_lanes_checkpoint(lanes_db, key, LaneTrees())  # a new process
+    assert made.heads[2].size == 310
+    assert max(read) <= 64 and sum(read) < 4 * 64, read
+    read.clear()
     trees = LaneTrees()
-    make_lanes_checkpoint(lanes_db, key, trees)
-    other = LaneTrees()  # another replica, sharing the key's directory
-    _fill_more(lanes_db, points)
-    make_lanes_checkpoint(lanes_db, key, other)
-    _fill_more(lanes_db, points)
-
-    def no_full_hash(*_: Any) -> list[bytes]:
-        raise AssertionError("a lane was hashed in full")
-
-    monkeypatch.setattr(lanecheckpoint, "_lane_leaves", no_full_hash)
-    made = make_lanes_checkpoint(lanes_db, key, trees)
-    assert [h.size for h in made.heads][1:] == [9] * (LANES - 1)
-    _fill_more(lanes_db, points)  # the remembered sizes are now this frontier's own
-    made = make_lanes_checkpoint(lanes_db, key, trees)
-    assert [h.size for h in made.heads][1:] == [11] * (LANES - 1)
-
-
-def _fill_more(db: sa.Engine, points: dict[int, str]) -> None:
-    from tests.test_lanes import _decision_event
-    from warden.store.recorder import Change, Recorder
-
-    recorder = Recorder(db)
-    try:
-        for n in range(2):
-            recorder.record(Change(events=[_decision_event(p, 50 + n) for p in points.values()]))
-    finally:
-        recorder.close()
+    with lanes_db.connect() as conn:
+        proof = prove_event(conn, made, 2, 7, trees)
+        consistency = lane_consistency(conn, 2, 300, 310, trees)
+    assert sum(read) < 4 * 64, read
+    origin = made.origin
+    assert check_lane_proof(proof, Verifier(origin, key.public.raw)) is None
+    assert merkle.verify_consistency(300, 310, first.heads[2].root, made.heads[2].root, consistency)
 
 
 # -- property: random lane histories, random edits behind the server's back -------------------

@@ -13,7 +13,12 @@ from warden.errors import InvalidRequest
 from warden.ledger import merkle
 from warden.ledger import note as notes
 from warden.ledger.keys import PublicKey, SigningKey
-from warden.ledger.lanecheckpoint import LanesCheckpoint, make_lanes_checkpoint, prove_event
+from warden.ledger.lanecheckpoint import (
+    LanesCheckpoint,
+    LaneTrees,
+    make_lanes_checkpoint,
+    prove_event,
+)
 from warden.ledger.lanes import LaneProof, StoredLanes, check_lane_proof, parse_index_body, stored
 
 if TYPE_CHECKING:
@@ -51,7 +56,8 @@ def build_lane_bundle(
             field="decision_id",
         )
     with db.connect() as conn:
-        proofs = [prove_event(conn, checkpoint, lane, seq) for seq in seqs]
+        trees = LaneTrees()
+        proofs = [prove_event(conn, checkpoint, lane, seq, trees) for seq in seqs]
     return {
         "format": LANES_FORMAT,
         "decision_id": decision_id,

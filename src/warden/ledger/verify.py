@@ -45,7 +45,12 @@ from warden.ledger.statepass import (
 )
 from warden.ledger.tree import TILE, LedgerDamaged, LedgerTree, TiledFrontier
 from warden.ledger.trust import ROTATED, KeyChain, Rotation, rotation
-from warden.store.schema import checkpoint_cosignatures, ledger_head, ledger_tiles
+from warden.store.schema import (
+    checkpoint_cosignatures,
+    lane_tiles,
+    ledger_head,
+    ledger_tiles,
+)
 
 Progress = Callable[[int, int], None]
 Row = tuple[Any, ...]
@@ -970,6 +975,14 @@ def verify_lanes(
             if chain.broken is not None
             else _head_problems(head_seq, head_chain, chain.verified, chain.last_chain)
         )
+        if not found:  # the lane's stored tiles are derived data: each must match its events
+            tiles = {
+                int(t): h
+                for t, h in conn.execute(
+                    sa.select(lane_tiles.c.tile, lane_tiles.c.hash).where(lane_tiles.c.lane == lane)
+                ).all()
+            }
+            found = _tile_problems(tiles, chain)
         problems = [
             Break(p.kind, p.seq, f"lane {lane}: {p.message}", p.last_seq, p.checkpoint, lane)
             for p in found
