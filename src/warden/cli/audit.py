@@ -272,6 +272,13 @@ def _print_report(report: Report, trusted: list[keys.PublicKey], explicit: bool)
                 f"   witnesses: checkpoint {report.cosigned:,} is cosigned (newest by {by})",
                 highlight=False,
             )
+        for lane_no, cosigned in sorted(report.lanes_cosigned.items()):
+            seen = report.lanes_witnesses.get(lane_no, {})
+            by = ", ".join(f"{name} at {at:,}" for name, at in sorted(seen.items()))
+            out.print(
+                f"   witnesses: lane {lane_no} is cosigned at {cosigned:,} (newest by {by})",
+                highlight=False,
+            )
         if report.witnessed:
             out.print(f"   witnessed: {report.witnessed} checkpoints match", highlight=False)
         return
@@ -351,6 +358,28 @@ def lanes_checkpoint() -> None:
             "lane_notes": made.lane_notes,
         }
     )
+    _cosign_lanes(made)
+
+
+def _cosign_lanes(made: Any) -> None:
+    """Ask the witnesses of WARDEN_WITNESSES to cosign each lane above 0; exit 1 if one does not."""
+    from warden.ledger.witnessing import Submitter, from_env
+
+    try:
+        targets = from_env()
+    except WardenError as error:
+        _fail(error)
+    if not targets:
+        return
+    db = context.database(context.settings())
+    try:
+        results = Submitter(db, targets).submit_lanes(made)
+    finally:
+        db.dispose()
+    for name, outcome in results.items():
+        err.print(f"witness {name}: {outcome}", highlight=False)
+    if any(not outcome.startswith("cosigned") for outcome in results.values()):
+        raise typer.Exit(1)
 
 
 def _cosign(cp: checkpoints.Checkpoint) -> None:
@@ -623,20 +652,28 @@ def public_key(
         typer.Option(
             "--note",
             help="Print the C2SP verifier key (origin+keyhash+base64) that witnesses and "
-            "signed-note tools take, instead of the PEM.",
+            "signed-note tools take, instead of the PEM; with several lanes, one per lane "
+            "(lane k's origin is ORIGIN/lane/k), lane 0 first.",
         ),
     ] = False,
 ) -> None:
     """Print the ledger's public key (PEM), for auditors and `check-proof`."""
+    from warden.ledger.lanes import lane_count, lane_origin
+
     db = context.database(context.settings())
     try:
         public = _signing_key(db).public
         origin = identity.ensure_origin(db)
+        with db.connect() as conn:
+            lanes = lane_count(conn)
     finally:
         db.dispose()
     text = public.pem()
     if as_note:
-        text = note.Verifier(origin, public.raw).vkey() + "\n"
+        text = "".join(
+            note.Verifier(lane_origin(origin, lane), public.raw).vkey() + "\n"
+            for lane in range(lanes)
+        )
     if output is None:
         sys.stdout.write(text)
         return

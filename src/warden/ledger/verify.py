@@ -47,6 +47,7 @@ from warden.ledger.tree import TILE, LedgerDamaged, LedgerTree, TiledFrontier
 from warden.ledger.trust import ROTATED, KeyChain, Rotation, rotation
 from warden.store.schema import (
     checkpoint_cosignatures,
+    lane_cosignatures,
     lane_tiles,
     ledger_head,
     ledger_tiles,
@@ -117,6 +118,10 @@ class Report:
     projection: StateReport | None = None  # the state tables against what the events imply
     lanes: list[dict[str, Any]] = field(default_factory=list)  # lanes above 0: size, root
     vouched_lanes: StoredLanes | None = None  # the newest trusted lanes checkpoint that holds
+    lanes_cosigned: dict[int, int] = field(default_factory=dict)  # lane -> newest size cosigned
+    lanes_witnesses: dict[int, dict[str, int]] = field(
+        default_factory=dict
+    )  # lane -> witness -> size
     phases: dict[str, float] = field(default_factory=dict)  # seconds; state runs beside chain
 
     @property
@@ -148,6 +153,14 @@ class Report:
             "problems": [p.to_dict() for p in self.problems],
             "projection": self.projection.to_dict() if self.projection is not None else None,
             **({"lanes": self.lanes} if self.lanes else {}),
+            **(
+                {
+                    "lanes_cosigned": {str(k): v for k, v in self.lanes_cosigned.items()},
+                    "lanes_witnesses": {str(k): v for k, v in self.lanes_witnesses.items()},
+                }
+                if self.lanes_witnesses or self.lanes_cosigned
+                else {}
+            ),
         }
 
 
@@ -207,6 +220,10 @@ def verify_ledger(
             and not _lanes_checkpoint_problems([cp], keys, chain, other_lanes)
         ]
         report.vouched_lanes = vouched_lanes[-1] if vouched_lanes else None
+        if cosigners:
+            problems += _lane_cosignature_problems(
+                vouched_lanes, read.lane_cosignatures, cosigners, min_cosigners, report, other_lanes
+            )
         unsigned = [lane for lane in other_lanes if lane.events and not lane.problems]
         if require_signed and unsigned and report.vouched_lanes is None:
             problems.append(
@@ -327,6 +344,7 @@ class _Read:
     lane_cps: list[StoredLanes | str] = field(default_factory=list)
     remembered_lanes: StoredLanes | str | None = None
     other_lanes: list[LaneCheck] = field(default_factory=list)
+    lane_cosignatures: Sequence[Any] = ()
 
 
 def _read(
@@ -358,6 +376,13 @@ def _read(
     cosignatures = conn.execute(
         sa.select(checkpoint_cosignatures.c.size, checkpoint_cosignatures.c.line)
     ).all()
+    lane_cosigs = (
+        conn.execute(
+            sa.select(lane_cosignatures.c.lane, lane_cosignatures.c.size, lane_cosignatures.c.line)
+        ).all()
+        if lanes > 1
+        else []
+    )
     tiles = {
         int(t): h
         for t, h in conn.execute(sa.select(ledger_tiles.c.tile, ledger_tiles.c.hash)).all()
@@ -369,7 +394,16 @@ def _read(
     other_lanes = verify_lanes(conn, dialect, lanes, lane_cps) if lanes > 1 else []
     head_at = (int(head.seq), head.chain_hash) if head else (0, GENESIS)
     return _Read(
-        chain, head_at, stored, cosignatures, tiles, lanes, lane_cps, remembered_lanes, other_lanes
+        chain,
+        head_at,
+        stored,
+        cosignatures,
+        tiles,
+        lanes,
+        lane_cps,
+        remembered_lanes,
+        other_lanes,
+        lane_cosigs,
     )
 
 
@@ -924,6 +958,60 @@ def _cosignature_problems(
             "deleted, or did the witnesses refuse a forked history?)",
         )
     ]
+
+
+def _lane_cosignature_problems(
+    vouched: Sequence[StoredLanes],
+    rows: Sequence[Any],
+    cosigners: Sequence[notes.Verifier],
+    needed: int,
+    report: Report,
+    lanes: Sequence[LaneCheck],
+) -> list[Break]:
+    """Every lane above 0 that holds events needs a checkpoint of its own, at a size a vouched
+    lanes checkpoint names (so its root is re-derived here), cosigned by `needed` witnesses."""
+    lines: dict[tuple[int, int], list[notes.Signature]] = {}
+    for lane, size, line in rows:
+        try:
+            signature = notes.parse_signature_line(line.rstrip("\n"))
+        except notes.NoteError:
+            continue
+        lines.setdefault((int(lane), int(size)), []).append(signature)
+    problems = []
+    for check in lanes:
+        if check.problems or not check.events:
+            continue  # a broken lane is named already; an empty one has nothing to vouch for
+        seen: dict[str, int] = {}
+        best: int | None = None
+        for cp in vouched:
+            head = cp.heads[check.lane]
+            signatures = lines.get((check.lane, head.size))
+            if not head.size or not signatures:
+                continue
+            signed = notes.Note(head.body(cp.origin), tuple(signatures))
+            by = [w.name for w in cosigners if notes.cosigned_at(signed, w) is not None]
+            for name in by:
+                seen[name] = max(seen.get(name, 0), head.size)
+            if len(by) >= needed:
+                best = max(best or 0, head.size)
+        report.lanes_witnesses[check.lane] = seen
+        if best is not None:
+            report.lanes_cosigned[check.lane] = best
+            continue
+        newest = max(seen.values(), default=None)
+        found = f"; the newest cosigned by any of them is {newest}" if newest else ""
+        problems.append(
+            Break(
+                BreakKind.UNVOUCHED,
+                None,
+                f"lane {check.lane}: no checkpoint of the lane is cosigned by {needed} of the "
+                f"{len(cosigners)} witness key(s) given{found}: the witnesses did not vouch for "
+                "this lane (were its cosignatures deleted, or did the witnesses refuse a fork "
+                "of it?)",
+                lane=check.lane,
+            )
+        )
+    return problems
 
 
 @dataclass
