@@ -125,7 +125,11 @@ class Checkpointer:
             return False
         if self._key is None:
             self._key = identity.signing_key(self.db, self.home)
-        made = make_lanes_checkpoint(self.db, self._key, self.lane_trees)
+        try:
+            made = make_lanes_checkpoint(self.db, self._key, self.lane_trees)
+        except identity.KeyChanged:  # rotated by `warden audit rotate-key`: load the new key
+            self._key = identity.signing_key(self.db, self.home)
+            made = make_lanes_checkpoint(self.db, self._key, self.lane_trees)
         if self.submitter is not None:  # each lane above 0 to the witnesses, as lane 0
             self.submitter.submit_lanes(made)
         return True

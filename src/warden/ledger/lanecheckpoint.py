@@ -102,6 +102,13 @@ def make_lanes_checkpoint(
     outside the database): a lane rewritten or truncated since is refused, named, not signed.
     """
     origin = identity.ensure_origin(db)
+    with db.connect() as conn:
+        current = identity.active(conn)
+    if current is not None and current.key_id != key.public.key_id:
+        raise identity.KeyChanged(
+            f"the ledger now signs with key {current.key_id}, not {key.public.key_id}: the key "
+            "was rotated; load the current key"
+        )
     trees = trees or LaneTrees()
     memory = remembered.lanes_path_for(key)
     state = remembered.load_lanes(memory)

@@ -31,7 +31,7 @@ from warden.ledger import note as notes
 from warden.ledger.chain import GENESIS
 from warden.ledger.checkpoint import Checkpoint, all_checkpoints
 from warden.ledger.keys import PublicKey
-from warden.ledger.lanes import StoredLanes, lane_count, parse_index_body, signed_by_any
+from warden.ledger.lanes import StoredLanes, lane_count, parse_index_body
 from warden.ledger.lanes import stored as stored_lanes
 from warden.ledger.projection import StateReport, merged, verify_state
 from warden.ledger.remembered import Remembered
@@ -208,16 +208,22 @@ def verify_ledger(
     report.latest_checkpoint = stored[-1].size if stored else None
     problems: list[Break] = [p for lane in other_lanes for p in lane.problems]
     report.lanes = [lane.summary() for lane in other_lanes]
+    trust = KeyChain(keys, chain.rotations, report.origin)
+    trust.resolve([*stored, *witnessed], lambda cp: chain.roots.get(cp.size) == cp.root_bytes)
+
+    def trusted(cp: StoredLanes) -> bool:
+        return trust.vouches_for_note(cp.note, cp.origin, cp.heads[0].size)
+
     if lanes > 1:
         if isinstance(remembered_lanes, StoredLanes):
             lane_cps = lane_cps[:-1]
-        problems += _lanes_checkpoint_problems(lane_cps, keys, chain, other_lanes)
+        problems += _lanes_checkpoint_problems(lane_cps, trusted, chain, other_lanes)
         vouched_lanes = [
             cp
             for cp in lane_cps
             if isinstance(cp, StoredLanes)
-            and signed_by_any(cp, list(keys))
-            and not _lanes_checkpoint_problems([cp], keys, chain, other_lanes)
+            and trusted(cp)
+            and not _lanes_checkpoint_problems([cp], trusted, chain, other_lanes)
         ]
         report.vouched_lanes = vouched_lanes[-1] if vouched_lanes else None
         if cosigners:
@@ -248,8 +254,6 @@ def verify_ledger(
         problems += _head_problems(head_seq, head_chain, chain.verified, chain.last_chain)
         if not problems:
             report.root = chain.tree.root().hex()
-    trust = KeyChain(keys, chain.rotations, report.origin)
-    trust.resolve([*stored, *witnessed], lambda cp: chain.roots.get(cp.size) == cp.root_bytes)
     report.trusted_keys = sorted(trust.ranges)
     report.rotations = [r.describe() for r in chain.rotations]
     problems += _checkpoint_problems(stored, "checkpoint", trust, chain, tiles)
@@ -1082,7 +1086,7 @@ def verify_lanes(
 
 def _lanes_checkpoint_problems(
     found: Sequence[StoredLanes | str],
-    keys: Sequence[PublicKey],
+    trusted: Callable[[StoredLanes], bool],
     control: ChainPass,
     others: Sequence[LaneCheck],
 ) -> list[Break]:
@@ -1097,7 +1101,7 @@ def _lanes_checkpoint_problems(
         if isinstance(cp, str):
             problems.append(Break(BreakKind.CHECKPOINT_MISMATCH, None, cp))
             continue
-        if not signed_by_any(cp, list(keys)):
+        if not trusted(cp):
             problems.append(
                 Break(
                     BreakKind.CHECKPOINT_MISMATCH,
@@ -1160,9 +1164,7 @@ def _remembered_lanes_problems(
     if isinstance(found, str):
         return [Break(BreakKind.FORKED, None, found)]
     problems = []
-    for problem in _lanes_checkpoint_problems([found], [], control, others):
-        if problem.kind == BreakKind.CHECKPOINT_MISMATCH and "trusted" in problem.message:
-            continue  # the auditor's own memory: its signature was checked when remembered
+    for problem in _lanes_checkpoint_problems([found], lambda _: True, control, others):
         kind = BreakKind.FORKED if problem.kind == BreakKind.CHECKPOINT_MISMATCH else problem.kind
         message = problem.message.replace(
             "lanes checkpoint 0", "the remembered lanes checkpoint"
