@@ -25,7 +25,7 @@ from tests import test_lanes
 from tests.test_lanes import LANES, _fill, _lane_rows, _tamper
 from warden.cli.app import app
 from warden.ledger import merkle, remembered
-from warden.ledger.chain import GENESIS, leaf_hash, next_chain_hash
+from warden.ledger.chain import GENESIS, EventDraft, seal
 from warden.ledger.checkpointer import Checkpointer
 from warden.ledger.keys import load_or_create
 from warden.ledger.lanecheckpoint import LaneTrees, make_lanes_checkpoint
@@ -152,20 +152,16 @@ def test_a_new_process_signs_and_proves_a_long_lane_from_its_stored_tiles(
 
 
 def _lane_row(lane: int, seq: int, text: str, prev: str) -> dict[str, Any]:
-    place = f'"lane":{lane},' if lane else ""
-    body = f'{{"actor":"a",{place}"payload":{{"x":"{text}"}},"seq":{seq},"type":"t"}}'
-    leaf = leaf_hash(body.encode())
-    return {
-        "lane": lane,
-        "seq": seq,
-        "type": "t",
-        "actor": "a",
-        "ts": datetime(2026, 12, 1, tzinfo=UTC),
-        "body": body,
-        "prev_hash": prev,
-        "leaf_hash": leaf.hex(),
-        "chain_hash": next_chain_hash(prev, leaf),
-    }
+    """A sealed event of `lane` as the writer would store it (columns matching its body)."""
+    draft = EventDraft(
+        "test.lane",
+        "a",
+        {"x": text},
+        point=f"p{lane}" if lane else None,
+        decision_id=f"d-{lane}-{seq}" if lane else None,
+        ts=datetime(2026, 12, 1, tzinfo=UTC),
+    )
+    return seal(seq, prev, draft, lane).row()
 
 
 def _write_lanes(conn: sa.Connection, texts: list[list[str]]) -> None:

@@ -189,13 +189,14 @@ def verify_ledger(
     began = time.perf_counter()
     report = Report(witnessed=len(witnessed))
     jobs = _state_jobs(db, parallel, projection)
+    lane_jobs = _lane_jobs(db, parallel, state)
     try:
-        with shared_snapshot(db, jobs) as conn:
-            read = _read(conn, db.dialect.name, report, witnessed, state, progress)
+        with shared_snapshot(db, [*jobs, *lane_jobs]) as conn:
+            read = _read(conn, db.dialect.name, report, witnessed, state, progress, lane_jobs)
             if projection:
                 report.projection = _state(conn, db.dialect.name, jobs)
     finally:
-        for job in jobs:
+        for job in [*jobs, *lane_jobs]:
             job.close()
     chain, stored, cosignatures, tiles = read.chain, read.stored, read.cosignatures, read.tiles
     head_seq, head_chain = read.head
@@ -323,6 +324,39 @@ def _state_jobs(db: sa.Engine, parallel: bool | None, projection: bool) -> list[
     return jobs
 
 
+def _lane_jobs(db: sa.Engine, parallel: bool | None, state: Remembered | None) -> list[StateJob]:
+    """Processes that verify the lanes above 0 beside lane 0's pass in this one, a share of
+    the lanes each (lanes are independent chains), when the ledger has several lanes and that
+    pays (or `parallel` asks for it). Each adopts this process's snapshot."""
+    cores = os.cpu_count() or 1
+    if parallel is False or db.dialect.name != "postgresql" or not can_share(db):
+        return []
+    with db.connect() as conn:
+        lanes = lane_count(conn)
+        if lanes < 2:
+            return []
+        if parallel is None:
+            above = conn.exec_driver_sql("SELECT count(*) FROM events WHERE lane > 0").scalar()
+            if cores < 2 or int(above or 0) < PARALLEL_FROM:
+                return []
+    remembered = _remembered_lanes(state)
+    extra = (
+        tuple((h.lane, h.size) for h in remembered.heads)
+        if isinstance(remembered, StoredLanes)
+        else ()
+    )
+    shares = min(max(1, cores - 1), 4, lanes - 1)
+    jobs: list[StateJob] = []
+    try:
+        for share in range(shares):
+            jobs.append(StateJob(db, LanesPart(tuple(range(1 + share, lanes, shares)), extra)))
+    except (StateJobFailed, OSError):
+        for job in jobs:
+            job.close()
+        return []  # verified in this process instead
+    return jobs
+
+
 def _state(conn: sa.Connection, dialect: str, jobs: Sequence[StateJob]) -> StateReport:
     if not jobs:
         return verify_state(conn, dialect)
@@ -358,8 +392,10 @@ def _read(
     witnessed: Sequence[Checkpoint],
     state: Remembered | None,
     progress: Progress | None,
+    lane_jobs: Sequence[StateJob] = (),
 ) -> _Read:
-    """Head, checkpoints, cosignatures and tiles, then the chain pass over every event."""
+    """Head, checkpoints, cosignatures and tiles, then the chain pass over every event (lanes
+    above 0 in `lane_jobs`' processes when there are any, else here)."""
     report.origin = identity.origin(conn)
     head = conn.execute(
         sa.select(ledger_head.c.seq, ledger_head.c.chain_hash).where(ledger_head.c.id == 1)
@@ -395,7 +431,7 @@ def _read(
     began = time.perf_counter()
     chain.run(event_batches(conn, dialect, lane=0 if lanes > 1 else None))
     chain.seconds = time.perf_counter() - began
-    other_lanes = verify_lanes(conn, dialect, lanes, lane_cps) if lanes > 1 else []
+    other_lanes = _other_lanes(conn, dialect, lanes, lane_cps, lane_jobs) if lanes > 1 else []
     head_at = (int(head.seq), head.chain_hash) if head else (0, GENESIS)
     return _Read(
         chain,
@@ -1037,14 +1073,71 @@ class LaneCheck:
         }
 
 
+@dataclass(frozen=True)
+class LanesPart:
+    """A share of the lanes above 0 for another process to verify, with the (lane, size) pairs
+    of the auditor's remembered lanes checkpoint (the stored ones it reads itself)."""
+
+    lanes: tuple[int, ...]
+    remembered: tuple[tuple[int, int], ...] = ()
+
+
+def verify_lanes_part(conn: sa.Connection, dialect: str, part: LanesPart) -> list[LaneCheck]:
+    """`verify_lanes` over one share, as a child process runs it in the parent's snapshot."""
+    extra = [part.remembered] if part.remembered else []
+    sizes = _lane_sizes(stored_lanes(conn), extra)
+    return verify_lanes(conn, dialect, lane_count(conn), only=part.lanes, sizes=sizes)
+
+
+def _other_lanes(
+    conn: sa.Connection,
+    dialect: str,
+    lanes: int,
+    lane_cps: Sequence[StoredLanes | str],
+    jobs: Sequence[StateJob],
+) -> list[LaneCheck]:
+    """Every lane above 0, from the jobs' processes; a job that failed has its share done here,
+    in the same snapshot."""
+    if not jobs:
+        return verify_lanes(conn, dialect, lanes, lane_cps)
+    sizes = _lane_sizes(lane_cps)
+    found: list[LaneCheck] = []
+    for job in jobs:
+        assert isinstance(job.part, LanesPart)
+        try:
+            found += job.result()  # type: ignore[arg-type]
+        except StateJobFailed:
+            found += verify_lanes(conn, dialect, lanes, only=job.part.lanes, sizes=sizes)
+    return sorted(found, key=lambda check: check.lane)
+
+
+def _lane_sizes(
+    checkpoints: Sequence[StoredLanes | str], extra: Sequence[Sequence[tuple[int, int]]] = ()
+) -> dict[int, set[int]]:
+    """Every lane's sizes that some lanes checkpoint names, so its root is kept at each."""
+    sizes: dict[int, set[int]] = {}
+    for cp in checkpoints:
+        if isinstance(cp, StoredLanes):
+            for head in cp.heads:
+                sizes.setdefault(head.lane, set()).add(head.size)
+    for pairs in extra:
+        for lane, size in pairs:
+            sizes.setdefault(lane, set()).add(size)
+    return sizes
+
+
 def verify_lanes(
     conn: sa.Connection,
     dialect: str,
     lanes: int,
     checkpoints: Sequence[StoredLanes | str] = (),
+    *,
+    only: Sequence[int] | None = None,
+    sizes: dict[int, set[int]] | None = None,
 ) -> list[LaneCheck]:
-    """Lanes 1 .. lanes-1, each on its own: a break in one names its lane and spares the rest.
-    The root of each lane is kept at every size a lanes checkpoint names."""
+    """Lanes 1 .. lanes-1 (or `only` those), each on its own: a break in one names its lane and
+    spares the rest. The root of each lane is kept at every size a lanes checkpoint names."""
+    sizes = sizes if sizes is not None else _lane_sizes(checkpoints)
     heads = {
         int(id_) - 1: (int(seq), chain_hash)
         for id_, seq, chain_hash in conn.execute(
@@ -1052,15 +1145,10 @@ def verify_lanes(
         ).all()
     }
     checks = []
-    for lane in range(1, lanes):
+    for lane in only if only is not None else range(1, lanes):
         head_seq, head_chain = heads.get(lane, (0, GENESIS))
         last = conn.exec_driver_sql(f"SELECT max(seq) FROM events WHERE lane = {lane}").scalar()
-        sizes = {
-            cp.heads[lane].size
-            for cp in checkpoints
-            if isinstance(cp, StoredLanes) and len(cp.heads) > lane
-        }
-        chain = ChainPass(sizes, int(last or 0), None, lane=lane)
+        chain = ChainPass(sizes.get(lane, set()), int(last or 0), None, lane=lane)
         chain.run(event_batches(conn, dialect, lane=lane))
         found = (
             [chain.broken]
