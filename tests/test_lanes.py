@@ -22,12 +22,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from warden.ledger import lanes as lanes_mod
-from warden.ledger import merkle
+from warden.ledger import merkle, remembered
 from warden.ledger import note as notes
 from warden.ledger.chain import GENESIS, EventDraft, leaf_hash, next_chain_hash
 from warden.ledger.keys import load_or_create
 from warden.ledger.lanecheckpoint import lane_consistency, make_lanes_checkpoint, prove_event
 from warden.ledger.lanes import LaneHead, LaneProof, check_lane_proof, lane_of
+from warden.ledger.remembered import LedgerForked
 from warden.ledger.verify import verify_ledger
 from warden.store.database import create_engine, migrate
 from warden.store.rawsql import RawStatements
@@ -408,6 +409,10 @@ def test_a_fork_in_one_lane_fails_that_lanes_consistency_proof_only(
             recorder.record(Change(events=[_decision_event(p, 100 + n) for p in points.values()]))
     finally:
         recorder.close()
+    with pytest.raises(LedgerForked, match=f"lane {forked} "):  # the signer remembers
+        make_lanes_checkpoint(lanes_db, key)
+    # someone who can also replace the signer's memory gets the fork signed; the proofs tell
+    remembered.lanes_path_for(key).unlink()
     new = make_lanes_checkpoint(lanes_db, key)
     with lanes_db.connect() as conn:
         proofs = [

@@ -14,6 +14,7 @@ from warden.engine import Engine
 from warden.errors import Conflict, InvalidRequest
 from warden.ledger import checkpoint as checkpoints
 from warden.ledger import identity, keys, note
+from warden.ledger.laneproof import lane_consistency_between, parse_since_lanes
 from warden.ledger.proof import build_bundle, consistency_between
 from warden.ledger.tree import LedgerTree
 from warden.ledger.verify import verify_ledger
@@ -96,6 +97,15 @@ async def proof(
         int | None,
         Query(ge=1, description="also prove the ledger extends the checkpoint of this size"),
     ] = None,
+    since_lanes: Annotated[
+        str | None,
+        Query(
+            max_length=4096,
+            description="for a decision in a lane above 0: every lane's size at the lanes "
+            "checkpoint the auditor remembers, lane 0 first (`1,3,3`); the bundle then carries "
+            "each lane's consistency proof from there",
+        ),
+    ] = None,
 ) -> FastJSONResponse:
     """A self-contained proof bundle of the decision's events, checkable offline with
     `warden audit check-proof`, against the newest signed checkpoint. A read never signs: when
@@ -106,9 +116,10 @@ async def proof(
     decision = await run_in_threadpool(engine.get, decision_id)
     require_decision(who, AUDITORS, decision)
     tree = _tree(request)
+    sizes = parse_since_lanes(since_lanes) if since_lanes is not None else None
     try:
         bundle = await run_in_threadpool(
-            build_bundle, engine.db, decision_id, tree=tree, since=since
+            build_bundle, engine.db, decision_id, tree=tree, since=since, since_lanes=sizes
         )
     except InvalidRequest as error:
         if not error.message.startswith("no checkpoint covers"):
@@ -122,12 +133,25 @@ async def consistency(
     request: Request,
     old: Annotated[int, Query(ge=1, le=MAX_INT64, description="size of the older checkpoint")],
     new: Annotated[int, Query(ge=1, le=MAX_INT64, description="size of the newer checkpoint")],
+    lane: Annotated[
+        int,
+        Query(
+            ge=0,
+            le=255,
+            description="of this lane: `old` and `new` are its sizes at two signed lanes "
+            "checkpoints (each side carries its signed lanes checkpoint note)",
+        ),
+    ] = 0,
 ) -> FastJSONResponse:
-    """The RFC 9162 consistency proof that checkpoint `new` extends checkpoint `old`."""
+    """The RFC 9162 consistency proof that checkpoint `new` extends checkpoint `old` (of lane
+    `lane`, on a ledger with several lanes)."""
     _auditor(request)
-    result = await run_in_threadpool(
-        consistency_between, _engine(request).db, old, new, _tree(request)
-    )
+    db = _engine(request).db
+    if lane:
+        return FastJSONResponse(
+            await run_in_threadpool(lane_consistency_between, db, lane, old, new)
+        )
+    result = await run_in_threadpool(consistency_between, db, old, new, _tree(request))
     return FastJSONResponse(result)
 
 

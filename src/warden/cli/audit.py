@@ -15,10 +15,11 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
 from warden.cli import context
-from warden.errors import WardenError
+from warden.errors import InvalidRequest, WardenError
 from warden.ledger import checkpoint as checkpoints
 from warden.ledger import identity, keys, note, remembered, witness
 from warden.ledger.export import ExportFilter, export_events
+from warden.ledger.laneproof import LANES_FORMAT, lane_consistency_between, parse_since_lanes
 from warden.ledger.projection import StateReport
 from warden.ledger.proof import build_bundle, check_bundle, consistency_between
 from warden.ledger.tree import LedgerTree
@@ -272,6 +273,13 @@ def _print_report(report: Report, trusted: list[keys.PublicKey], explicit: bool)
                 f"   witnesses: checkpoint {report.cosigned:,} is cosigned (newest by {by})",
                 highlight=False,
             )
+        for lane_no, cosigned in sorted(report.lanes_cosigned.items()):
+            seen = report.lanes_witnesses.get(lane_no, {})
+            by = ", ".join(f"{name} at {at:,}" for name, at in sorted(seen.items()))
+            out.print(
+                f"   witnesses: lane {lane_no} is cosigned at {cosigned:,} (newest by {by})",
+                highlight=False,
+            )
         if report.witnessed:
             out.print(f"   witnessed: {report.witnessed} checkpoints match", highlight=False)
         return
@@ -351,6 +359,28 @@ def lanes_checkpoint() -> None:
             "lane_notes": made.lane_notes,
         }
     )
+    _cosign_lanes(made)
+
+
+def _cosign_lanes(made: Any) -> None:
+    """Ask the witnesses of WARDEN_WITNESSES to cosign each lane above 0; exit 1 if one does not."""
+    from warden.ledger.witnessing import Submitter, from_env
+
+    try:
+        targets = from_env()
+    except WardenError as error:
+        _fail(error)
+    if not targets:
+        return
+    db = context.database(context.settings())
+    try:
+        results = Submitter(db, targets).submit_lanes(made)
+    finally:
+        db.dispose()
+    for name, outcome in results.items():
+        err.print(f"witness {name}: {outcome}", highlight=False)
+    if any(not outcome.startswith("cosigned") for outcome in results.values()):
+        raise typer.Exit(1)
 
 
 def _cosign(cp: checkpoints.Checkpoint) -> None:
@@ -404,6 +434,15 @@ def prove(
             "the auditor's state file)."
         ),
     ] = None,
+    since_lanes: Annotated[
+        str | None,
+        typer.Option(
+            "--since-lanes",
+            help="For a decision in a lane above 0: also prove that every lane extends the "
+            "lanes checkpoint of these sizes, lane 0 first (e.g. 1,3,3: the one in the "
+            "auditor's state file, as verify prints it).",
+        ),
+    ] = None,
 ) -> None:
     """Write a self-contained proof of a decision's events, checkable offline."""
     from warden.cli.tables import resolve_prefix
@@ -414,16 +453,25 @@ def prove(
         with db.connect() as conn:
             decision_id = resolve_prefix(conn, decisions.c.id, decision_id)
         target = output or Path(f"proof-{decision_id}.json")
-        bundle = build_bundle(db, decision_id, signer=lambda: _signing_key(db), since=since)
+        sizes = parse_since_lanes(since_lanes) if since_lanes is not None else None
+        bundle = build_bundle(
+            db, decision_id, signer=lambda: _signing_key(db), since=since, since_lanes=sizes
+        )
     except WardenError as error:
         _fail(error, 1)
     finally:
         db.dispose()
     target.write_bytes(orjson.dumps(bundle, option=orjson.OPT_INDENT_2) + b"\n")
-    cp = bundle["checkpoint"]
+    if "checkpoint" in bundle:
+        cp = bundle["checkpoint"]
+        against = f"checkpoint {cp['size']} (key {cp['key_id']})"
+    else:
+        against = f"the signed lanes checkpoint, in lane {bundle['lane']}"
+    if "consistency" in bundle:
+        against += ", with the consistency proof from your remembered checkpoint"
     err.print(
         f"wrote {target}: {len(bundle['events'])} event(s) of decision {decision_id}, proved "
-        f"against checkpoint {cp['size']} (key {cp['key_id']})",
+        f"against {against}",
         highlight=False,
     )
     err.print(
@@ -461,10 +509,26 @@ def check_proof(
     except orjson.JSONDecodeError as exc:
         err.print(f"[red]error:[/red] {file} is not JSON: {exc}", highlight=False)
         raise typer.Exit(2) from None
+    lanes_bundle = isinstance(bundle, dict) and bundle.get("format") == LANES_FORMAT
+    if state_file and lanes_bundle and state is None:
+        _fail(
+            InvalidRequest(
+                f"{state_file} does not exist yet: a proof across lanes moves a state file "
+                "forward but cannot start one (it holds no checkpoint of lane 0 alone); start "
+                f"it with `warden audit verify --public-key KEY --state {state_file}`"
+            )
+        )
     result = check_bundle(bundle, key, state=state)
     cp = result.checkpoint
     if state_file and result.ok and cp and (state is None or cp.size > state.size):
-        remembered.save(state_file, result.origin, cp)
+        remembered.save(state_file, result.origin, cp, state.lanes_note if state else None)
+    if state_file and result.ok and state is not None and result.lanes_note is not None:
+        remembered.save(
+            state_file,
+            state.origin,
+            checkpoints.Checkpoint.from_dict(state.checkpoint),
+            result.lanes_note,
+        )
     if as_json:
         _print_json(result.to_dict())
     elif result.ok and result.lane_size is not None:
@@ -499,10 +563,21 @@ def consistency(
     old: Annotated[int, typer.Argument(help="Size of the older checkpoint.")],
     new: Annotated[int, typer.Argument(help="Size of the newer checkpoint.")],
     public_key: PublicKeyOption = None,
+    lane: Annotated[
+        int,
+        typer.Option(
+            "--lane",
+            min=0,
+            help="Of this lane (a ledger with several lanes): OLD and NEW are the lane's sizes "
+            "at two signed lanes checkpoints.",
+        ),
+    ] = 0,
 ) -> None:
     """Prove that checkpoint NEW extends checkpoint OLD: nothing before OLD was changed."""
     trusted = {k.key_id: k for k in _trusted(public_key)}
     db = context.database(context.settings())
+    if lane:
+        _lane_consistency(db, lane, old, new, list(trusted.values()))
     try:
         result = consistency_between(db, old, new, LedgerTree())
     except WardenError as error:
@@ -515,6 +590,28 @@ def consistency(
         key = trusted.get(cp.key_id)
         if key is None or not cp.signed_by(key):
             problems.append(f"checkpoint {cp.size} is not signed by a trusted key")
+    result["verified"] = not problems
+    result["problems"] = problems
+    _print_json(result)
+    raise typer.Exit(0 if not problems else 1)
+
+
+def _lane_consistency(db: Any, lane: int, old: int, new: int, trusted: list[Any]) -> NoReturn:
+    try:
+        result = lane_consistency_between(db, lane, old, new)
+    except WardenError as error:
+        _fail(error)
+    finally:
+        db.dispose()
+    problems = list(result["problems"])
+    for which in ("old", "new"):
+        signed = note.parse_note(result[which]["note"])
+        verifiers = [note.Verifier(result["origin"], k.raw) for k in trusted]
+        if not any(signed.signed_by(v) for v in verifiers):
+            problems.append(
+                f"the lanes checkpoint of lane {lane} at {result[which]['size']} is not signed "
+                "by a trusted key"
+            )
     result["verified"] = not problems
     result["problems"] = problems
     _print_json(result)
@@ -623,20 +720,28 @@ def public_key(
         typer.Option(
             "--note",
             help="Print the C2SP verifier key (origin+keyhash+base64) that witnesses and "
-            "signed-note tools take, instead of the PEM.",
+            "signed-note tools take, instead of the PEM; with several lanes, one per lane "
+            "(lane k's origin is ORIGIN/lane/k), lane 0 first.",
         ),
     ] = False,
 ) -> None:
     """Print the ledger's public key (PEM), for auditors and `check-proof`."""
+    from warden.ledger.lanes import lane_count, lane_origin
+
     db = context.database(context.settings())
     try:
         public = _signing_key(db).public
         origin = identity.ensure_origin(db)
+        with db.connect() as conn:
+            lanes = lane_count(conn)
     finally:
         db.dispose()
     text = public.pem()
     if as_note:
-        text = note.Verifier(origin, public.raw).vkey() + "\n"
+        text = "".join(
+            note.Verifier(lane_origin(origin, lane), public.raw).vkey() + "\n"
+            for lane in range(lanes)
+        )
     if output is None:
         sys.stdout.write(text)
         return

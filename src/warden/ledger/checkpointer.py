@@ -63,9 +63,11 @@ class Checkpointer:
         self.witness_target = witness_target
         self.poll = min(poll, seconds)
         self.tree = LedgerTree()
-        self.submitter = Submitter(db, witnesses, self.tree) if witnesses else None
-        self.made = 0
         self.lane_trees = LaneTrees()
+        self.submitter = (
+            Submitter(db, witnesses, self.tree, lane_trees=self.lane_trees) if witnesses else None
+        )
+        self.made = 0
         self._lanes = 0  # the ledger's lanes, read at the first tick
         self._key: SigningKey | None = None
         self._stop = threading.Event()
@@ -123,7 +125,13 @@ class Checkpointer:
             return False
         if self._key is None:
             self._key = identity.signing_key(self.db, self.home)
-        make_lanes_checkpoint(self.db, self._key, self.lane_trees)
+        try:
+            made = make_lanes_checkpoint(self.db, self._key, self.lane_trees)
+        except identity.KeyChanged:  # rotated by `warden audit rotate-key`: load the new key
+            self._key = identity.signing_key(self.db, self.home)
+            made = make_lanes_checkpoint(self.db, self._key, self.lane_trees)
+        if self.submitter is not None:  # each lane above 0 to the witnesses, as lane 0
+            self.submitter.submit_lanes(made)
         return True
 
     def _lane_0_tick(self, now: float, last_at: float) -> Checkpoint | None:

@@ -1,20 +1,21 @@
 """Signing and reading lanes checkpoints: every lane's size and root at one moment, one note.
 
 The heads are read in one snapshot, so the checkpoint is a consistent cut: a barrier (a
-transaction that spans every lane) is wholly in it or wholly out. Lane 0's root comes from the
-stored tree (tiles); the other lanes' roots are hashed from their leaves.
+transaction that spans every lane) is wholly in it or wholly out. Every lane's root comes from
+its stored tree (tiles), so a checkpoint hashes only what its lanes gained.
 """
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import sqlalchemy as sa
 
 from warden.errors import InvalidRequest
-from warden.ledger import identity, merkle
+from warden.ledger import identity, remembered
 from warden.ledger import note as notes
 from warden.ledger.keys import SigningKey
 from warden.ledger.lanes import (
@@ -26,50 +27,48 @@ from warden.ledger.lanes import (
     parse_index_body,
     sign_lanes,
 )
-from warden.ledger.tree import LedgerTree
+from warden.ledger.tree import LedgerDamaged, LedgerTree
 from warden.ledger.verify import snapshot
 from warden.store.database import write_connection
 from warden.store.schema import events, lane_checkpoints, ledger_head
 
-_LEAVES = sa.text("SELECT leaf_hash FROM events WHERE lane = :lane AND seq <= :size ORDER BY seq")
-_NEW_LEAVES = sa.text(
-    "SELECT seq, leaf_hash FROM events WHERE lane = :lane AND seq > :start AND seq <= :size "
-    "ORDER BY seq"
-)
-
 
 class LaneTrees:
-    """The running Merkle frontier of each lane above 0, so a lanes checkpoint hashes only the
-    leaves added since the last one (the first one in a process hashes them all). Derived data:
-    `warden audit verify` re-derives every lane's root at every lanes checkpoint."""
+    """One stored Merkle tree per lane (`LedgerTree`: tiles of 64 events kept in the database,
+    the levels above them in memory), so a lanes checkpoint, a proof or a consistency proof in
+    any lane reads a tile or two of leaves instead of the whole lane, in a new process too.
+    Tiles are derived data: `warden audit verify` re-derives every lane's tiles and roots."""
 
     def __init__(self) -> None:
-        self.control = LedgerTree()
-        self._frontiers: dict[int, tuple[int, merkle.Frontier]] = {}
+        self._trees: dict[int, LedgerTree] = {}
         self._lock = threading.Lock()
 
-    def root(self, conn: sa.Connection, lane: int, size: int) -> bytes:
-        if lane == CONTROL:
-            return self.control.root(conn, size)
+    @property
+    def control(self) -> LedgerTree:
+        return self.tree(CONTROL)
+
+    def tree(self, lane: int) -> LedgerTree:
         with self._lock:
-            have, frontier = self._frontiers.get(lane, (0, merkle.Frontier()))
-            if have > size:  # an older size than the one kept: hash it from the leaves
-                return merkle.root(_lane_leaves(conn, lane, size))
-            rows = conn.execute(_NEW_LEAVES, {"lane": lane, "start": have, "size": size}).all()
-            for offset, (seq, leaf) in enumerate(rows):
-                if seq != have + 1 + offset:
-                    raise InvalidRequest(
-                        f"event {have + 1 + offset} of lane {lane} is missing; run "
-                        "`warden audit verify` to see what happened"
-                    )
-                frontier.append(bytes.fromhex(leaf))
-            if have + len(rows) != size:
-                raise InvalidRequest(
-                    f"lane {lane} holds {have + len(rows)} of its {size} events; run "
-                    "`warden audit verify` to see what happened"
-                )
-            self._frontiers[lane] = (size, frontier)
-            return frontier.root()
+            found = self._trees.get(lane)
+            if found is None:
+                found = self._trees[lane] = LedgerTree(lane)
+            return found
+
+    def store_tiles(self, db: sa.Engine, sizes: Sequence[int]) -> None:
+        """Hash and store every lane's complete tiles below its size not stored yet."""
+        for lane, size in enumerate(sizes):
+            self.tree(lane).store_tiles(db, size)
+
+    def root(self, conn: sa.Connection, lane: int, size: int) -> bytes:
+        return self.tree(lane).root(conn, size)
+
+    def inclusion(self, conn: sa.Connection, lane: int, index: int, size: int) -> list[bytes]:
+        return self.tree(lane).inclusion(conn, index, size)
+
+    def consistency(self, conn: sa.Connection, lane: int, old: int, new: int) -> list[bytes]:
+        if old == 0 or old == new:
+            return []
+        return self.tree(lane).consistency(conn, old, new)
 
 
 @dataclass(frozen=True)
@@ -97,10 +96,34 @@ def lane_heads(conn: sa.Connection, trees: LaneTrees | None = None) -> list[Lane
 def make_lanes_checkpoint(
     db: sa.Engine, key: SigningKey, trees: LaneTrees | None = None
 ) -> LanesCheckpoint:
-    """Sign every lane as it is now, in one snapshot, and store the signed index."""
+    """Sign every lane as it is now, in one snapshot, and store the signed index.
+
+    Every lane must extend the last lanes checkpoint this signer made (remembered beside the key,
+    outside the database): a lane rewritten or truncated since is refused, named, not signed.
+    """
     origin = identity.ensure_origin(db)
-    with snapshot(db) as conn:
-        heads = lane_heads(conn, trees)
+    with db.connect() as conn:
+        current = identity.active(conn)
+    if current is not None and current.key_id != key.public.key_id:
+        raise identity.KeyChanged(
+            f"the ledger now signs with key {current.key_id}, not {key.public.key_id}: the key "
+            "was rotated; load the current key"
+        )
+    trees = trees or LaneTrees()
+    memory = remembered.lanes_path_for(key)
+    state = remembered.load_lanes(memory)
+    try:
+        with db.connect() as conn:
+            trees.store_tiles(db, head_sizes(conn))
+        with snapshot(db) as conn:
+            heads = lane_heads(conn, trees)
+            remembered.check_lanes_extend(
+                memory, origin, heads, lambda lane, size: trees.root(conn, lane, size), state
+            )
+    except LedgerDamaged as exc:  # a lane's events are missing: no tree, no signature
+        if state is None:
+            raise
+        raise remembered.LedgerForked(f"refusing to sign the lanes checkpoint: {exc}") from None
     note, per_lane = sign_lanes(origin, heads, key.key)
     signed_at = datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
     with write_connection(db) as conn, conn.begin():
@@ -109,6 +132,7 @@ def make_lanes_checkpoint(
                 signed_at=signed_at, key_id=key.public.key_id, note=note
             )
         )
+    remembered.remember_lanes(memory, note, heads)
     return LanesCheckpoint(origin, heads, note, per_lane)
 
 
@@ -131,32 +155,24 @@ def head_sizes(conn: sa.Connection) -> list[int]:
     return [int(seq) for _, seq in rows.all()]
 
 
-def _lane_leaves(conn: sa.Connection, lane: int, size: int) -> list[bytes]:
-    leaves = [
-        bytes.fromhex(leaf) for (leaf,) in conn.execute(_LEAVES, {"lane": lane, "size": size}).all()
-    ]
-    if len(leaves) != size:
-        raise InvalidRequest(
-            f"lane {lane} holds {len(leaves)} of its {size} events; run `warden audit verify` "
-            "to see what happened"
-        )
-    return leaves
-
-
-def lane_consistency(conn: sa.Connection, lane: int, old: int, new: int) -> list[bytes]:
+def lane_consistency(
+    conn: sa.Connection, lane: int, old: int, new: int, trees: LaneTrees | None = None
+) -> list[bytes]:
     """The RFC 9162 consistency proof of one lane from size `old` to `new`."""
-    if old == 0 or old == new:
-        return []
-    leaves = _lane_leaves(conn, lane, new)
-    return merkle.consistency_proof(old, new, merkle.MemoryTree(leaves).subtree)
+    return (trees or LaneTrees()).consistency(conn, lane, old, new)
 
 
-def prove_event(conn: sa.Connection, checkpoint: LanesCheckpoint, lane: int, seq: int) -> LaneProof:
+def prove_event(
+    conn: sa.Connection,
+    checkpoint: LanesCheckpoint,
+    lane: int,
+    seq: int,
+    trees: LaneTrees | None = None,
+) -> LaneProof:
     """Event `seq` of `lane` proved against a lanes checkpoint: in its lane, its lane in the index."""
     head = checkpoint.heads[lane]
     if not 1 <= seq <= head.size:
         raise InvalidRequest(f"event {seq} of lane {lane} is not under this lanes checkpoint")
-    leaves = _lane_leaves(conn, lane, head.size)
     body = conn.execute(
         sa.select(events.c.body).where(events.c.lane == lane, events.c.seq == seq)
     ).scalar_one()
@@ -164,7 +180,7 @@ def prove_event(conn: sa.Connection, checkpoint: LanesCheckpoint, lane: int, seq
         body=body,
         lane=lane,
         seq=seq,
-        inclusion=merkle.inclusion_proof(seq - 1, head.size, merkle.MemoryTree(leaves).subtree),
+        inclusion=(trees or LaneTrees()).inclusion(conn, lane, seq - 1, head.size),
         lane_inclusion=index_inclusion(checkpoint.origin, checkpoint.heads, lane),
         index_note=checkpoint.note,
     )

@@ -30,7 +30,6 @@ from warden.errors import InvalidRequest
 from warden.ledger import merkle
 from warden.ledger import note as notes
 from warden.ledger.chain import GENESIS
-from warden.ledger.keys import PublicKey
 from warden.store.schema import events, lane_checkpoints, ledger_head
 
 LANES_ENV = "WARDEN_LEDGER_LANES"
@@ -220,12 +219,6 @@ def stored(conn: sa.Connection) -> list[StoredLanes | str]:
             continue
         found.append(StoredLanes(int(id_), origin, heads, parsed))
     return found
-
-
-def signed_by_any(checkpoint: StoredLanes, keys: list[PublicKey]) -> bool:
-    return any(
-        checkpoint.note.signed_by(notes.Verifier(checkpoint.origin, key.raw)) for key in keys
-    )
 
 
 # -- proofs across lanes -------------------------------------------------------------------

@@ -9,7 +9,7 @@ along one history.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,8 +37,9 @@ def build_bundle(
     tree: LedgerTree | None = None,
     signer: Callable[[], SigningKey] | None = None,
     since: int | None = None,
+    since_lanes: Sequence[int] | None = None,
 ) -> dict[str, Any]:
-    """The proof bundle of one decision, against the newest checkpoint.
+    """The proof bundle of one decision, against the newest checkpoint (of its lane).
 
     When no checkpoint covers the decision's last event yet, `signer` (if given) makes one.
     """
@@ -55,13 +56,22 @@ def build_bundle(
     if rows[0].lane:  # a decision in a lane above 0: proved against a lanes checkpoint
         if since is not None:
             raise InvalidRequest(
-                "a consistency proof from a remembered checkpoint is not made for lanes yet; "
-                "ask without since",
+                f"decision '{decision_id}' is in lane {rows[0].lane}: its proof is against a "
+                "lanes checkpoint, so give since_lanes (every lane's size at the lanes "
+                "checkpoint you remember, e.g. 1,3,3) instead of since",
                 field="since",
             )
         from warden.ledger.laneproof import build_lane_bundle
 
-        return build_lane_bundle(db, decision_id, rows[0].lane, [r.seq for r in rows], signer)
+        return build_lane_bundle(
+            db, decision_id, rows[0].lane, [r.seq for r in rows], signer, since_lanes
+        )
+    if since_lanes is not None:
+        raise InvalidRequest(
+            f"decision '{decision_id}' is in lane 0: its proof is against an ordinary "
+            "checkpoint, so give since (its size) instead of since_lanes",
+            field="since_lanes",
+        )
     if cp is None:
         if signer is None:
             raise InvalidRequest(
@@ -110,6 +120,7 @@ class BundleCheck:
     problems: list[str] = field(default_factory=list)
     origin: str | None = None
     lane_size: int | None = None  # a lanes proof: the size of its lane at its checkpoint
+    lanes_note: str | None = None  # a lanes proof that holds: its signed lanes checkpoint
 
     @property
     def ok(self) -> bool:
@@ -130,12 +141,7 @@ def check_bundle(bundle: Any, key: PublicKey, *, state: Remembered | None = None
     `state` that its checkpoint extends the remembered one."""
     result = BundleCheck()
     if isinstance(bundle, dict) and bundle.get("format") == LANES_FORMAT:
-        if state is not None:
-            result.problems.append(
-                "the auditor's state is not kept for proofs across lanes yet; check without --state"
-            )
-            return result
-        check_lane_bundle(bundle, key, result)
+        check_lane_bundle(bundle, key, result, state)
         return result
     if not isinstance(bundle, dict) or bundle.get("format") != FORMAT:
         result.problems.append(f"not a Warden proof bundle (format must be {FORMAT!r})")

@@ -15,7 +15,7 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -24,15 +24,20 @@ import orjson
 import sqlalchemy as sa
 
 from warden.errors import Conflict, InvalidRequest
+from warden.ledger import note as notes
+from warden.ledger.lanes import parse_index_body
 from warden.ledger.merkle import verify_consistency
 
 if TYPE_CHECKING:
     from warden.ledger.checkpoint import Checkpoint
     from warden.ledger.keys import SigningKey
+    from warden.ledger.lanes import LaneHead
     from warden.ledger.tree import LedgerTree
 
 FORMAT = "warden.checkpoint-state/v1"
 SIGNER_FILE = "ledger-signer-state.json"
+LANES_SIGNER_FILE = "ledger-signer-lanes.json"
+LANES_FORMAT = "warden.lanes-signer-state/v1"
 
 
 class LedgerForked(Conflict):
@@ -99,11 +104,15 @@ def save(
     state = Remembered(
         origin, checkpoint.size, checkpoint.root_bytes, checkpoint.to_dict(), lanes_note
     )
+    _write_atomically(path, orjson.dumps(state.to_dict(), option=orjson.OPT_INDENT_2) + b"\n")
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".state-")
     try:
         with os.fdopen(fd, "wb") as handle:
-            handle.write(orjson.dumps(state.to_dict(), option=orjson.OPT_INDENT_2) + b"\n")
+            handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
@@ -169,5 +178,128 @@ def remember(path: Path, origin: str, checkpoint: Checkpoint) -> None:
         return
     try:
         save(path, origin, checkpoint)
+    except OSError:  # a read-only key mount: the database checks still hold
+        return
+
+
+# -- the signer's memory of lanes --------------------------------------------------------------
+#
+# With several lanes the signer also keeps the last lanes checkpoint it signed (each lane's size
+# and root) and refuses to sign another unless every lane extends its remembered one: a lane
+# rewritten, re-hashed or truncated while the server was down is named, not signed.
+
+
+def lanes_path_for(key: SigningKey) -> Path:
+    return key.path.parent / LANES_SIGNER_FILE
+
+
+def load_lanes(path: Path) -> tuple[str, list[LaneHead]] | None:
+    """The origin and lane heads of the last lanes checkpoint this signer made, or None."""
+    try:
+        data = orjson.loads(path.read_bytes())
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise InvalidRequest(
+            f"cannot read the signer's lanes state {path}: {exc.strerror}"
+        ) from None
+    except orjson.JSONDecodeError as exc:
+        raise InvalidRequest(f"the signer's lanes state {path} is not JSON: {exc}") from None
+    try:
+        if not isinstance(data, dict) or data.get("format") != LANES_FORMAT:
+            raise ValueError(f"format must be {LANES_FORMAT!r}")
+        text = data.get("note")
+        if not isinstance(text, str):
+            raise ValueError("note must be the signed lanes checkpoint")
+        origin, heads, _ = parse_index_body(notes.parse_note(text).body)
+    except (ValueError, notes.NoteError) as exc:
+        raise InvalidRequest(
+            f"the signer's lanes state {path} is damaged ({exc}); restore it from a backup of "
+            "the key's directory — deleting it gives up the protection it gives"
+        ) from None
+    return origin, heads
+
+
+def lanes_extend(
+    state: tuple[str, list[LaneHead]],
+    origin: str,
+    heads: Sequence[LaneHead],
+    root_at: Callable[[int, int], bytes],
+) -> list[str]:
+    """Why `heads` (read now) do not extend the remembered lanes, lane by lane; [] if they do.
+
+    `root_at(lane, size)` is the lane's root over its first `size` events as stored now: equal to
+    the remembered root exactly when the lane's tree now is a consistent extension of it (the
+    RFC 9162 consistency proof built from these same leaves holds exactly then).
+    """
+    remembered_origin, before = state
+    if remembered_origin != origin:
+        return [f"the ledger's origin is {origin!r}, but the signer signed {remembered_origin!r}"]
+    if len(before) != len(heads):
+        return [
+            f"the ledger has {len(heads)} lanes, but the signer signed {len(before)}; the number "
+            "of lanes never changes"
+        ]
+    problems = []
+    for old, new in zip(before, heads, strict=True):
+        if new.size < old.size:
+            problems.append(
+                f"lane {new.lane} holds {new.size} events, fewer than the {old.size} this signer "
+                "signed: it was truncated"
+            )
+            continue
+        if old.size == 0:
+            continue
+        try:
+            root = root_at(new.lane, old.size)
+        except Exception as exc:  # a missing event: no tree can be built over the lane
+            problems.append(f"lane {new.lane}: no tree can be built over its events ({exc})")
+            continue
+        if root != old.root:
+            problems.append(
+                f"lane {new.lane} at {new.size} events is not a consistent extension of the "
+                f"lanes checkpoint this signer made at {old.size} (root {old.root.hex()[:16]}...): "
+                f"events 1-{old.size} of lane {new.lane} were rewritten"
+            )
+    return problems
+
+
+def check_lanes_extend(
+    path: Path,
+    origin: str,
+    heads: Sequence[LaneHead],
+    root_at: Callable[[int, int], bytes],
+    state: tuple[str, list[LaneHead]] | None = None,
+) -> None:
+    """Refuse to sign `heads` unless every lane extends the lanes checkpoint remembered at `path`."""
+    state = state if state is not None else load_lanes(path)
+    if state is None:
+        return
+    problems = lanes_extend(state, origin, heads, root_at)
+    if problems:
+        sizes = ", ".join(str(h.size) for h in state[1])
+        raise LedgerForked(
+            f"refusing to sign the lanes checkpoint: {'; '.join(problems)}. This signer last "
+            f"signed lanes at sizes {sizes} (remembered in {path}). Run `warden audit verify` "
+            "to see what changed."
+        )
+
+
+def remember_lanes(path: Path, note_text: str, heads: Sequence[LaneHead]) -> None:
+    """Remember a lanes checkpoint this signer made, unless it remembers one no lane of which
+    is smaller (another replica signed a later cut first)."""
+    try:
+        state = load_lanes(path)
+    except InvalidRequest:
+        state = None
+    if (
+        state is not None
+        and len(state[1]) == len(heads)
+        and all(old.size >= new.size for old, new in zip(state[1], heads, strict=True))
+    ):
+        return
+    body = orjson.dumps({"format": LANES_FORMAT, "note": note_text}, option=orjson.OPT_INDENT_2)
+    try:
+        _write_atomically(path, body + b"\n")
     except OSError:  # a read-only key mount: the database checks still hold
         return

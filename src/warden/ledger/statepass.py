@@ -54,9 +54,11 @@ def can_share(db: sa.Engine) -> bool:
 
 
 class StateJob:
-    """`verify_state` in a child process, in the snapshot `begin` gives it."""
+    """`verify_state` (or the lanes above 0, see `verify.LanesPart`) in a child process, in the
+    snapshot `begin` gives it."""
 
-    def __init__(self, db: sa.Engine, part: Part = WHOLE) -> None:
+    def __init__(self, db: sa.Engine, part: Any = WHOLE) -> None:
+        """`part`: a `Part` of the state check, or a `verify.LanesPart` of the lanes above 0."""
         self.dialect = db.dialect.name
         self.part = part
         self.failed: str | None = None
@@ -92,6 +94,7 @@ class StateJob:
             self.failed = str(exc)
 
     def result(self) -> StateReport:
+        """What the child found: a `StateReport`, or a list of `LaneCheck` for a `LanesPart`."""
         if self.failed is not None:
             raise StateJobFailed(self.failed)
         return self._expect("done", wait=None)  # type: ignore[no-any-return]
@@ -216,7 +219,7 @@ def _child(pipe: _Duplex) -> None:
                         conn.exec_driver_sql(f"SET TRANSACTION SNAPSHOT '{_quoted(token)}'")
                     conn.exec_driver_sql("SELECT seq FROM ledger_head").all()  # the read begins
                     pipe.send(("ready", None))
-                    report = verify_state(conn, db.dialect.name, part)
+                    report = _work(conn, db.dialect.name, part)
             pipe.send(("done", report))
         finally:
             db.dispose()
@@ -224,6 +227,15 @@ def _child(pipe: _Duplex) -> None:
         pipe.send(("error", traceback.format_exc()))
     finally:
         pipe.close()
+
+
+def _work(conn: sa.Connection, dialect: str, part: Any) -> Any:
+    """What the parent asked for: a share of the state check, or of the lanes above 0."""
+    from warden.ledger.verify import LanesPart, verify_lanes_part
+
+    if isinstance(part, LanesPart):
+        return verify_lanes_part(conn, dialect, part)
+    return verify_state(conn, dialect, part)
 
 
 def _quoted(token: str) -> str:

@@ -1,7 +1,7 @@
-"""The ledger's Merkle tree as stored: leaf i is the leaf hash of event i + 1 (of lane 0).
+"""The ledger's Merkle tree as stored: leaf i is the leaf hash of event i + 1 (of one lane).
 
 Perfect subtrees of 64 leaves ("tiles", as in Tessera) are hashed once and kept in
-`ledger_tiles`; the levels above them live in memory. A root or a proof over a million events then
+`ledger_tiles` (lane 0) or `lane_tiles` (lanes above 0); the levels above them live in memory. A root or a proof over a million events then
 reads a tile or two of leaves and hashes about a hundred nodes, instead of re-hashing the
 whole log. Tiles are derived data, never trusted: `warden audit verify` re-derives and checks
 them, and every proof is checked against a signed checkpoint.
@@ -26,7 +26,7 @@ from warden.ledger.merkle import (
     subtree_hashes,
 )
 from warden.store.database import write_connection
-from warden.store.schema import ledger_tiles
+from warden.store.schema import lane_tiles, ledger_tiles
 
 TILE_HEIGHT = 6
 TILE = 1 << TILE_HEIGHT
@@ -42,39 +42,43 @@ class LedgerDamaged(WardenError):
 
 
 _LEAVES = sa.text(
-    "SELECT seq, leaf_hash FROM events WHERE lane = 0 AND seq > :start AND seq <= :end ORDER BY seq"
+    "SELECT seq, leaf_hash FROM events WHERE lane = :lane AND seq > :start AND seq <= :end "
+    "ORDER BY seq"
 )
 
 
 def read_leaves(
-    conn: sa.Connection, start: int, end: int, *, at_least: int | None = None
+    conn: sa.Connection, start: int, end: int, *, at_least: int | None = None, lane: int = 0
 ) -> list[bytes]:
-    """Leaf hashes of leaves [start, end), i.e. of events start+1 .. end.
+    """Leaf hashes of leaves [start, end) of `lane`, i.e. of its events start+1 .. end.
 
     With `at_least`, fewer are fine (the ledger may end inside the range) but not fewer than that.
     A prepared text statement: proofs read a tile at a time, and building a select costs more.
     """
-    rows = conn.execute(_LEAVES, {"start": start, "end": end}).all()
+    rows = conn.execute(_LEAVES, {"lane": lane, "start": start, "end": end}).all()
     for offset, (seq, _) in enumerate(rows):
         if seq != start + 1 + offset:
-            raise _missing(start + 1 + offset)
+            raise _missing(start + 1 + offset, lane)
     if len(rows) < (end - start if at_least is None else at_least):
-        raise _missing(start + 1 + len(rows))
+        raise _missing(start + 1 + len(rows), lane)
     return [bytes.fromhex(leaf) for _, leaf in rows]
 
 
-def _missing(seq: int) -> LedgerDamaged:
+def _missing(seq: int, lane: int = 0) -> LedgerDamaged:
+    where = f"event {seq} of lane {lane}" if lane else f"event {seq}"
     return LedgerDamaged(
-        f"event {seq} is missing from the ledger, so no Merkle tree can be built over it; "
+        f"{where} is missing from the ledger, so no Merkle tree can be built over it; "
         "run `warden audit verify` to see what happened",
         seq=seq,
     )
 
 
 class LedgerTree:
-    """Subtree hashes over the stored ledger. One instance may serve many requests."""
+    """Subtree hashes over one lane of the stored ledger (lane 0 unless told). One instance may
+    serve many requests."""
 
-    def __init__(self) -> None:
+    def __init__(self, lane: int = 0) -> None:
+        self.lane = lane
         self._levels: list[list[bytes]] = [[]]
         self._chunks: dict[int, MemoryTree] = {}
         self._lock = threading.Lock()
@@ -112,13 +116,17 @@ class LedgerTree:
         for start in range(first, last, _TILES_PER_PASS):
             end = min(start + _TILES_PER_PASS, last)
             with db.connect() as conn:
-                leaves = read_leaves(conn, start * TILE, end * TILE)
+                leaves = read_leaves(conn, start * TILE, end * TILE, lane=self.lane)
             rows = [
-                {"tile": start + i, "hash": digest.hex()}
+                {
+                    "tile": start + i,
+                    "hash": digest.hex(),
+                    **({"lane": self.lane} if self.lane else {}),
+                }
                 for i, digest in enumerate(subtree_hashes(leaves, TILE_HEIGHT))
             ]
             with write_connection(db) as conn, conn.begin():
-                conn.execute(_insert_ignore(db), rows)
+                conn.execute(_insert_ignore(db, self.lane), rows)
             with db.connect() as conn:
                 self._load_tiles(conn)
         return max(0, last - first)
@@ -126,11 +134,11 @@ class LedgerTree:
     def _load_tiles(self, conn: sa.Connection) -> None:
         with self._lock:
             have = self.tiles
-            stored = conn.execute(
-                sa.select(ledger_tiles.c.tile, ledger_tiles.c.hash)
-                .where(ledger_tiles.c.tile >= have)
-                .order_by(ledger_tiles.c.tile)
-            ).all()
+            table = lane_tiles if self.lane else ledger_tiles
+            query = sa.select(table.c.tile, table.c.hash).where(table.c.tile >= have)
+            if self.lane:
+                query = query.where(lane_tiles.c.lane == self.lane)
+            stored = conn.execute(query.order_by(table.c.tile)).all()
             for offset, (tile, digest) in enumerate(stored):
                 if tile != have + offset:
                     break  # a gap: use the tiles below it, hash the rest from leaves
@@ -175,7 +183,9 @@ class LedgerTree:
         cached = self._chunks.get(tile)
         if cached is not None and len(cached.leaves) >= needed:
             return cached
-        chunk = MemoryTree(read_leaves(conn, tile * TILE, (tile + 1) * TILE, at_least=needed))
+        chunk = MemoryTree(
+            read_leaves(conn, tile * TILE, (tile + 1) * TILE, at_least=needed, lane=self.lane)
+        )
         with self._lock:
             if tile not in self._chunks and len(self._chunks) >= _CACHED_CHUNKS:
                 self._chunks.pop(next(iter(self._chunks)))
@@ -212,11 +222,12 @@ class TiledFrontier:
         return self._above.root(tail=merkle.root(self._partial))
 
 
-def _insert_ignore(db: sa.Engine) -> sa.Insert:
+def _insert_ignore(db: sa.Engine, lane: int = 0) -> sa.Insert:
+    table = lane_tiles if lane else ledger_tiles
     if db.dialect.name == "postgresql":
         from sqlalchemy.dialects.postgresql import insert as pg_insert
 
-        return pg_insert(ledger_tiles).on_conflict_do_nothing()
+        return pg_insert(table).on_conflict_do_nothing()
     from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-    return sqlite_insert(ledger_tiles).on_conflict_do_nothing()
+    return sqlite_insert(table).on_conflict_do_nothing()

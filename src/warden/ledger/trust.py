@@ -140,6 +140,15 @@ class KeyChain:
             if not progress:
                 return
 
+    def vouches_for_note(self, signed: notes.Note, origin: str, size: int) -> bool:
+        """Whether a trusted key, valid at lane-0 size `size`, signed `signed` under `origin`:
+        a lanes checkpoint is trusted as the lane-0 checkpoint of its cut would be, so a key
+        rotated in (or out) counts from (or until) its rotation event in lane 0."""
+        return any(
+            self.valid_at(key.key_id, size) and signed.signed_by(notes.Verifier(origin, key.raw))
+            for key in self.known.values()
+        )
+
     def problem(self, cp: Checkpoint) -> str | None:
         """Why `cp` is not vouched for by a trusted key, or None when it is."""
         found, altered = self.signers(cp)

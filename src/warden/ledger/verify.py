@@ -31,7 +31,7 @@ from warden.ledger import note as notes
 from warden.ledger.chain import GENESIS
 from warden.ledger.checkpoint import Checkpoint, all_checkpoints
 from warden.ledger.keys import PublicKey
-from warden.ledger.lanes import StoredLanes, lane_count, parse_index_body, signed_by_any
+from warden.ledger.lanes import StoredLanes, lane_count, parse_index_body
 from warden.ledger.lanes import stored as stored_lanes
 from warden.ledger.projection import StateReport, merged, verify_state
 from warden.ledger.remembered import Remembered
@@ -45,7 +45,13 @@ from warden.ledger.statepass import (
 )
 from warden.ledger.tree import TILE, LedgerDamaged, LedgerTree, TiledFrontier
 from warden.ledger.trust import ROTATED, KeyChain, Rotation, rotation
-from warden.store.schema import checkpoint_cosignatures, ledger_head, ledger_tiles
+from warden.store.schema import (
+    checkpoint_cosignatures,
+    lane_cosignatures,
+    lane_tiles,
+    ledger_head,
+    ledger_tiles,
+)
 
 Progress = Callable[[int, int], None]
 Row = tuple[Any, ...]
@@ -112,6 +118,10 @@ class Report:
     projection: StateReport | None = None  # the state tables against what the events imply
     lanes: list[dict[str, Any]] = field(default_factory=list)  # lanes above 0: size, root
     vouched_lanes: StoredLanes | None = None  # the newest trusted lanes checkpoint that holds
+    lanes_cosigned: dict[int, int] = field(default_factory=dict)  # lane -> newest size cosigned
+    lanes_witnesses: dict[int, dict[str, int]] = field(
+        default_factory=dict
+    )  # lane -> witness -> size
     phases: dict[str, float] = field(default_factory=dict)  # seconds; state runs beside chain
 
     @property
@@ -143,6 +153,14 @@ class Report:
             "problems": [p.to_dict() for p in self.problems],
             "projection": self.projection.to_dict() if self.projection is not None else None,
             **({"lanes": self.lanes} if self.lanes else {}),
+            **(
+                {
+                    "lanes_cosigned": {str(k): v for k, v in self.lanes_cosigned.items()},
+                    "lanes_witnesses": {str(k): v for k, v in self.lanes_witnesses.items()},
+                }
+                if self.lanes_witnesses or self.lanes_cosigned
+                else {}
+            ),
         }
 
 
@@ -171,13 +189,14 @@ def verify_ledger(
     began = time.perf_counter()
     report = Report(witnessed=len(witnessed))
     jobs = _state_jobs(db, parallel, projection)
+    lane_jobs = _lane_jobs(db, parallel, state)
     try:
-        with shared_snapshot(db, jobs) as conn:
-            read = _read(conn, db.dialect.name, report, witnessed, state, progress)
+        with shared_snapshot(db, [*jobs, *lane_jobs]) as conn:
+            read = _read(conn, db.dialect.name, report, witnessed, state, progress, lane_jobs)
             if projection:
                 report.projection = _state(conn, db.dialect.name, jobs)
     finally:
-        for job in jobs:
+        for job in [*jobs, *lane_jobs]:
             job.close()
     chain, stored, cosignatures, tiles = read.chain, read.stored, read.cosignatures, read.tiles
     head_seq, head_chain = read.head
@@ -190,18 +209,28 @@ def verify_ledger(
     report.latest_checkpoint = stored[-1].size if stored else None
     problems: list[Break] = [p for lane in other_lanes for p in lane.problems]
     report.lanes = [lane.summary() for lane in other_lanes]
+    trust = KeyChain(keys, chain.rotations, report.origin)
+    trust.resolve([*stored, *witnessed], lambda cp: chain.roots.get(cp.size) == cp.root_bytes)
+
+    def trusted(cp: StoredLanes) -> bool:
+        return trust.vouches_for_note(cp.note, cp.origin, cp.heads[0].size)
+
     if lanes > 1:
         if isinstance(remembered_lanes, StoredLanes):
             lane_cps = lane_cps[:-1]
-        problems += _lanes_checkpoint_problems(lane_cps, keys, chain, other_lanes)
+        problems += _lanes_checkpoint_problems(lane_cps, trusted, chain, other_lanes)
         vouched_lanes = [
             cp
             for cp in lane_cps
             if isinstance(cp, StoredLanes)
-            and signed_by_any(cp, list(keys))
-            and not _lanes_checkpoint_problems([cp], keys, chain, other_lanes)
+            and trusted(cp)
+            and not _lanes_checkpoint_problems([cp], trusted, chain, other_lanes)
         ]
         report.vouched_lanes = vouched_lanes[-1] if vouched_lanes else None
+        if cosigners:
+            problems += _lane_cosignature_problems(
+                vouched_lanes, read.lane_cosignatures, cosigners, min_cosigners, report, other_lanes
+            )
         unsigned = [lane for lane in other_lanes if lane.events and not lane.problems]
         if require_signed and unsigned and report.vouched_lanes is None:
             problems.append(
@@ -226,8 +255,6 @@ def verify_ledger(
         problems += _head_problems(head_seq, head_chain, chain.verified, chain.last_chain)
         if not problems:
             report.root = chain.tree.root().hex()
-    trust = KeyChain(keys, chain.rotations, report.origin)
-    trust.resolve([*stored, *witnessed], lambda cp: chain.roots.get(cp.size) == cp.root_bytes)
     report.trusted_keys = sorted(trust.ranges)
     report.rotations = [r.describe() for r in chain.rotations]
     problems += _checkpoint_problems(stored, "checkpoint", trust, chain, tiles)
@@ -297,6 +324,39 @@ def _state_jobs(db: sa.Engine, parallel: bool | None, projection: bool) -> list[
     return jobs
 
 
+def _lane_jobs(db: sa.Engine, parallel: bool | None, state: Remembered | None) -> list[StateJob]:
+    """Processes that verify the lanes above 0 beside lane 0's pass in this one, a share of
+    the lanes each (lanes are independent chains), when the ledger has several lanes and that
+    pays (or `parallel` asks for it). Each adopts this process's snapshot."""
+    cores = os.cpu_count() or 1
+    if parallel is False or db.dialect.name != "postgresql" or not can_share(db):
+        return []
+    with db.connect() as conn:
+        lanes = lane_count(conn)
+        if lanes < 2:
+            return []
+        if parallel is None:
+            above = conn.exec_driver_sql("SELECT count(*) FROM events WHERE lane > 0").scalar()
+            if cores < 2 or int(above or 0) < PARALLEL_FROM:
+                return []
+    remembered = _remembered_lanes(state)
+    extra = (
+        tuple((h.lane, h.size) for h in remembered.heads)
+        if isinstance(remembered, StoredLanes)
+        else ()
+    )
+    shares = min(max(1, cores - 1), 4, lanes - 1)
+    jobs: list[StateJob] = []
+    try:
+        for share in range(shares):
+            jobs.append(StateJob(db, LanesPart(tuple(range(1 + share, lanes, shares)), extra)))
+    except (StateJobFailed, OSError):
+        for job in jobs:
+            job.close()
+        return []  # verified in this process instead
+    return jobs
+
+
 def _state(conn: sa.Connection, dialect: str, jobs: Sequence[StateJob]) -> StateReport:
     if not jobs:
         return verify_state(conn, dialect)
@@ -322,6 +382,7 @@ class _Read:
     lane_cps: list[StoredLanes | str] = field(default_factory=list)
     remembered_lanes: StoredLanes | str | None = None
     other_lanes: list[LaneCheck] = field(default_factory=list)
+    lane_cosignatures: Sequence[Any] = ()
 
 
 def _read(
@@ -331,8 +392,10 @@ def _read(
     witnessed: Sequence[Checkpoint],
     state: Remembered | None,
     progress: Progress | None,
+    lane_jobs: Sequence[StateJob] = (),
 ) -> _Read:
-    """Head, checkpoints, cosignatures and tiles, then the chain pass over every event."""
+    """Head, checkpoints, cosignatures and tiles, then the chain pass over every event (lanes
+    above 0 in `lane_jobs`' processes when there are any, else here)."""
     report.origin = identity.origin(conn)
     head = conn.execute(
         sa.select(ledger_head.c.seq, ledger_head.c.chain_hash).where(ledger_head.c.id == 1)
@@ -353,6 +416,13 @@ def _read(
     cosignatures = conn.execute(
         sa.select(checkpoint_cosignatures.c.size, checkpoint_cosignatures.c.line)
     ).all()
+    lane_cosigs = (
+        conn.execute(
+            sa.select(lane_cosignatures.c.lane, lane_cosignatures.c.size, lane_cosignatures.c.line)
+        ).all()
+        if lanes > 1
+        else []
+    )
     tiles = {
         int(t): h
         for t, h in conn.execute(sa.select(ledger_tiles.c.tile, ledger_tiles.c.hash)).all()
@@ -361,10 +431,19 @@ def _read(
     began = time.perf_counter()
     chain.run(event_batches(conn, dialect, lane=0 if lanes > 1 else None))
     chain.seconds = time.perf_counter() - began
-    other_lanes = verify_lanes(conn, dialect, lanes, lane_cps) if lanes > 1 else []
+    other_lanes = _other_lanes(conn, dialect, lanes, lane_cps, lane_jobs) if lanes > 1 else []
     head_at = (int(head.seq), head.chain_hash) if head else (0, GENESIS)
     return _Read(
-        chain, head_at, stored, cosignatures, tiles, lanes, lane_cps, remembered_lanes, other_lanes
+        chain,
+        head_at,
+        stored,
+        cosignatures,
+        tiles,
+        lanes,
+        lane_cps,
+        remembered_lanes,
+        other_lanes,
+        lane_cosigs,
     )
 
 
@@ -921,6 +1000,60 @@ def _cosignature_problems(
     ]
 
 
+def _lane_cosignature_problems(
+    vouched: Sequence[StoredLanes],
+    rows: Sequence[Any],
+    cosigners: Sequence[notes.Verifier],
+    needed: int,
+    report: Report,
+    lanes: Sequence[LaneCheck],
+) -> list[Break]:
+    """Every lane above 0 that holds events needs a checkpoint of its own, at a size a vouched
+    lanes checkpoint names (so its root is re-derived here), cosigned by `needed` witnesses."""
+    lines: dict[tuple[int, int], list[notes.Signature]] = {}
+    for lane, size, line in rows:
+        try:
+            signature = notes.parse_signature_line(line.rstrip("\n"))
+        except notes.NoteError:
+            continue
+        lines.setdefault((int(lane), int(size)), []).append(signature)
+    problems = []
+    for check in lanes:
+        if check.problems or not check.events:
+            continue  # a broken lane is named already; an empty one has nothing to vouch for
+        seen: dict[str, int] = {}
+        best: int | None = None
+        for cp in vouched:
+            head = cp.heads[check.lane]
+            signatures = lines.get((check.lane, head.size))
+            if not head.size or not signatures:
+                continue
+            signed = notes.Note(head.body(cp.origin), tuple(signatures))
+            by = [w.name for w in cosigners if notes.cosigned_at(signed, w) is not None]
+            for name in by:
+                seen[name] = max(seen.get(name, 0), head.size)
+            if len(by) >= needed:
+                best = max(best or 0, head.size)
+        report.lanes_witnesses[check.lane] = seen
+        if best is not None:
+            report.lanes_cosigned[check.lane] = best
+            continue
+        newest = max(seen.values(), default=None)
+        found = f"; the newest cosigned by any of them is {newest}" if newest else ""
+        problems.append(
+            Break(
+                BreakKind.UNVOUCHED,
+                None,
+                f"lane {check.lane}: no checkpoint of the lane is cosigned by {needed} of the "
+                f"{len(cosigners)} witness key(s) given{found}: the witnesses did not vouch for "
+                "this lane (were its cosignatures deleted, or did the witnesses refuse a fork "
+                "of it?)",
+                lane=check.lane,
+            )
+        )
+    return problems
+
+
 @dataclass
 class LaneCheck:
     """One lane above 0, verified as lane 0 is: its chain, columns, head and Merkle root."""
@@ -940,14 +1073,71 @@ class LaneCheck:
         }
 
 
+@dataclass(frozen=True)
+class LanesPart:
+    """A share of the lanes above 0 for another process to verify, with the (lane, size) pairs
+    of the auditor's remembered lanes checkpoint (the stored ones it reads itself)."""
+
+    lanes: tuple[int, ...]
+    remembered: tuple[tuple[int, int], ...] = ()
+
+
+def verify_lanes_part(conn: sa.Connection, dialect: str, part: LanesPart) -> list[LaneCheck]:
+    """`verify_lanes` over one share, as a child process runs it in the parent's snapshot."""
+    extra = [part.remembered] if part.remembered else []
+    sizes = _lane_sizes(stored_lanes(conn), extra)
+    return verify_lanes(conn, dialect, lane_count(conn), only=part.lanes, sizes=sizes)
+
+
+def _other_lanes(
+    conn: sa.Connection,
+    dialect: str,
+    lanes: int,
+    lane_cps: Sequence[StoredLanes | str],
+    jobs: Sequence[StateJob],
+) -> list[LaneCheck]:
+    """Every lane above 0, from the jobs' processes; a job that failed has its share done here,
+    in the same snapshot."""
+    if not jobs:
+        return verify_lanes(conn, dialect, lanes, lane_cps)
+    sizes = _lane_sizes(lane_cps)
+    found: list[LaneCheck] = []
+    for job in jobs:
+        assert isinstance(job.part, LanesPart)
+        try:
+            found += job.result()  # type: ignore[arg-type]
+        except StateJobFailed:
+            found += verify_lanes(conn, dialect, lanes, only=job.part.lanes, sizes=sizes)
+    return sorted(found, key=lambda check: check.lane)
+
+
+def _lane_sizes(
+    checkpoints: Sequence[StoredLanes | str], extra: Sequence[Sequence[tuple[int, int]]] = ()
+) -> dict[int, set[int]]:
+    """Every lane's sizes that some lanes checkpoint names, so its root is kept at each."""
+    sizes: dict[int, set[int]] = {}
+    for cp in checkpoints:
+        if isinstance(cp, StoredLanes):
+            for head in cp.heads:
+                sizes.setdefault(head.lane, set()).add(head.size)
+    for pairs in extra:
+        for lane, size in pairs:
+            sizes.setdefault(lane, set()).add(size)
+    return sizes
+
+
 def verify_lanes(
     conn: sa.Connection,
     dialect: str,
     lanes: int,
     checkpoints: Sequence[StoredLanes | str] = (),
+    *,
+    only: Sequence[int] | None = None,
+    sizes: dict[int, set[int]] | None = None,
 ) -> list[LaneCheck]:
-    """Lanes 1 .. lanes-1, each on its own: a break in one names its lane and spares the rest.
-    The root of each lane is kept at every size a lanes checkpoint names."""
+    """Lanes 1 .. lanes-1 (or `only` those), each on its own: a break in one names its lane and
+    spares the rest. The root of each lane is kept at every size a lanes checkpoint names."""
+    sizes = sizes if sizes is not None else _lane_sizes(checkpoints)
     heads = {
         int(id_) - 1: (int(seq), chain_hash)
         for id_, seq, chain_hash in conn.execute(
@@ -955,21 +1145,24 @@ def verify_lanes(
         ).all()
     }
     checks = []
-    for lane in range(1, lanes):
+    for lane in only if only is not None else range(1, lanes):
         head_seq, head_chain = heads.get(lane, (0, GENESIS))
         last = conn.exec_driver_sql(f"SELECT max(seq) FROM events WHERE lane = {lane}").scalar()
-        sizes = {
-            cp.heads[lane].size
-            for cp in checkpoints
-            if isinstance(cp, StoredLanes) and len(cp.heads) > lane
-        }
-        chain = ChainPass(sizes, int(last or 0), None, lane=lane)
+        chain = ChainPass(sizes.get(lane, set()), int(last or 0), None, lane=lane)
         chain.run(event_batches(conn, dialect, lane=lane))
         found = (
             [chain.broken]
             if chain.broken is not None
             else _head_problems(head_seq, head_chain, chain.verified, chain.last_chain)
         )
+        if not found:  # the lane's stored tiles are derived data: each must match its events
+            tiles = {
+                int(t): h
+                for t, h in conn.execute(
+                    sa.select(lane_tiles.c.tile, lane_tiles.c.hash).where(lane_tiles.c.lane == lane)
+                ).all()
+            }
+            found = _tile_problems(tiles, chain)
         problems = [
             Break(p.kind, p.seq, f"lane {lane}: {p.message}", p.last_seq, p.checkpoint, lane)
             for p in found
@@ -981,7 +1174,7 @@ def verify_lanes(
 
 def _lanes_checkpoint_problems(
     found: Sequence[StoredLanes | str],
-    keys: Sequence[PublicKey],
+    trusted: Callable[[StoredLanes], bool],
     control: ChainPass,
     others: Sequence[LaneCheck],
 ) -> list[Break]:
@@ -996,7 +1189,7 @@ def _lanes_checkpoint_problems(
         if isinstance(cp, str):
             problems.append(Break(BreakKind.CHECKPOINT_MISMATCH, None, cp))
             continue
-        if not signed_by_any(cp, list(keys)):
+        if not trusted(cp):
             problems.append(
                 Break(
                     BreakKind.CHECKPOINT_MISMATCH,
@@ -1059,9 +1252,7 @@ def _remembered_lanes_problems(
     if isinstance(found, str):
         return [Break(BreakKind.FORKED, None, found)]
     problems = []
-    for problem in _lanes_checkpoint_problems([found], [], control, others):
-        if problem.kind == BreakKind.CHECKPOINT_MISMATCH and "trusted" in problem.message:
-            continue  # the auditor's own memory: its signature was checked when remembered
+    for problem in _lanes_checkpoint_problems([found], lambda _: True, control, others):
         kind = BreakKind.FORKED if problem.kind == BreakKind.CHECKPOINT_MISMATCH else problem.kind
         message = problem.message.replace(
             "lanes checkpoint 0", "the remembered lanes checkpoint"

@@ -319,6 +319,15 @@ ledger_tiles = sa.Table(
     sa.Column("hash", sa.String(64), nullable=False),
 )
 
+# the tiles of lanes above 0, as ledger_tiles for lane 0 (migration 0016)
+lane_tiles = sa.Table(
+    "lane_tiles",
+    metadata,
+    sa.Column("lane", sa.SmallInteger, primary_key=True, autoincrement=False),
+    sa.Column("tile", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("hash", sa.String(64), nullable=False),
+)
+
 # -- ledger trust (migration 0007) -----------------------------------------------------------
 
 ledger_identity = sa.Table(
@@ -341,6 +350,17 @@ ledger_keys = sa.Table(
 checkpoint_cosignatures = sa.Table(
     "checkpoint_cosignatures",
     metadata,
+    sa.Column("size", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("witness", sa.String(255), primary_key=True),
+    sa.Column("line", sa.Text, nullable=False),
+    sa.Column("received_at", Timestamp, nullable=False),
+)
+
+# what witnesses cosigned of lane k's own checkpoint (origin ORIGIN/lane/k; migration 0016)
+lane_cosignatures = sa.Table(
+    "lane_cosignatures",
+    metadata,
+    sa.Column("lane", sa.SmallInteger, primary_key=True, autoincrement=False),
     sa.Column("size", sa.BigInteger, primary_key=True, autoincrement=False),
     sa.Column("witness", sa.String(255), primary_key=True),
     sa.Column("line", sa.Text, nullable=False),
