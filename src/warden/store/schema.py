@@ -319,7 +319,7 @@ ledger_tiles = sa.Table(
     sa.Column("hash", sa.String(64), nullable=False),
 )
 
-# the tiles of lanes above 0, as ledger_tiles for lane 0 (migration 0016)
+# the tiles of lanes above 0, as ledger_tiles for lane 0 (migration 0015)
 lane_tiles = sa.Table(
     "lane_tiles",
     metadata,
@@ -356,7 +356,7 @@ checkpoint_cosignatures = sa.Table(
     sa.Column("received_at", Timestamp, nullable=False),
 )
 
-# what witnesses cosigned of lane k's own checkpoint (origin ORIGIN/lane/k; migration 0016)
+# what witnesses cosigned of lane k's own checkpoint (origin ORIGIN/lane/k; migration 0015)
 lane_cosignatures = sa.Table(
     "lane_cosignatures",
     metadata,

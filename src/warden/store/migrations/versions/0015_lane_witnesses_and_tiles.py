@@ -6,8 +6,8 @@ the perfect subtrees of 64 events of each lane above 0, as `ledger_tiles` does f
 new process neither hashes a lane in full nor proves against it in O(events in the lane). Both
 are empty on a ledger of one lane.
 
-Revision ID: 0016
-Revises: 0013
+Revision ID: 0015
+Revises: 0014
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0016"
-down_revision = "0013"
+revision = "0015"
+down_revision = "0014"
 branch_labels = None
 depends_on = None
 
