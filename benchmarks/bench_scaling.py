@@ -73,6 +73,12 @@ class Round:
     wal_bytes: float
     wal_method: str
     load: str
+    writer: dict[str, float] = field(default_factory=dict)  # /metrics deltas, summed
+
+    def writer_ms(self, phase: str, clock: str) -> float:
+        """A writer phase's time per commit, in ms (warden_writer_seconds_total)."""
+        commits = self.writer.get("commits", 0.0)
+        return 1000 * self.writer.get(f"{phase}/{clock}", 0.0) / commits if commits else 0.0
 
     @property
     def per_commit(self) -> float:
@@ -183,6 +189,23 @@ def _cpu(pids: list[int]) -> dict[int, float]:
 
 def _spent(before: dict[int, float], after: dict[int, float]) -> float:
     return sum(after[p] - before.get(p, 0.0) for p in after)
+
+
+WRITER_LINE = re.compile(
+    r'^warden_writer_(?:seconds_total\{clock="(\w+)",phase="(\w+)"\}|(commits|changes)_total) (\S+)$',
+    re.M,
+)
+
+
+def _writer_counters(ports: list[int]) -> dict[str, float]:
+    """The writers' phase clocks and commit counts, summed over the servers' /metrics."""
+    total: dict[str, float] = {}
+    for port in ports:
+        text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+        for clock, phase, kind, value in WRITER_LINE.findall(text):
+            key = kind or f"{phase}/{clock}"
+            total[key] = total.get(key, 0.0) + float(value)
+    return total
 
 
 def _wrk_script(folder: Path, ports: list[int], token: str) -> Path:
@@ -359,10 +382,12 @@ def _measure(
             ]
             cpu0 = _cpu(server_pids + backends)
             lsn0 = _lsn(admin)
+            writer0 = _writer_counters(ports)
             started = time.monotonic()
             with Sampler(db_url, database) as sampler:
                 result = _wrk(ports[0], script, threads, args.seconds, conns)
             elapsed = time.monotonic() - started
+            writer1 = _writer_counters(ports)
             lsn1 = _lsn(admin)
             pg_pids = sorted(sampler.pids | set(backends))
             cpu1 = _cpu(_descendants([pid for pid, _ in servers]) + pg_pids)
@@ -403,6 +428,7 @@ def _measure(
         wal_bytes=wal,
         wal_method=method,
         load=_loadavg(),
+        writer={k: v - writer0.get(k, 0.0) for k, v in writer1.items()},
     )
 
 
@@ -442,6 +468,7 @@ def _report(results: dict[int, list[Round]], fsync: float | None, out: Path) -> 
             f"{row['server_cpu_ms']:>6.2f}+{row['pg_cpu_ms']:<6.2f} "
             f"{row['wal_per_decision']:>9.0f}  {rounds[-1].load}"
         )
+    _report_writer(results)
     print()
     if "1" in summary and "2" in summary:
         ratio = float(summary["2"]["cpu_ms"]) / float(summary["1"]["cpu_ms"])
@@ -465,6 +492,29 @@ def _report(results: dict[int, list[Round]], fsync: float | None, out: Path) -> 
         )
     )
     print(f"costs for simulate_capacity.py written to {out}")
+
+
+PHASES = ("idle", "gather", "prepare", "database", "answer")
+
+
+def _report_writer(results: dict[int, list[Round]]) -> None:
+    """Where a writer's cycle goes, per commit (medians over rounds): wall and thread CPU."""
+    print("\nwriter cycle per commit, ms wall (cpu): wall less cpu outside `database` is time "
+          "the writer waited for the interpreter (GIL) or a core")  # fmt: skip
+    print(f"{'procs':>5} " + " ".join(f"{p:>15}" for p in PHASES) + f" {'GIL/core wait':>13}")
+    for n, rounds in results.items():
+        if not any(r.writer.get("commits") for r in rounds):
+            continue
+        cells = []
+        for phase in PHASES:
+            wall = statistics.median(r.writer_ms(phase, "wall") for r in rounds)
+            cpu = statistics.median(r.writer_ms(phase, "cpu") for r in rounds)
+            cells.append(f"{wall:>7.2f} ({cpu:>5.2f})")
+        wait = statistics.median(
+            sum(r.writer_ms(p, "wall") - r.writer_ms(p, "cpu") for p in ("prepare", "answer"))
+            for r in rounds
+        )
+        print(f"{n:>5} " + " ".join(f"{c:>15}" for c in cells) + f" {wait:>13.2f}")
 
 
 def _costs(summary: dict[str, dict[str, float | str]], fsync: float | None) -> dict[str, float]:

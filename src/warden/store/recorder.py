@@ -42,7 +42,15 @@ import sqlalchemy as sa
 from warden.errors import Unavailable
 from warden.ledger.chain import EventDraft, PreparedEvent, SealedEvent, prepare, seal_prepared
 from warden.ledger.lanes import CONTROL, head_id, lane_count, lane_of
-from warden.monitor.metrics import LEDGER_LOCK_HOLD, SHADOW_DROPPED, WRITER_ERRORS, WRITES_REFUSED
+from warden.monitor.metrics import (
+    LEDGER_LOCK_HOLD,
+    SHADOW_DROPPED,
+    WRITER_CHANGES,
+    WRITER_COMMITS,
+    WRITER_ERRORS,
+    WRITER_SECONDS,
+    WRITES_REFUSED,
+)
 from warden.store.database import write_connection
 from warden.store.rawsql import RawStatements
 from warden.store.schema import decisions, events, ledger_head
@@ -173,6 +181,10 @@ class Recorder:
         self._lanes = 0  # the ledger's lanes, read at the first write
         # How long each commit held the ledger head lock; a benchmark may keep raw samples.
         self.observe_lock_hold: Callable[[float], None] = LEDGER_LOCK_HOLD.observe
+        # A benchmark's question: of each hold in the database, how long the append took and
+        # how long COMMIT (its WAL flush) took. Costs a statement under the lock, so off.
+        self.observe_hold_parts: Callable[[float, float], None] | None = None
+        self._clock = _WriterClock()
         # PostgreSQL chains in the database, in one round trip (migration 0011).
         self.append_in_database = not self._sql.sqlite
         self._guard_seen: tuple[int, GuardState] | None = None  # as of that event
@@ -311,8 +323,11 @@ class Recorder:
         while True:
             try:
                 first = self._queue.get(timeout=self._rider_wait())
+                self._clock.lap("idle")
             except queue.Empty:  # riders are due and no decision came to carry them
+                self._clock.lap("idle")
                 self._commit_riders()
+                self._clock.lap("answer")
                 continue
             if first is _WAKE:
                 continue
@@ -340,7 +355,9 @@ class Recorder:
             previous = len(batch)
             if self._riders:
                 batch.append(self._riders_change(RIDERS_PER_COMMIT))
+            self._clock.lap("gather")
             self._commit(batch)
+            self._clock.lap("answer")
             if stop:
                 self._commit_riders()
                 return
@@ -506,6 +523,8 @@ class Recorder:
                 f"the database is unreachable or busy ({type(exc).__name__}); nothing was "
                 "recorded, retry after a moment"
             ) from exc
+        WRITER_COMMITS.inc()
+        WRITER_CHANGES.inc(len(batch))
         self._after_commit(guard)
         return results
 
@@ -525,6 +544,7 @@ class Recorder:
         readies = [None if c.apply else _ready(c, self._sql, lanes) for c in batch]  # unlocked
         self._guard_seen = None  # these changes may change it: read it under the lock again
         try:
+            self._clock.lap("prepare")
             conn = self._core_connection()
             transaction = conn.begin()
             lanes = self._lane_count()
@@ -559,6 +579,7 @@ class Recorder:
             committing = plan
             transaction.commit()
             self.observe_lock_hold(time.perf_counter() - locked)
+            self._clock.lap("database")
             if guard_seq is not None and not any(_is_barrier(c) for c in batch):
                 # lane 0 moved only by this batch's own control events, which change no guard
                 self._guard_seen = (plan.advanced.get(CONTROL, (guard_seq, ""))[0], guard)
@@ -688,8 +709,11 @@ class Recorder:
                 script.append(
                     literal.mogrify(APPEND, (head_id(lane), guard_seq, *_columns(by_lane[lane])))
                 )
-            script.append("COMMIT")
+            if self.observe_hold_parts is not None:
+                script.append(COMMIT_FROM)
+            script.extend(("COMMIT", COMMITTED_AT))
             committing = plan
+            self._clock.lap("prepare")
             cursor.execute(";\n".join(script))
             if prepared:
                 lane_0_seq = guard_seq
@@ -702,8 +726,14 @@ class Recorder:
                     if lane == CONTROL:
                         lane_0_seq = plan.seq
                     cursor.nextset()
-                self.observe_lock_hold(max(0.0, time.time() - locked_at))
+                commit_from = _scalar_named(cursor, "commit_from")
+                committed_at = _scalar_named(cursor, "committed_at")
+                # On the database's clock: the lock is taken there and released by COMMIT.
+                self.observe_lock_hold(max(0.0, committed_at - locked_at))
+                if self.observe_hold_parts is not None and commit_from is not None:
+                    self.observe_hold_parts(commit_from - locked_at, committed_at - commit_from)
                 self._guard_seen = (lane_0_seq, guard)
+            self._clock.lap("database")
         except BaseException as exc:
             self._abandon(conn)
             state = getattr(exc, "sqlstate", None)
@@ -767,6 +797,7 @@ class Recorder:
         guards_cursor = conn.cursor()
         key_cursors = [conn.cursor() for _ in key_queries]
         committing: _Plan | None = None
+        self._clock.lap("prepare")
         try:
             with self._pipeline(conn) as pipeline:
                 if sql.begin:
@@ -804,6 +835,7 @@ class Recorder:
                 else:
                     conn.commit()
             self.observe_lock_hold(time.perf_counter() - locked)
+            self._clock.lap("database")
         except BaseException as exc:
             self._abandon(conn)
             if committing is not None and not self._refused_by_database(exc):
@@ -874,6 +906,8 @@ APPEND = (
     "%s, %s, %s::bytea[], %s::bytea[], %s::text[], %s::text[], %s::text[], %s::text[], "
     "%s::timestamptz[])"
 )
+COMMIT_FROM = "SELECT extract(epoch FROM clock_timestamp()) AS commit_from"
+COMMITTED_AT = "SELECT extract(epoch FROM clock_timestamp()) AS committed_at"  # lock released
 GUARDS_MOVED = "WA002"  # warden_append: a guard event came after the state the writer read
 # SQLSTATE classes of a statement PostgreSQL refused (data, integrity, transaction state,
 # rollback, syntax or access): the transaction certainly did not commit.
@@ -890,6 +924,39 @@ def _guard_state(rows: Sequence[Sequence[Any]]) -> GuardState:
         aliases=frozenset((r[0], r[1], r[2]) for r in by_kind["alias"]),
         policies=frozenset((r[0], r[1]) for r in by_kind["policy"]),
     )
+
+
+def _scalar_named(cursor: Any, name: str) -> Any:
+    """The value of the next result set whose one column is `name`, or None if none is."""
+    while cursor.description is None or cursor.description[0].name != name:
+        if not cursor.nextset():
+            return None
+    return cursor.fetchone()[0]
+
+
+class _WriterClock:
+    """Wall and CPU time of the writer thread per phase of its loop, counted in
+    `warden_writer_seconds_total`: where a commit's cycle goes, and how much of it the thread
+    spent waiting for the interpreter rather than working or waiting for the database."""
+
+    PHASES = ("idle", "gather", "prepare", "database", "answer")
+
+    def __init__(self) -> None:
+        self._counters = {
+            phase: (WRITER_SECONDS.labels(phase, "wall"), WRITER_SECONDS.labels(phase, "cpu"))
+            for phase in self.PHASES
+        }
+        self._wall = time.perf_counter()
+        self._cpu = 0.0  # the writer thread's CPU clock; read on that thread only
+
+    def lap(self, phase: str) -> None:
+        """Charge the time since the last lap to `phase` (called on the writer thread)."""
+        wall, cpu = time.perf_counter(), time.thread_time()
+        wall_counter, cpu_counter = self._counters[phase]
+        wall_counter.inc(wall - self._wall)
+        if self._cpu:
+            cpu_counter.inc(cpu - self._cpu)
+        self._wall, self._cpu = wall, cpu
 
 
 class DuplicateKey(Exception):
