@@ -726,12 +726,13 @@ class Recorder:
                     if lane == CONTROL:
                         lane_0_seq = plan.seq
                     cursor.nextset()
-                commit_from = _scalar_named(cursor, "commit_from")
+                split = self.observe_hold_parts
+                commit_from = _scalar_named(cursor, "commit_from") if split else None
                 committed_at = _scalar_named(cursor, "committed_at")
                 # On the database's clock: the lock is taken there and released by COMMIT.
                 self.observe_lock_hold(max(0.0, committed_at - locked_at))
-                if self.observe_hold_parts is not None and commit_from is not None:
-                    self.observe_hold_parts(commit_from - locked_at, committed_at - commit_from)
+                if split is not None and commit_from is not None:
+                    split(commit_from - locked_at, committed_at - commit_from)
                 self._guard_seen = (lane_0_seq, guard)
             self._clock.lap("database")
         except BaseException as exc:
@@ -926,12 +927,12 @@ def _guard_state(rows: Sequence[Sequence[Any]]) -> GuardState:
     )
 
 
-def _scalar_named(cursor: Any, name: str) -> Any:
-    """The value of the next result set whose one column is `name`, or None if none is."""
+def _scalar_named(cursor: Any, name: str) -> float:
+    """The value of the next result set whose one column is `name`."""
     while cursor.description is None or cursor.description[0].name != name:
         if not cursor.nextset():
-            return None
-    return cursor.fetchone()[0]
+            raise RuntimeError(f"the script gave no {name}")
+    return float(cursor.fetchone()[0])
 
 
 class _WriterClock:
