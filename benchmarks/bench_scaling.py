@@ -75,6 +75,28 @@ class Round:
     load: str
     writer: dict[str, float] = field(default_factory=dict)  # /metrics deltas, summed
 
+    @property
+    def writer_prepare_ms(self) -> float:
+        return self.writer_ms("prepare", "cpu")
+
+    @property
+    def writer_other_ms(self) -> float:
+        return sum(self.writer_ms(p, "cpu") for p in ("gather", "database", "answer"))
+
+    @property
+    def database_ms(self) -> float:
+        return self.writer_ms("database", "wall")
+
+    @property
+    def writer_idle_ms(self) -> float:
+        return self.writer_ms("idle", "wall")
+
+    @property
+    def db_hold_ms(self) -> float:
+        """Lock hold per commit from the writers' own metric, on the database's clock."""
+        count = self.writer.get("hold_count", 0.0)
+        return 1000 * self.writer.get("hold_sum", 0.0) / count if count else 0.0
+
     def writer_ms(self, phase: str, clock: str) -> float:
         """A writer phase's time per commit, in ms (warden_writer_seconds_total)."""
         commits = self.writer.get("commits", 0.0)
@@ -192,7 +214,8 @@ def _spent(before: dict[int, float], after: dict[int, float]) -> float:
 
 
 WRITER_LINE = re.compile(
-    r'^warden_writer_(?:seconds_total\{clock="(\w+)",phase="(\w+)"\}|(commits|changes)_total) (\S+)$',
+    r'^warden_(?:writer_seconds_total\{clock="(\w+)",phase="(\w+)"\}|writer_(commits|changes)_total'
+    r"|ledger_lock_hold_seconds_(sum|count)) (\S+)$",
     re.M,
 )
 
@@ -202,8 +225,8 @@ def _writer_counters(ports: list[int]) -> dict[str, float]:
     total: dict[str, float] = {}
     for port in ports:
         text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
-        for clock, phase, kind, value in WRITER_LINE.findall(text):
-            key = kind or f"{phase}/{clock}"
+        for clock, phase, kind, hold, value in WRITER_LINE.findall(text):
+            key = kind or (f"hold_{hold}" if hold else f"{phase}/{clock}")
             total[key] = total.get(key, 0.0) + float(value)
     return total
 
@@ -458,6 +481,11 @@ def _report(results: dict[int, list[Round]], fsync: float | None, out: Path) -> 
                 "server_cpu_ms",
                 "pg_cpu_ms",
                 "wal_per_decision",
+                "writer_prepare_ms",
+                "writer_other_ms",
+                "database_ms",
+                "writer_idle_ms",
+                "db_hold_ms",
             )
         }
         summary[str(n)] = {**row, "load": " / ".join(r.load for r in rounds)}
@@ -501,7 +529,11 @@ def _report_writer(results: dict[int, list[Round]]) -> None:
     """Where a writer's cycle goes, per commit (medians over rounds): wall and thread CPU."""
     print("\nwriter cycle per commit, ms wall (cpu): wall less cpu outside `database` is time "
           "the writer waited for the interpreter (GIL) or a core")  # fmt: skip
-    print(f"{'procs':>5} " + " ".join(f"{p:>15}" for p in PHASES) + f" {'GIL/core wait':>13}")
+    print(
+        f"{'procs':>5} "
+        + " ".join(f"{p:>15}" for p in PHASES)
+        + f" {'GIL/core wait':>13} {'lock hold (db clock)':>20}"
+    )
     for n, rounds in results.items():
         if not any(r.writer.get("commits") for r in rounds):
             continue
@@ -514,7 +546,8 @@ def _report_writer(results: dict[int, list[Round]]) -> None:
             sum(r.writer_ms(p, "wall") - r.writer_ms(p, "cpu") for p in ("prepare", "answer"))
             for r in rounds
         )
-        print(f"{n:>5} " + " ".join(f"{c:>15}" for c in cells) + f" {wait:>13.2f}")
+        hold = statistics.median(r.db_hold_ms for r in rounds)
+        print(f"{n:>5} " + " ".join(f"{c:>15}" for c in cells) + f" {wait:>13.2f} {hold:>20.2f}")
 
 
 def _costs(summary: dict[str, dict[str, float | str]], fsync: float | None) -> dict[str, float]:
@@ -524,11 +557,14 @@ def _costs(summary: dict[str, dict[str, float | str]], fsync: float | None) -> d
     return {
         "server_cpu_ms": float(base["server_cpu_ms"]),
         "pg_cpu_ms": float(base["pg_cpu_ms"]),
-        "hold_ms": float(base["hold_ms"]),
+        "hold_ms": float(base["db_hold_ms"] or base["hold_ms"]),
         "decisions_per_commit": float(base["per_commit"]),
         "wal_bytes_per_decision": float(base["wal_per_decision"]),
         "fsync_per_s": float(fsync or 0.0),
         "cores": float(os.cpu_count() or 1),
+        "writer_prepare_ms": float(base["writer_prepare_ms"]),
+        "writer_other_ms": float(base["writer_other_ms"]),
+        "database_ms": float(base["database_ms"]),
     }
 
 
