@@ -459,7 +459,7 @@ def _median(rounds: list[Round], attr: str) -> float:
     return float(statistics.median(getattr(r, attr) for r in rounds))
 
 
-def _report(results: dict[int, list[Round]], fsync: float | None, out: Path) -> None:
+def _report(results: dict[str, list[Round]], fsync: float | None, out: Path) -> None:
     print(
         f"\n{'procs':>5} {'dec/s':>8} {'p99 ms':>8} {'dec/commit':>10} {'lock wait':>9} "
         f"{'idle in tx':>10} {'head busy':>9} {'hold ms':>8} {'CPU ms/dec':>10} "
@@ -488,9 +488,9 @@ def _report(results: dict[int, list[Round]], fsync: float | None, out: Path) -> 
                 "db_hold_ms",
             )
         }
-        summary[str(n)] = {**row, "load": " / ".join(r.load for r in rounds)}
+        summary[n] = {**row, "load": " / ".join(r.load for r in rounds)}
         print(
-            f"{n:>5} {row['rps']:>8.0f} {row['p99_ms']:>8.1f} {row['per_commit']:>10.2f} "
+            f"{n:>9} {row['rps']:>8.0f} {row['p99_ms']:>8.1f} {row['per_commit']:>10.2f} "
             f"{row['lock_wait_share']:>9.1%} {row['idle_in_tx_share']:>10.1%} "
             f"{row['head_busy_share']:>9.1%} {row['hold_ms']:>8.2f} {row['cpu_ms']:>10.2f} "
             f"{row['server_cpu_ms']:>6.2f}+{row['pg_cpu_ms']:<6.2f} "
@@ -498,10 +498,14 @@ def _report(results: dict[int, list[Round]], fsync: float | None, out: Path) -> 
         )
     _report_writer(results)
     print()
-    if "1" in summary and "2" in summary:
-        ratio = float(summary["2"]["cpu_ms"]) / float(summary["1"]["cpu_ms"])
-        verdict = "met" if ratio <= TARGET_CPU_RATIO else "NOT met"
-        print(f"CPU per decision, 2 processes / 1 process: {ratio:.2f} (target ≤ 1.10: {verdict})")
+    for one in [label for label in summary if label.split("@")[0] == "1"]:
+        two = "2" + one[1:]
+        if two in summary:
+            ratio = float(summary[two]["cpu_ms"]) / float(summary[one]["cpu_ms"])
+            verdict = "met" if ratio <= TARGET_CPU_RATIO else "NOT met"
+            print(
+                f"CPU per decision, {two} processes / {one}: {ratio:.2f} (target ≤ 1.10: {verdict})"
+            )
     worst = max(float(s["lock_wait_share"]) for s in summary.values())
     verdict = "met" if worst <= TARGET_LOCK_WAIT else "NOT met"
     print(f"lock wait share, worst configuration: {worst:.1%} (target ≤ 5 %: {verdict})")
@@ -514,7 +518,7 @@ def _report(results: dict[int, list[Round]], fsync: float | None, out: Path) -> 
             {
                 "costs": costs,
                 "measured": summary,
-                "rounds": {str(n): [asdict(r) for r in rs] for n, rs in results.items()},
+                "rounds": {n: [asdict(r) for r in rs] for n, rs in results.items()},
             },
             indent=2,
         )
@@ -525,12 +529,12 @@ def _report(results: dict[int, list[Round]], fsync: float | None, out: Path) -> 
 PHASES = ("idle", "gather", "prepare", "database", "answer")
 
 
-def _report_writer(results: dict[int, list[Round]]) -> None:
+def _report_writer(results: dict[str, list[Round]]) -> None:
     """Where a writer's cycle goes, per commit (medians over rounds): wall and thread CPU."""
     print("\nwriter cycle per commit, ms wall (cpu): wall less cpu outside `database` is time "
           "the writer waited for the interpreter (GIL) or a core")  # fmt: skip
     print(
-        f"{'procs':>5} "
+        f"{'procs':>9} "
         + " ".join(f"{p:>15}" for p in PHASES)
         + f" {'GIL/core wait':>13} {'lock hold (db clock)':>20}"
     )
@@ -547,13 +551,14 @@ def _report_writer(results: dict[int, list[Round]]) -> None:
             for r in rounds
         )
         hold = statistics.median(r.db_hold_ms for r in rounds)
-        print(f"{n:>5} " + " ".join(f"{c:>15}" for c in cells) + f" {wait:>13.2f} {hold:>20.2f}")
+        print(f"{n:>9} " + " ".join(f"{c:>15}" for c in cells) + f" {wait:>13.2f} {hold:>20.2f}")
 
 
 def _costs(summary: dict[str, dict[str, float | str]], fsync: float | None) -> dict[str, float]:
     """The per-decision and per-commit costs the capacity model takes, from the 1-process run
     (the least contended) where there is one."""
-    base = summary.get("1") or next(iter(summary.values()))
+    ones = [label for label in summary if label.split("@")[0] == "1"]
+    base = summary[ones[0]] if ones else next(iter(summary.values()))
     return {
         "server_cpu_ms": float(base["server_cpu_ms"]),
         "pg_cpu_ms": float(base["pg_cpu_ms"]),
@@ -582,6 +587,12 @@ def main() -> None:
         ),
     )
     parser.add_argument("--database", default="warden_scaling_bench")
+    parser.add_argument(
+        "--linger-ms",
+        default="",
+        help="writer gather gaps to compare, e.g. 0.5,2 (WARDEN_WRITER_LINGER_MS; each process "
+        "count runs with each, alternating)",
+    )
     parser.add_argument("--out", type=Path, default=HERE / "out" / "scaling_costs.json")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
@@ -619,13 +630,17 @@ def main() -> None:
                     "db_oid": int(oid),
                     "wal_dir": data_dir / "pg_wal",
                 }
-                results: dict[int, list[Round]] = {n: [] for n in counts}
+                lingers = [x for x in args.linger_ms.split(",") if x] or [""]
+                configs = [(n, linger) for n in counts for linger in lingers]
+                results: dict[str, list[Round]] = {}
                 for round_no in range(args.rounds):
-                    for n in counts:
-                        r = _measure(n, env, args, folder, token, ctx)
-                        results[n].append(r)
+                    for n, linger in configs:
+                        label = f"{n}@{linger}ms" if linger else str(n)
+                        run_env = {**env, "WARDEN_WRITER_LINGER_MS": linger} if linger else env
+                        r = _measure(n, run_env, args, folder, token, ctx)
+                        results.setdefault(label, []).append(r)
                         print(
-                            f"round {round_no + 1}, {n} process(es): {r.rps:.0f} dec/s, "
+                            f"round {round_no + 1}, {label} process(es): {r.rps:.0f} dec/s, "
                             f"p99 {r.p99_ms:.1f} ms, {r.per_commit:.2f} dec/commit, "
                             f"lock wait {r.lock_wait_share:.1%}, CPU {r.cpu_ms:.2f} ms/dec, "
                             f"WAL {r.wal_per_decision:.0f} B/dec ({r.wal_method}), "

@@ -582,6 +582,8 @@ def main() -> None:
               f"{'lock wait pred':>14} {'meas':>6} {'CPU ms/dec pred':>15} {'meas':>5} "
               f"{'load':>5}")  # fmt: skip
         for n, row in measured.items():
+            if not n.isdigit():  # a variant (another linger): not what the costs describe
+                continue
             r = simulate(
                 Scenario(
                     replicas=int(n),

@@ -65,6 +65,7 @@ ACCEPT_TIMEOUT = 30.0  # seconds a change may queue before its caller withdraws 
 RESOLVE_TIMEOUT = 10.0  # seconds to read back a commit whose outcome is unknown
 RETRIES = 1  # new transactions for a batch that did not commit (busy or lost database)
 RETRY_PAUSE = 0.05  # seconds before such a retry
+LINGER = 0.0005  # seconds the writer waits for the next change of a burst (WARDEN_WRITER_LINGER_MS)
 
 
 @dataclass(frozen=True)
@@ -135,7 +136,7 @@ class Recorder:
         engine: sa.Engine,
         *,
         max_batch: int = 1024,
-        linger: float = 0.0005,
+        linger: float = LINGER,
         on_guard_state: Callable[[GuardState], None] | None = None,
         max_queue: int = MAX_QUEUE,
         max_riders: int = MAX_RIDERS,
