@@ -554,7 +554,7 @@ def main() -> None:
     parser.add_argument("--pg-cores", type=float, default=16.0)
     parser.add_argument("--clients", type=int, default=16, help="concurrent clients per replica")
     parser.add_argument("--concurrency", type=int, default=32, help="of the measured runs")
-    parser.add_argument("--decisions", type=int, default=20_000)
+    parser.add_argument("--decisions", type=int, default=10_000)
     parser.add_argument(
         "--host-cores", type=float, help="cores the measured runs had (default: the machine's)"
     )
