@@ -73,6 +73,34 @@ class Round:
     wal_bytes: float
     wal_method: str
     load: str
+    writer: dict[str, float] = field(default_factory=dict)  # /metrics deltas, summed
+
+    @property
+    def writer_prepare_ms(self) -> float:
+        return self.writer_ms("prepare", "cpu")
+
+    @property
+    def writer_other_ms(self) -> float:
+        return sum(self.writer_ms(p, "cpu") for p in ("gather", "database", "answer"))
+
+    @property
+    def database_ms(self) -> float:
+        return self.writer_ms("database", "wall")
+
+    @property
+    def writer_idle_ms(self) -> float:
+        return self.writer_ms("idle", "wall")
+
+    @property
+    def db_hold_ms(self) -> float:
+        """Lock hold per commit from the writers' own metric, on the database's clock."""
+        count = self.writer.get("hold_count", 0.0)
+        return 1000 * self.writer.get("hold_sum", 0.0) / count if count else 0.0
+
+    def writer_ms(self, phase: str, clock: str) -> float:
+        """A writer phase's time per commit, in ms (warden_writer_seconds_total)."""
+        commits = self.writer.get("commits", 0.0)
+        return 1000 * self.writer.get(f"{phase}/{clock}", 0.0) / commits if commits else 0.0
 
     @property
     def per_commit(self) -> float:
@@ -183,6 +211,24 @@ def _cpu(pids: list[int]) -> dict[int, float]:
 
 def _spent(before: dict[int, float], after: dict[int, float]) -> float:
     return sum(after[p] - before.get(p, 0.0) for p in after)
+
+
+WRITER_LINE = re.compile(
+    r'^warden_(?:writer_seconds_total\{clock="(\w+)",phase="(\w+)"\}|writer_(commits|changes)_total'
+    r"|ledger_lock_hold_seconds_(sum|count)) (\S+)$",
+    re.M,
+)
+
+
+def _writer_counters(ports: list[int]) -> dict[str, float]:
+    """The writers' phase clocks and commit counts, summed over the servers' /metrics."""
+    total: dict[str, float] = {}
+    for port in ports:
+        text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+        for clock, phase, kind, hold, value in WRITER_LINE.findall(text):
+            key = kind or (f"hold_{hold}" if hold else f"{phase}/{clock}")
+            total[key] = total.get(key, 0.0) + float(value)
+    return total
 
 
 def _wrk_script(folder: Path, ports: list[int], token: str) -> Path:
@@ -359,10 +405,12 @@ def _measure(
             ]
             cpu0 = _cpu(server_pids + backends)
             lsn0 = _lsn(admin)
+            writer0 = _writer_counters(ports)
             started = time.monotonic()
             with Sampler(db_url, database) as sampler:
                 result = _wrk(ports[0], script, threads, args.seconds, conns)
             elapsed = time.monotonic() - started
+            writer1 = _writer_counters(ports)
             lsn1 = _lsn(admin)
             pg_pids = sorted(sampler.pids | set(backends))
             cpu1 = _cpu(_descendants([pid for pid, _ in servers]) + pg_pids)
@@ -403,6 +451,7 @@ def _measure(
         wal_bytes=wal,
         wal_method=method,
         load=_loadavg(),
+        writer={k: v - writer0.get(k, 0.0) for k, v in writer1.items()},
     )
 
 
@@ -410,7 +459,7 @@ def _median(rounds: list[Round], attr: str) -> float:
     return float(statistics.median(getattr(r, attr) for r in rounds))
 
 
-def _report(results: dict[int, list[Round]], fsync: float | None, out: Path) -> None:
+def _report(results: dict[str, list[Round]], fsync: float | None, out: Path) -> None:
     print(
         f"\n{'procs':>5} {'dec/s':>8} {'p99 ms':>8} {'dec/commit':>10} {'lock wait':>9} "
         f"{'idle in tx':>10} {'head busy':>9} {'hold ms':>8} {'CPU ms/dec':>10} "
@@ -432,21 +481,31 @@ def _report(results: dict[int, list[Round]], fsync: float | None, out: Path) -> 
                 "server_cpu_ms",
                 "pg_cpu_ms",
                 "wal_per_decision",
+                "writer_prepare_ms",
+                "writer_other_ms",
+                "database_ms",
+                "writer_idle_ms",
+                "db_hold_ms",
             )
         }
-        summary[str(n)] = {**row, "load": " / ".join(r.load for r in rounds)}
+        summary[n] = {**row, "load": " / ".join(r.load for r in rounds)}
         print(
-            f"{n:>5} {row['rps']:>8.0f} {row['p99_ms']:>8.1f} {row['per_commit']:>10.2f} "
+            f"{n:>9} {row['rps']:>8.0f} {row['p99_ms']:>8.1f} {row['per_commit']:>10.2f} "
             f"{row['lock_wait_share']:>9.1%} {row['idle_in_tx_share']:>10.1%} "
             f"{row['head_busy_share']:>9.1%} {row['hold_ms']:>8.2f} {row['cpu_ms']:>10.2f} "
             f"{row['server_cpu_ms']:>6.2f}+{row['pg_cpu_ms']:<6.2f} "
             f"{row['wal_per_decision']:>9.0f}  {rounds[-1].load}"
         )
+    _report_writer(results)
     print()
-    if "1" in summary and "2" in summary:
-        ratio = float(summary["2"]["cpu_ms"]) / float(summary["1"]["cpu_ms"])
-        verdict = "met" if ratio <= TARGET_CPU_RATIO else "NOT met"
-        print(f"CPU per decision, 2 processes / 1 process: {ratio:.2f} (target ≤ 1.10: {verdict})")
+    for one in [label for label in summary if label.split("@")[0] == "1"]:
+        two = "2" + one[1:]
+        if two in summary:
+            ratio = float(summary[two]["cpu_ms"]) / float(summary[one]["cpu_ms"])
+            verdict = "met" if ratio <= TARGET_CPU_RATIO else "NOT met"
+            print(
+                f"CPU per decision, {two} processes / {one}: {ratio:.2f} (target ≤ 1.10: {verdict})"
+            )
     worst = max(float(s["lock_wait_share"]) for s in summary.values())
     verdict = "met" if worst <= TARGET_LOCK_WAIT else "NOT met"
     print(f"lock wait share, worst configuration: {worst:.1%} (target ≤ 5 %: {verdict})")
@@ -459,7 +518,7 @@ def _report(results: dict[int, list[Round]], fsync: float | None, out: Path) -> 
             {
                 "costs": costs,
                 "measured": summary,
-                "rounds": {str(n): [asdict(r) for r in rs] for n, rs in results.items()},
+                "rounds": {n: [asdict(r) for r in rs] for n, rs in results.items()},
             },
             indent=2,
         )
@@ -467,18 +526,50 @@ def _report(results: dict[int, list[Round]], fsync: float | None, out: Path) -> 
     print(f"costs for simulate_capacity.py written to {out}")
 
 
+PHASES = ("idle", "gather", "prepare", "database", "answer")
+
+
+def _report_writer(results: dict[str, list[Round]]) -> None:
+    """Where a writer's cycle goes, per commit (medians over rounds): wall and thread CPU."""
+    print("\nwriter cycle per commit, ms wall (cpu): wall less cpu outside `database` is time "
+          "the writer waited for the interpreter (GIL) or a core")  # fmt: skip
+    print(
+        f"{'procs':>9} "
+        + " ".join(f"{p:>15}" for p in PHASES)
+        + f" {'GIL/core wait':>13} {'lock hold (db clock)':>20}"
+    )
+    for n, rounds in results.items():
+        if not any(r.writer.get("commits") for r in rounds):
+            continue
+        cells = []
+        for phase in PHASES:
+            wall = statistics.median(r.writer_ms(phase, "wall") for r in rounds)
+            cpu = statistics.median(r.writer_ms(phase, "cpu") for r in rounds)
+            cells.append(f"{wall:>7.2f} ({cpu:>5.2f})")
+        wait = statistics.median(
+            sum(r.writer_ms(p, "wall") - r.writer_ms(p, "cpu") for p in ("prepare", "answer"))
+            for r in rounds
+        )
+        hold = statistics.median(r.db_hold_ms for r in rounds)
+        print(f"{n:>9} " + " ".join(f"{c:>15}" for c in cells) + f" {wait:>13.2f} {hold:>20.2f}")
+
+
 def _costs(summary: dict[str, dict[str, float | str]], fsync: float | None) -> dict[str, float]:
     """The per-decision and per-commit costs the capacity model takes, from the 1-process run
     (the least contended) where there is one."""
-    base = summary.get("1") or next(iter(summary.values()))
+    ones = [label for label in summary if label.split("@")[0] == "1"]
+    base = summary[ones[0]] if ones else next(iter(summary.values()))
     return {
         "server_cpu_ms": float(base["server_cpu_ms"]),
         "pg_cpu_ms": float(base["pg_cpu_ms"]),
-        "hold_ms": float(base["hold_ms"]),
+        "hold_ms": float(base["db_hold_ms"] or base["hold_ms"]),
         "decisions_per_commit": float(base["per_commit"]),
         "wal_bytes_per_decision": float(base["wal_per_decision"]),
         "fsync_per_s": float(fsync or 0.0),
         "cores": float(os.cpu_count() or 1),
+        "writer_prepare_ms": float(base["writer_prepare_ms"]),
+        "writer_other_ms": float(base["writer_other_ms"]),
+        "database_ms": float(base["database_ms"]),
     }
 
 
@@ -496,6 +587,12 @@ def main() -> None:
         ),
     )
     parser.add_argument("--database", default="warden_scaling_bench")
+    parser.add_argument(
+        "--linger-ms",
+        default="",
+        help="writer gather gaps to compare, e.g. 0.5,2 (WARDEN_WRITER_LINGER_MS; each process "
+        "count runs with each, alternating)",
+    )
     parser.add_argument("--out", type=Path, default=HERE / "out" / "scaling_costs.json")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
@@ -533,13 +630,17 @@ def main() -> None:
                     "db_oid": int(oid),
                     "wal_dir": data_dir / "pg_wal",
                 }
-                results: dict[int, list[Round]] = {n: [] for n in counts}
+                lingers = [x for x in args.linger_ms.split(",") if x] or [""]
+                configs = [(n, linger) for n in counts for linger in lingers]
+                results: dict[str, list[Round]] = {}
                 for round_no in range(args.rounds):
-                    for n in counts:
-                        r = _measure(n, env, args, folder, token, ctx)
-                        results[n].append(r)
+                    for n, linger in configs:
+                        label = f"{n}@{linger}ms" if linger else str(n)
+                        run_env = {**env, "WARDEN_WRITER_LINGER_MS": linger} if linger else env
+                        r = _measure(n, run_env, args, folder, token, ctx)
+                        results.setdefault(label, []).append(r)
                         print(
-                            f"round {round_no + 1}, {n} process(es): {r.rps:.0f} dec/s, "
+                            f"round {round_no + 1}, {label} process(es): {r.rps:.0f} dec/s, "
                             f"p99 {r.p99_ms:.1f} ms, {r.per_commit:.2f} dec/commit, "
                             f"lock wait {r.lock_wait_share:.1%}, CPU {r.cpu_ms:.2f} ms/dec, "
                             f"WAL {r.wal_per_decision:.0f} B/dec ({r.wal_method}), "

@@ -82,7 +82,7 @@ class _Cursor:
 
     def execute(self, sql: str, *args: Any) -> Any:
         text = sql.strip().upper()
-        if text == "COMMIT" or text.endswith(";\nCOMMIT"):  # alone, or ending a script
+        if text == "COMMIT" or ";\nCOMMIT;" in text or text.endswith(";\nCOMMIT"):  # or a script's
             return self._faults.commit(lambda: self._real.execute(sql, *args))
         self._faults.statement(sql)
         return self._real.execute(sql, *args)

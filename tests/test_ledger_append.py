@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import random
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -89,6 +90,46 @@ def test_an_unknown_commit_is_read_back_on_either_path(
     assert [seq for seq, _ in ledger] == [1, 2, 3]  # written once, whatever the moment
     report = verify_ledger(db, [], projection=False)
     assert report.ok, report.to_dict()
+
+
+@pytest.mark.parametrize("split", [False, True])
+def test_the_fast_path_commits_once_and_measures_the_hold_on_the_database_clock(
+    db: sa.Engine, split: bool
+) -> None:
+    """Every batch through `warden_append` commits in its one round trip (no read-back of an
+    outcome it should know), and the lock hold it reports is the database's: from the head
+    locked to COMMIT done, within the round trip the writer saw — split, on request, into the
+    append and the COMMIT."""
+    if db.dialect.name == "sqlite":
+        pytest.skip("SQLite chains in the writer")
+    recorder = Recorder(db)
+    holds: list[float] = []
+    parts: list[tuple[float, float]] = []
+    trips: list[float] = []
+    read_backs: list[Any] = []
+    try:
+        recorder.record(Change(events=[_event(0)]))  # learns the guard state under the lock
+        paths = _Paths(recorder)
+        recorder.observe_lock_hold = holds.append
+        if split:
+            recorder.observe_hold_parts = lambda a, c: parts.append((a, c))
+        recorder._read_back = read_backs.append  # type: ignore[method-assign,assignment]
+        for n in range(1, 6):
+            started = time.perf_counter()
+            recorder.record(Change(events=[_event(n)]))
+            trips.append(time.perf_counter() - started)
+    finally:
+        recorder.close()
+    assert paths.used == [IN_DATABASE] * 5
+    assert read_backs == []
+    assert len(holds) == 5
+    assert all(0 < hold < trip for hold, trip in zip(holds, trips, strict=True))
+    if split:
+        assert len(parts) == 5
+        for (append, commit), hold in zip(parts, holds, strict=True):
+            assert append >= 0 and commit >= 0
+            assert append + commit == pytest.approx(hold, abs=1e-5)
+    assert [seq for seq, _ in _ledger(db)] == [1, 2, 3, 4, 5, 6]
 
 
 def test_a_kill_switch_engaged_by_another_writer_withdraws_the_next_auto_decision(

@@ -58,6 +58,7 @@ from warden.rollout.shadow_host import HostAddress
 from warden.store import queries
 from warden.store.recorder import (
     GLOBAL_SCOPE,
+    LINGER,
     MAX_QUEUE,
     MAX_RIDERS,
     Change,
@@ -126,6 +127,7 @@ class Engine:
         write_queue: int = MAX_QUEUE,
         shadow_backlog: int = MAX_RIDERS,
         max_in_flight: int = MAX_IN_FLIGHT,
+        writer_linger: float = LINGER,
     ) -> None:
         """`shadow_process`: shadow models answer in a child process rather than on a thread
         of this one (see `warden.rollout.shadow_process`); the server turns it on.
@@ -138,7 +140,9 @@ class Engine:
         `Unavailable` (503); `shadow_backlog`: shadow results that may wait to be written
         before more are dropped (counted, never a decision); `max_in_flight`: decisions being
         made at once before more are refused with `Unavailable` — under overload a caller is
-        told at once to come back, instead of waiting in an ever longer line."""
+        told at once to come back, instead of waiting in an ever longer line. `writer_linger`:
+        seconds the writer keeps gathering a batch while changes keep arriving that close
+        together (docs/scaling.md)."""
         self.db = db
         self.shadow_process = shadow_process
         self.shadow_host = shadow_host
@@ -161,6 +165,7 @@ class Engine:
             on_guard_state=self._on_guard_state,
             max_queue=write_queue,
             max_riders=shadow_backlog,
+            linger=writer_linger,
         )
         self.policies = PolicyVersions(db, self.recorder)
         self.broken: dict[str, BrokenPoint] = {}

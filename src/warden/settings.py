@@ -20,6 +20,7 @@ class Settings:
     write_queue: int = 10_000  # WARDEN_WRITE_QUEUE: changes waiting to be written, then 503
     shadow_backlog: int = 10_000  # WARDEN_SHADOW_BACKLOG: shadow results waiting, then dropped
     max_in_flight: int = 1024  # WARDEN_MAX_IN_FLIGHT: decisions being made at once, then 503
+    writer_linger_ms: float = 0.5  # WARDEN_WRITER_LINGER_MS: group commit's gather gap
     shadow_host: HostAddress | None = None  # set by `warden serve --workers N` for its workers
 
     @property
@@ -45,8 +46,22 @@ class Settings:
             write_queue=_positive("WARDEN_WRITE_QUEUE", 10_000),
             shadow_backlog=_positive("WARDEN_SHADOW_BACKLOG", 10_000),
             max_in_flight=_positive("WARDEN_MAX_IN_FLIGHT", 1024),
+            writer_linger_ms=_milliseconds("WARDEN_WRITER_LINGER_MS", 0.5),
             shadow_host=HostAddress.from_env(),
         )
+
+
+def _milliseconds(name: str, default: float, most: float = 100.0) -> float:
+    raw = os.environ.get(name)
+    if raw is None:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value <= most:
+        raise ValueError(f"{name} must be a number of milliseconds from 0 to {most:g}, not {raw!r}")
+    return value
 
 
 def _positive(name: str, default: int) -> int:

@@ -164,6 +164,7 @@ def _app_from_env() -> FastAPI:
         write_queue=settings.write_queue,
         shadow_backlog=settings.shadow_backlog,
         max_in_flight=settings.max_in_flight,
+        writer_linger=settings.writer_linger_ms / 1000,
         broken=loaded.broken,
     )
     attach(engine)  # metrics, traces and protective actions; the monitor runs beside review

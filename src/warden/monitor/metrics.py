@@ -132,7 +132,9 @@ BATCH_FALLBACKS = Counter(
 LEDGER_LOCK_HOLD = Histogram(
     "warden_ledger_lock_hold_seconds",
     "How long each commit held the ledger head lock: from the head row read under the lock "
-    "to COMMIT returning (the WAL flush included). Every other writer waits this long.",
+    "to COMMIT done (the WAL flush included); on PostgreSQL measured on the database's clock, "
+    "so neither the network nor the writer's wait for its interpreter counts. Every other "
+    "writer waits this long.",
     buckets=(
         0.0001,
         0.0002,
@@ -152,6 +154,28 @@ LEDGER_LOCK_HOLD = Histogram(
         0.25,
         1.0,
     ),
+    registry=REGISTRY,
+)
+WRITER_SECONDS = Counter(
+    "warden_writer_seconds",
+    "Where the writer thread's time goes, per phase: idle (waiting for a first change), "
+    "gather (collecting the rest of a batch), prepare (making the batch ready, before the "
+    "database), database (the round trip that locks the head, appends and commits), answer "
+    "(telling the callers). clock=wall is elapsed time, clock=cpu the thread's own CPU time; "
+    "wall less cpu outside `database` is time spent waiting for the interpreter (the GIL) or "
+    "for a core.",
+    ["phase", "clock"],
+    registry=REGISTRY,
+)
+WRITER_COMMITS = Counter(
+    "warden_writer_commits",
+    "Transactions the writer committed.",
+    registry=REGISTRY,
+)
+WRITER_CHANGES = Counter(
+    "warden_writer_changes",
+    "Changes (decisions, reviews, ...) in the transactions the writer committed: over "
+    "warden_writer_commits_total, the group commit's batch size.",
     registry=REGISTRY,
 )
 WRITER_ERRORS = Counter(

@@ -42,7 +42,15 @@ import sqlalchemy as sa
 from warden.errors import Unavailable
 from warden.ledger.chain import EventDraft, PreparedEvent, SealedEvent, prepare, seal_prepared
 from warden.ledger.lanes import CONTROL, head_id, lane_count, lane_of
-from warden.monitor.metrics import LEDGER_LOCK_HOLD, SHADOW_DROPPED, WRITER_ERRORS, WRITES_REFUSED
+from warden.monitor.metrics import (
+    LEDGER_LOCK_HOLD,
+    SHADOW_DROPPED,
+    WRITER_CHANGES,
+    WRITER_COMMITS,
+    WRITER_ERRORS,
+    WRITER_SECONDS,
+    WRITES_REFUSED,
+)
 from warden.store.database import write_connection
 from warden.store.rawsql import RawStatements
 from warden.store.schema import decisions, events, ledger_head
@@ -57,6 +65,7 @@ ACCEPT_TIMEOUT = 30.0  # seconds a change may queue before its caller withdraws 
 RESOLVE_TIMEOUT = 10.0  # seconds to read back a commit whose outcome is unknown
 RETRIES = 1  # new transactions for a batch that did not commit (busy or lost database)
 RETRY_PAUSE = 0.05  # seconds before such a retry
+LINGER = 0.0005  # seconds the writer waits for the next change of a burst (WARDEN_WRITER_LINGER_MS)
 
 
 @dataclass(frozen=True)
@@ -129,7 +138,7 @@ class Recorder:
         engine: sa.Engine,
         *,
         max_batch: int = 1024,
-        linger: float = 0.0005,
+        linger: float = LINGER,
         on_guard_state: Callable[[GuardState], None] | None = None,
         max_queue: int = MAX_QUEUE,
         max_riders: int = MAX_RIDERS,
@@ -175,6 +184,10 @@ class Recorder:
         self._lanes = 0  # the ledger's lanes, read at the first write
         # How long each commit held the ledger head lock; a benchmark may keep raw samples.
         self.observe_lock_hold: Callable[[float], None] = LEDGER_LOCK_HOLD.observe
+        # A benchmark's question: of each hold in the database, how long the append took and
+        # how long COMMIT (its WAL flush) took. Costs a statement under the lock, so off.
+        self.observe_hold_parts: Callable[[float, float], None] | None = None
+        self._clock = _WriterClock()
         # PostgreSQL chains in the database, in one round trip (migration 0011).
         self.append_in_database = not self._sql.sqlite
         self._guard_seen: tuple[int, GuardState] | None = None  # as of that event
@@ -313,8 +326,11 @@ class Recorder:
         while True:
             try:
                 first = self._queue.get(timeout=self._rider_wait())
+                self._clock.lap("idle")
             except queue.Empty:  # riders are due and no decision came to carry them
+                self._clock.lap("idle")
                 self._commit_riders()
+                self._clock.lap("answer")
                 continue
             if first is _WAKE:
                 continue
@@ -342,7 +358,9 @@ class Recorder:
             previous = len(batch)
             if self._riders:
                 batch.append(self._riders_change(RIDERS_PER_COMMIT))
+            self._clock.lap("gather")
             self._commit(batch)
+            self._clock.lap("answer")
             if stop:
                 self._commit_riders()
                 return
@@ -508,6 +526,8 @@ class Recorder:
                 f"the database is unreachable or busy ({type(exc).__name__}); nothing was "
                 "recorded, retry after a moment"
             ) from exc
+        WRITER_COMMITS.inc()
+        WRITER_CHANGES.inc(len(batch))
         self._after_commit(guard)
         return results
 
@@ -527,6 +547,7 @@ class Recorder:
         readies = [None if c.apply else _ready(c, self._sql, lanes) for c in batch]  # unlocked
         self._guard_seen = None  # these changes may change it: read it under the lock again
         try:
+            self._clock.lap("prepare")
             conn = self._core_connection()
             transaction = conn.begin()
             lanes = self._lane_count()
@@ -561,6 +582,7 @@ class Recorder:
             committing = plan
             transaction.commit()
             self.observe_lock_hold(time.perf_counter() - locked)
+            self._clock.lap("database")
             if guard_seq is not None and not any(_is_barrier(c) for c in batch):
                 # lane 0 moved only by this batch's own control events, which change no guard
                 self._guard_seen = (plan.advanced.get(CONTROL, (guard_seq, ""))[0], guard)
@@ -690,8 +712,11 @@ class Recorder:
                 script.append(
                     literal.mogrify(APPEND, (head_id(lane), guard_seq, *_columns(by_lane[lane])))
                 )
-            script.append("COMMIT")
+            if self.observe_hold_parts is not None:
+                script.append(COMMIT_FROM)
+            script.extend(("COMMIT", COMMITTED_AT))
             committing = plan
+            self._clock.lap("prepare")
             cursor.execute(";\n".join(script))
             if prepared:
                 lane_0_seq = guard_seq
@@ -704,8 +729,15 @@ class Recorder:
                     if lane == CONTROL:
                         lane_0_seq = plan.seq
                     cursor.nextset()
-                self.observe_lock_hold(max(0.0, time.time() - locked_at))
+                split = self.observe_hold_parts
+                commit_from = _scalar_named(cursor, "commit_from") if split else None
+                committed_at = _scalar_named(cursor, "committed_at")
+                # On the database's clock: the lock is taken there and released by COMMIT.
+                self.observe_lock_hold(max(0.0, committed_at - locked_at))
+                if split is not None and commit_from is not None:
+                    split(commit_from - locked_at, committed_at - commit_from)
                 self._guard_seen = (lane_0_seq, guard)
+            self._clock.lap("database")
         except BaseException as exc:
             self._abandon(conn)
             state = getattr(exc, "sqlstate", None)
@@ -769,6 +801,7 @@ class Recorder:
         guards_cursor = conn.cursor()
         key_cursors = [conn.cursor() for _ in key_queries]
         committing: _Plan | None = None
+        self._clock.lap("prepare")
         try:
             with self._pipeline(conn) as pipeline:
                 if sql.begin:
@@ -806,6 +839,7 @@ class Recorder:
                 else:
                     conn.commit()
             self.observe_lock_hold(time.perf_counter() - locked)
+            self._clock.lap("database")
         except BaseException as exc:
             self._abandon(conn)
             if committing is not None and not self._refused_by_database(exc):
@@ -876,6 +910,8 @@ APPEND = (
     "%s, %s, %s::bytea[], %s::bytea[], %s::text[], %s::text[], %s::text[], %s::text[], "
     "%s::timestamptz[])"
 )
+COMMIT_FROM = "SELECT extract(epoch FROM clock_timestamp()) AS commit_from"
+COMMITTED_AT = "SELECT extract(epoch FROM clock_timestamp()) AS committed_at"  # lock released
 GUARDS_MOVED = "WA002"  # warden_append: a guard event came after the state the writer read
 # SQLSTATE classes of a statement PostgreSQL refused (data, integrity, transaction state,
 # rollback, syntax or access): the transaction certainly did not commit.
@@ -892,6 +928,39 @@ def _guard_state(rows: Sequence[Sequence[Any]]) -> GuardState:
         aliases=frozenset((r[0], r[1], r[2]) for r in by_kind["alias"]),
         policies=frozenset((r[0], r[1]) for r in by_kind["policy"]),
     )
+
+
+def _scalar_named(cursor: Any, name: str) -> float:
+    """The value of the next result set whose one column is `name`."""
+    while cursor.description is None or cursor.description[0].name != name:
+        if not cursor.nextset():
+            raise RuntimeError(f"the script gave no {name}")
+    return float(cursor.fetchone()[0])
+
+
+class _WriterClock:
+    """Wall and CPU time of the writer thread per phase of its loop, counted in
+    `warden_writer_seconds_total`: where a commit's cycle goes, and how much of it the thread
+    spent waiting for the interpreter rather than working or waiting for the database."""
+
+    PHASES = ("idle", "gather", "prepare", "database", "answer")
+
+    def __init__(self) -> None:
+        self._counters = {
+            phase: (WRITER_SECONDS.labels(phase, "wall"), WRITER_SECONDS.labels(phase, "cpu"))
+            for phase in self.PHASES
+        }
+        self._wall = time.perf_counter()
+        self._cpu = 0.0  # the writer thread's CPU clock; read on that thread only
+
+    def lap(self, phase: str) -> None:
+        """Charge the time since the last lap to `phase` (called on the writer thread)."""
+        wall, cpu = time.perf_counter(), time.thread_time()
+        wall_counter, cpu_counter = self._counters[phase]
+        wall_counter.inc(wall - self._wall)
+        if self._cpu:
+            cpu_counter.inc(cpu - self._cpu)
+        self._wall, self._cpu = wall, cpu
 
 
 class DuplicateKey(Exception):
@@ -1105,14 +1174,17 @@ def _unchained(
 def _values(
     literal: Any, insert: str, rows: Sequence[tuple[Any, ...]], per_statement: int = 500
 ) -> list[str]:
-    """`INSERT … VALUES (…)` for many rows as multi-row statements, parameters bound in."""
+    """`INSERT … VALUES (…), (…)` for many rows as multi-row statements, parameters bound in.
+
+    Each row is bound into the one-row template and the rows joined: the driver parses that
+    short template once and caches it, where a statement with every row's placeholders would
+    be a new text, parsed anew, for every batch size (a third of the CPU per row)."""
     head, marks = insert.split(" VALUES ", 1)
-    statements = []
-    for start in range(0, len(rows), per_statement):
-        chunk = rows[start : start + per_statement]
-        text = f"{head} VALUES {', '.join([marks] * len(chunk))}"
-        statements.append(literal.mogrify(text, [value for row in chunk for value in row]))
-    return statements
+    return [
+        f"{head} VALUES "
+        + ", ".join(literal.mogrify(marks, row) for row in rows[start : start + per_statement])
+        for start in range(0, len(rows), per_statement)
+    ]
 
 
 def _columns(prepared: Sequence[PreparedEvent]) -> tuple[list[Any], ...]:
