@@ -241,7 +241,8 @@ class _Sim:
 
     def work(self, mean_ms: float) -> float:
         """Seconds of work with this mean, gamma-distributed (coefficient of variation 0.5)."""
-        return self.rng.gammavariate(4.0, mean_ms / 4000.0) if mean_ms > 0 else 0.0
+        scale = mean_ms / 4000.0
+        return self.rng.gammavariate(4.0, scale) if scale > 0 else 0.0  # a tiny mean: none
 
     def _count(self, delta: int) -> None:
         if self.measuring:

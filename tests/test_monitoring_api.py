@@ -37,6 +37,8 @@ LOW_CARDINALITY = {
     "tool",
     "status",
     "part",
+    "phase",  # the writer's loop: idle, gather, prepare, database, answer
+    "clock",  # wall or cpu
 }
 
 
