@@ -75,4 +75,6 @@ def test_lanes_verified_in_child_processes_give_the_report_one_process_gives(
         patched.setattr(verify_mod, "verify_lanes", not_here)
         shared = verify_ledger(lanes_db, [key.public], projection=False, parallel=True)
     assert _summary(shared) == _summary(alone)
-    assert alone.ok == (how == "none"), alone.to_dict()["problems"]
+    # a lane re-hashed before anything was signed is the unprotected tail: nothing can tell
+    undetectable = how == "none" or (how == "rehash" and not signed_before)
+    assert alone.ok == undetectable, alone.to_dict()["problems"]
