@@ -361,7 +361,12 @@ def http(
     finally:
         for proc in procs:
             proc.terminate()
-            proc.wait(30)
+        for proc in procs:
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:  # an HTTP server waiting on an open stream
+                proc.kill()
+                proc.wait(10)
 
 
 if __name__ == "__main__":
