@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import orjson
 import typer
@@ -24,6 +24,9 @@ from warden.ledger.projection import StateReport
 from warden.ledger.proof import build_bundle, check_bundle, consistency_between
 from warden.ledger.tree import LedgerTree
 from warden.ledger.verify import Report, verify_ledger
+
+if TYPE_CHECKING:
+    from warden.ledger.witnessing import Submitter
 
 audit_app = typer.Typer(
     no_args_is_help=True,
@@ -364,27 +367,17 @@ def lanes_checkpoint() -> None:
 
 def _cosign_lanes(made: Any) -> None:
     """Ask the witnesses of WARDEN_WITNESSES to cosign each lane above 0; exit 1 if one does not."""
-    from warden.ledger.witnessing import Submitter, from_env
-
-    try:
-        targets = from_env()
-    except WardenError as error:
-        _fail(error)
-    if not targets:
-        return
-    db = context.database(context.settings())
-    try:
-        results = Submitter(db, targets).submit_lanes(made)
-    finally:
-        db.dispose()
-    for name, outcome in results.items():
-        err.print(f"witness {name}: {outcome}", highlight=False)
-    if any(not outcome.startswith("cosigned") for outcome in results.values()):
-        raise typer.Exit(1)
+    _ask_witnesses(lambda submitter: submitter.submit_lanes(made))
 
 
 def _cosign(cp: checkpoints.Checkpoint) -> None:
     """Ask the witnesses of WARDEN_WITNESSES to cosign; exit 1 if one does not."""
+    _ask_witnesses(lambda submitter: submitter.submit(cp))
+
+
+def _ask_witnesses(submit: Callable[[Submitter], dict[str, str]]) -> None:
+    """Hand a checkpoint to every witness of WARDEN_WITNESSES, print each answer, and exit 1
+    unless every one cosigned (nothing to do when no witness is configured)."""
     from warden.ledger.witnessing import Submitter, from_env
 
     try:
@@ -395,7 +388,7 @@ def _cosign(cp: checkpoints.Checkpoint) -> None:
         return
     db = context.database(context.settings())
     try:
-        results = Submitter(db, targets).submit(cp)
+        results = submit(Submitter(db, targets))
     finally:
         db.dispose()
     for name, outcome in results.items():
