@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import textwrap
+import threading
+import time
 from pathlib import Path
+from typing import Any
 
 import joblib
 import numpy as np
@@ -90,3 +93,27 @@ def write_point(folder: Path, kind: str, timeout_ms: int = 200) -> Path:
 
 def percentile(values: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(values), q))
+
+
+def decide_for(
+    engine: Any, inputs: list[dict[str, float | int]], threads: int, seconds: float
+) -> tuple[int, float]:
+    """`threads` callers deciding `loan_approval` back to back for `seconds`: how many
+    decisions they made, and in how many seconds of wall time."""
+    stop = time.monotonic() + seconds
+    counts = [0] * threads
+
+    def work(index: int) -> None:
+        i = index
+        while time.monotonic() < stop:
+            engine.decide("loan_approval", inputs[i % len(inputs)])
+            counts[index] += 1
+            i += threads
+
+    workers = [threading.Thread(target=work, args=(i,)) for i in range(threads)]
+    began = time.monotonic()
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    return sum(counts), time.monotonic() - began

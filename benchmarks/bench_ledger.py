@@ -35,7 +35,7 @@ import sqlalchemy as sa
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from _setup import applications, percentile, write_point
+from _setup import applications, decide_for, percentile, write_point
 
 from warden.engine import Engine
 from warden.ledger.chain import EventDraft
@@ -130,24 +130,8 @@ def postgres_schema(url: str) -> Iterator[sa.Engine]:
 def decision_flow(folder: Path, db: sa.Engine, threads: int, seconds: float) -> float:
     points = load_points(write_point(folder / "points", "callable"))
     engine = Engine(points, db, actor="bench")
-    inputs = applications(2000)
-    stop = time.monotonic() + seconds
-    counts = [0] * threads
-
-    def work(index: int) -> None:
-        i = index
-        while time.monotonic() < stop:
-            engine.decide("loan_approval", inputs[i % len(inputs)])
-            counts[index] += 1
-            i += threads
-
-    workers = [threading.Thread(target=work, args=(i,)) for i in range(threads)]
-    began = time.monotonic()
-    for worker in workers:
-        worker.start()
-    for worker in workers:
-        worker.join()
-    rate = sum(counts) / (time.monotonic() - began)
+    decisions, elapsed = decide_for(engine, applications(2000), threads, seconds)
+    rate = decisions / elapsed
     engine.close()
     return rate
 
@@ -343,27 +327,13 @@ def writer_child(url: str, threads: int, seconds: float, two_round_trips: bool) 
         inputs = applications(2000)
         print("ready", flush=True)
         sys.stdin.readline()
-        stop = time.monotonic() + seconds
-        counts = [0] * threads
-
-        def work(index: int) -> None:
-            i = index
-            while time.monotonic() < stop:
-                engine.decide("loan_approval", inputs[i % len(inputs)])
-                counts[index] += 1
-                i += threads
-
         holds.clear()
         cpu = time.process_time()
-        workers = [threading.Thread(target=work, args=(i,)) for i in range(threads)]
-        for worker in workers:
-            worker.start()
-        for worker in workers:
-            worker.join()
+        decisions, _ = decide_for(engine, inputs, threads, seconds)
         cpu = time.process_time() - cpu
         engine.close()
         db.dispose()
-    print(json.dumps({"decisions": sum(counts), "holds": holds, "cpu": cpu}))
+    print(json.dumps({"decisions": decisions, "holds": holds, "cpu": cpu}))
 
 
 def sample_activity(url: str, until: float) -> dict[str, int]:

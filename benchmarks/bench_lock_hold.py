@@ -28,15 +28,13 @@ import os
 import statistics
 import sys
 import tempfile
-import threading
-import time
 from pathlib import Path
 
 import psycopg
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from _setup import applications, write_point
+from _setup import applications, decide_for, write_point
 from bench_scaling import _fsync_rate, _loadavg
 
 from warden.engine import Engine
@@ -69,26 +67,9 @@ def _run(url: str, points: Path, threads: int, seconds: float) -> dict[str, floa
     engine.decide("loan_approval", inputs[0])  # the writer learns the guard state
     holds.clear()
     parts.clear()
-    stop = time.monotonic() + seconds
-    counts = [0] * threads
-
-    def work(index: int) -> None:
-        i = index
-        while time.monotonic() < stop:
-            engine.decide("loan_approval", inputs[i % len(inputs)])
-            counts[index] += 1
-            i += threads
-
-    began = time.monotonic()
-    workers = [threading.Thread(target=work, args=(i,)) for i in range(threads)]
-    for worker in workers:
-        worker.start()
-    for worker in workers:
-        worker.join()
-    elapsed = time.monotonic() - began
+    decisions, elapsed = decide_for(engine, inputs, threads, seconds)
     engine.close()
     db.dispose()
-    decisions = sum(counts)
     commits = max(len(holds), 1)
     return {
         "rps": decisions / elapsed,
