@@ -132,6 +132,24 @@ def export_events(
         writer.close()
         partial.unlink(missing_ok=True)
         raise
+    manifest = _publish(
+        partial,
+        out,
+        fmt,
+        written,
+        flt,
+        checkpoint=checkpoint.to_dict(),
+        verified=f"all {checkpoint.size} events up to the checkpoint were re-derived "
+        "and their Merkle root matches it",
+    )
+    return ExportResult(out, manifest, written, chain.verified, checkpoint, fmt)
+
+
+def _publish(
+    partial: Path, out: Path, fmt: str, written: int, flt: ExportFilter, **attested: Any
+) -> Path:
+    """Move a checked export into place and write its manifest beside it: the file's digest,
+    what it holds, and what it was checked against (`attested`)."""
     os.replace(partial, out)
     manifest = out.with_name(out.name + ".manifest.json")
     manifest.write_bytes(
@@ -143,14 +161,12 @@ def export_events(
                 "sha256": _sha256(out),
                 "events": written,
                 "filters": flt.to_dict(),
-                "checkpoint": checkpoint.to_dict(),
-                "verified": f"all {checkpoint.size} events up to the checkpoint were re-derived "
-                "and their Merkle root matches it",
+                **attested,
             },
             option=orjson.OPT_INDENT_2,
         )
     )
-    return ExportResult(out, manifest, written, chain.verified, checkpoint, fmt)
+    return manifest
 
 
 def _export_lanes(
@@ -192,26 +208,16 @@ def _export_lanes(
         writer.close()
         partial.unlink(missing_ok=True)
         raise
-    os.replace(partial, out)
-    manifest = out.with_name(out.name + ".manifest.json")
-    manifest.write_bytes(
-        orjson.dumps(
-            {
-                "format": MANIFEST_FORMAT,
-                "file": out.name,
-                "file_format": "jsonl",
-                "sha256": _sha256(out),
-                "events": written,
-                "filters": flt.to_dict(),
-                "lanes_checkpoint": signed.note,
-                "lanes": [
-                    {"lane": h.lane, "size": h.size, "root": h.root.hex()} for h in signed.heads
-                ],
-                "verified": f"all {scanned} events of {len(signed.heads)} lanes up to the lanes "
-                "checkpoint were re-derived and each lane's Merkle root matches it",
-            },
-            option=orjson.OPT_INDENT_2,
-        )
+    manifest = _publish(
+        partial,
+        out,
+        "jsonl",
+        written,
+        flt,
+        lanes_checkpoint=signed.note,
+        lanes=[{"lane": h.lane, "size": h.size, "root": h.root.hex()} for h in signed.heads],
+        verified=f"all {scanned} events of {len(signed.heads)} lanes up to the lanes "
+        "checkpoint were re-derived and each lane's Merkle root matches it",
     )
     return ExportResult(out, manifest, written, scanned, None, "jsonl", signed)
 
