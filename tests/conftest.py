@@ -129,6 +129,12 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'warden.db'}"
         return
+    yield from postgres_schema_url()
+
+
+def postgres_schema_url() -> Iterator[str]:
+    """The URL of a fresh, empty schema on the test PostgreSQL, dropped afterwards (skips the
+    test when WARDEN_TEST_POSTGRES_URL is unset). For a fixture: `yield from` it."""
     base = os.environ.get(POSTGRES_ENV)
     if not base:
         pytest.skip(f"{POSTGRES_ENV} is not set")

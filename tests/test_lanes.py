@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import multiprocessing
-import os
 import uuid
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -21,6 +20,7 @@ import sqlalchemy as sa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.conftest import postgres_schema_url
 from warden.ledger import lanes as lanes_mod
 from warden.ledger import merkle, remembered
 from warden.ledger import note as notes
@@ -201,18 +201,7 @@ def test_a_lanes_checkpoint_signed_by_another_key_or_with_an_edited_lane_line_is
 
 @pytest.fixture
 def pg_url() -> Iterator[str]:
-    base = os.environ.get(POSTGRES_ENV)
-    if not base:
-        pytest.skip(f"{POSTGRES_ENV} is not set")
-    schema = f"t_{uuid.uuid4().hex[:16]}"
-    admin = sa.create_engine(base)
-    with admin.begin() as conn:
-        conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
-    separator = "&" if "?" in base else "?"
-    yield f"{base}{separator}options=-csearch_path%3D{schema}"
-    with admin.begin() as conn:
-        conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
-    admin.dispose()
+    yield from postgres_schema_url()
 
 
 @pytest.fixture
