@@ -4,9 +4,12 @@ that need a real server process (its HTTP server, its signals)."""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -58,3 +61,32 @@ def serve(
     proc.kill()
     proc.wait(timeout=10)
     raise AssertionError(f"warden serve {' '.join(args)} did not start")
+
+
+@contextmanager
+def serve_workers(
+    env: dict[str, str], log: Path, workers: int = 2
+) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+    """`warden serve --workers N` with `env`, its log in `log`: (process, url) once every
+    worker has started, so traffic reaches all of them; stopped with SIGINT afterwards."""
+    port = _free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "warden", "serve", "--port", str(port), "--workers", str(workers)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=log.open("wb"),
+    )
+    try:
+        deadline = time.monotonic() + 300  # workers start slowly on a busy machine
+        started = 0
+        while started < workers and time.monotonic() < deadline and server.poll() is None:
+            time.sleep(0.5)
+            started = log.read_text().count("Application startup complete")
+        assert started == workers, log.read_text()  # every worker serves before the traffic
+        yield server, f"http://127.0.0.1:{port}"
+    finally:
+        server.send_signal(signal.SIGINT)
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()

@@ -3,11 +3,6 @@
 from __future__ import annotations
 
 import os
-import signal
-import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -16,17 +11,12 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.monitoring import applications, monitored_points
+from tests.serving import serve_workers
 from warden.auth.tokens import create_token
 from warden.store.database import create_engine, migrate
 from warden.store.recorder import Recorder
 
 pytestmark = pytest.mark.slow
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _decided(text: str) -> float:
@@ -50,7 +40,6 @@ def test_metrics_merge_across_workers(tmp_path: Path) -> None:
     secret, _ = create_token(recorder, name="load", roles=["caller"], points=["*"], actor="test")
     recorder.close()
     db.dispose()
-    port = _free_port()
     env = {
         **{k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"},
         "WARDEN_CONFIG": str(points),
@@ -58,20 +47,7 @@ def test_metrics_merge_across_workers(tmp_path: Path) -> None:
         "WARDEN_HOME": str(tmp_path / "home"),
     }
     log = tmp_path / "serve.log"
-    server = subprocess.Popen(
-        [sys.executable, "-m", "warden", "serve", "--port", str(port), "--workers", "2"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=log.open("wb"),
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 300  # two workers start slowly on a busy machine
-        started = 0
-        while started < 2 and time.monotonic() < deadline and server.poll() is None:
-            time.sleep(0.5)
-            started = log.read_text().count("Application startup complete")
-        assert started == 2, log.read_text()  # both workers serve before the traffic
+    with serve_workers(env, log) as (_server, base):
         sent = 60
         headers = {"Authorization": f"Bearer {secret}"}
         for item in applications(np.random.default_rng(1), sent):
@@ -88,9 +64,3 @@ def test_metrics_merge_across_workers(tmp_path: Path) -> None:
         assert "counter" in written and "gauge" in written
         counted_by = list((tmp_path / "home" / "prometheus").glob("counter_*.db"))
         assert len(counted_by) == 2, counted_by  # both workers decided, one scrape sums them
-    finally:
-        server.send_signal(signal.SIGINT)
-        try:
-            server.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            server.kill()

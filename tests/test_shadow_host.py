@@ -6,8 +6,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-import socket
-import subprocess
 import sys
 import textwrap
 import time
@@ -18,6 +16,7 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
+from tests.serving import serve_workers
 from tests.test_rollout import POINT, SMOKE, train
 from tests.test_shadow_process import guarded, results
 from warden.auth.tokens import create_token
@@ -117,12 +116,6 @@ def test_default_workers_follow_the_database() -> None:
 # -- end to end: `warden serve --workers 2` with a shadow rollout ------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _tree(root: int) -> list[int]:
     parents: dict[int, int] = {}
     for entry in Path("/proc").iterdir():
@@ -176,7 +169,6 @@ def test_serve_with_two_workers_runs_one_shadow_process(tmp_path: Path) -> None:
         setup.recorder, name="ops", roles=["owner", "caller"], points=["credit"], actor="test"
     )
     setup.close()
-    port = _free_port()
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith(("PROMETHEUS", "WARDEN_"))},
         "WARDEN_CONFIG": str(folder),
@@ -184,20 +176,8 @@ def test_serve_with_two_workers_runs_one_shadow_process(tmp_path: Path) -> None:
         "WARDEN_HOME": str(home),
     }
     log = tmp_path / "serve.log"
-    server = subprocess.Popen(
-        [sys.executable, "-m", "warden", "serve", "--port", str(port), "--workers", "2"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=log.open("wb"),
-    )
-    base, auth = f"http://127.0.0.1:{port}", {"Authorization": f"Bearer {secret}"}
-    try:
-        deadline = time.monotonic() + 300  # two workers start slowly on a busy machine
-        started = 0
-        while started < 2 and time.monotonic() < deadline and server.poll() is None:
-            time.sleep(0.5)
-            started = log.read_text().count("Application startup complete")
-        assert started == 2, log.read_text()  # both workers serve before the traffic
+    with serve_workers(env, log) as (server, base):
+        auth = {"Authorization": f"Bearer {secret}"}
         plan = {"steps": [100], "interval": "60s", "min_decisions": 30}
         rollout = httpx.post(
             f"{base}/v1/points/credit/rollout",
@@ -232,13 +212,7 @@ def test_serve_with_two_workers_runs_one_shadow_process(tmp_path: Path) -> None:
         workers = set(re.findall(r"Started server process \[(\d+)\]", log.read_text()))
         counted = {p.stem.split("_")[1] for p in (home / "prometheus").glob("counter_*.db")}
         assert len(workers) == 2 and workers <= counted, (workers, counted)  # both shadowed
-    finally:
-        server.send_signal(signal.SIGINT)
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
-        db.dispose()
+    db.dispose()
     deadline = time.monotonic() + 10
     while _running(named[0]) and time.monotonic() < deadline:
         time.sleep(0.2)
